@@ -1,0 +1,5 @@
+import sys
+
+from rosetta.cli import main
+
+sys.exit(main())

@@ -1,0 +1,126 @@
+"""The character set, label encoding and greedy CTC decoding, exactly as PaddleOCR does them.
+
+Class 0 is the CTC blank; characters follow in dictionary order. The default alphabet is
+``0-9a-z`` (36 characters) and folds labels to lower case; a PaddleOCR dictionary file (one
+character per line) keeps case, and ``use_space`` appends a space as PaddleOCR's does.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from rosetta.errors import RosettaError
+
+DEFAULT_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+class CharsetError(RosettaError, ValueError):
+    """A dictionary file that cannot be used; the message names the file and the fix."""
+
+
+@dataclass(frozen=True)
+class Charset:
+    characters: str = DEFAULT_ALPHABET
+    max_text_length: int = 25
+    lowercase: bool = True  # PaddleOCR lowercases only for its built-in alphabet
+
+    @classmethod
+    def from_dict_file(cls, path: str | Path, use_space: bool = False, max_text_length: int = 25) -> "Charset":
+        path = Path(path)
+        if not path.is_file():
+            raise CharsetError(f"{path}: character dictionary not found; check charset.dict_path")
+        chars: list[str] = []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            # PaddleOCR strips only the line ending, so a dictionary may hold a literal space line.
+            line = line.rstrip("\r\n")
+            if line == "":
+                continue
+            if len(line) != 1:
+                raise CharsetError(f"{path}: line {line!r} holds more than one character; a PaddleOCR "
+                                   "dictionary has exactly one character per line")
+            chars.append(line)
+        if use_space and " " not in chars:
+            chars.append(" ")
+        if len(set(chars)) != len(chars):
+            dup = next(c for c in chars if chars.count(c) > 1)
+            raise CharsetError(f"{path}: character {dup!r} appears twice; remove the duplicate line")
+        if not chars:
+            raise CharsetError(f"{path}: the dictionary is empty; add one character per line")
+        return cls("".join(chars), max_text_length, lowercase=False)
+
+    @classmethod
+    def from_config(cls, cfg) -> "Charset":
+        """From a ``CharsetConfig``; a relative ``dict_path`` is taken from the working directory."""
+        if cfg.dict_path:
+            return cls.from_dict_file(cfg.dict_path, cfg.use_space, cfg.max_text_length)
+        chars = DEFAULT_ALPHABET + (" " if cfg.use_space else "")
+        return cls(chars, cfg.max_text_length, lowercase=True)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.characters) + 1  # + blank
+
+    @property
+    def _index(self) -> dict[str, int]:
+        return {c: i + 1 for i, c in enumerate(self.characters)}
+
+    def normalize(self, label: str) -> str | None:
+        """The label as the model is trained on it, or None when PaddleOCR would reject it.
+
+        Length is checked before out-of-charset characters are dropped, as PaddleOCR does: the raw
+        label may be too long even when its filtered form is not.
+        """
+        if len(label) == 0 or len(label) > self.max_text_length:
+            return None
+        if self.lowercase:
+            label = label.lower()
+        index = self._index
+        kept = "".join(c for c in label if c in index)
+        return kept or None
+
+    def encode(self, label: str) -> list[int] | None:
+        text = self.normalize(label)
+        if text is None:
+            return None
+        index = self._index
+        return [index[c] for c in text]
+
+    def conforms(self, label: str) -> bool:
+        """True when every character of ``label`` is in the charset after case folding."""
+        index = self._index
+        text = label.lower() if self.lowercase else label
+        return bool(text) and all(c in index for c in text)
+
+    def decode_indices(self, indices: Sequence[int]) -> str:
+        return "".join(self.characters[i - 1] for i in indices if 0 < i <= len(self.characters))
+
+    def ctc_decode(self, probs: np.ndarray) -> list[tuple[str, float]]:
+        """Greedy CTC over ``probs`` of shape (N, T, C): argmax, merge repeats, drop blanks.
+
+        Confidence is the mean of the kept steps' max probabilities (PaddleOCR's), 0.0 for none.
+        """
+        probs = np.asarray(probs)
+        if probs.ndim == 2:
+            probs = probs[None]
+        best = probs.argmax(axis=2)
+        best_p = probs.max(axis=2)
+        out: list[tuple[str, float]] = []
+        for idx, p in zip(best, best_p):
+            keep = np.ones(len(idx), dtype=bool)
+            keep[1:] = idx[1:] != idx[:-1]
+            keep &= idx != 0
+            text = self.decode_indices(idx[keep].tolist())
+            conf = float(p[keep].mean()) if keep.any() else 0.0
+            out.append((text, conf))
+        return out
+
+    def to_dict(self) -> dict:
+        return {"characters": self.characters, "max_text_length": self.max_text_length,
+                "lowercase": self.lowercase}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Charset":
+        return cls(d["characters"], int(d["max_text_length"]), bool(d["lowercase"]))

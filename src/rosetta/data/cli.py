@@ -1,0 +1,146 @@
+"""``rosetta data ...``: render, download, convert, validate and describe datasets."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from rosetta.charset import Charset
+from rosetta.cliutil import add_config_args, config_from_args, run_guarded
+from rosetta.config import DataLayout
+from rosetta.errors import RosettaError
+
+SOURCE_NAMES = ("mjsynth", "synthtext", "lmdb", "benchmarks")
+
+
+def register(subparsers) -> None:
+    data = subparsers.add_parser("data", help="render, download, convert, validate and describe datasets",
+                                 description="Dataset commands. Each reads params.yaml (-c) with -o overrides.")
+    sub = data.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("synth", help="render the synthetic MJSynth-layout dataset",
+                       description="Render train/val/test word images in MJSynth's layout (90kDICT32px/, "
+                                   "annotation_*.txt, lexicon.txt) from data.synth; the test split uses font "
+                                   "families train and val never see.")
+    p.add_argument("out", metavar="OUT", help="output folder (replaced when complete)")
+    add_config_args(p)
+    p.set_defaults(func=_synth)
+
+    p = sub.add_parser("download", help="download (resumably) and extract a dataset",
+                       description="Download URL_OR_NAME with resume, retries and sha256 check, then extract "
+                                   "an archive into OUT. NAME is one of " + ", ".join(SOURCE_NAMES) +
+                                   " and takes the URL (and sha256) from data.<NAME> in params. A local path "
+                                   "or file:// URL works too. Archives are kept in <data.root>/downloads.")
+    p.add_argument("source", metavar="URL_OR_NAME", help="URL, local path, or " + "|".join(SOURCE_NAMES))
+    p.add_argument("out", metavar="OUT", help="folder to extract into")
+    p.add_argument("--sha256", metavar="HEX", default=None, help="expected sha256 of the downloaded file")
+    add_config_args(p)
+    p.set_defaults(func=_download)
+
+    p = sub.add_parser("convert", help="convert a dataset to LMDB",
+                       description="Write LMDB(s) in the DTRB/PaddleOCR format under OUTPUT. mjsynth: INPUT "
+                                   "holds annotation_*.txt (or a parent of it) -> OUTPUT/{train,val,test}; "
+                                   "synthtext: INPUT holds gt.mat -> OUTPUT/train (one sample per word box); "
+                                   "gt-file: INPUT is a file of 'path<TAB>label' lines -> OUTPUT. Unreadable "
+                                   "images and empty labels are skipped and counted in OUTPUT/**/report.json.")
+    p.add_argument("--format", required=True, choices=("mjsynth", "synthtext", "gt-file"), help="input layout")
+    p.add_argument("input", metavar="INPUT", help="dataset folder, or the gt file")
+    p.add_argument("output", metavar="OUTPUT", help="output folder")
+    add_config_args(p)
+    p.set_defaults(func=_convert)
+
+    p = sub.add_parser("validate", help="check LMDBs with the Great Expectations suite",
+                       description="Validate every LMDB under LMDB_DIR against data.validation (decodable "
+                                   "images, charset conformity, height, aspect ratio, sample count). Prints a "
+                                   "summary per LMDB, writes the full GX results as JSON, and exits 1 when "
+                                   "any check fails.")
+    p.add_argument("lmdb_dir", metavar="LMDB_DIR", help="an LMDB, or a folder of LMDBs")
+    p.add_argument("--results", metavar="DIR", default=None,
+                   help="where the GX result JSONs go (default: <data.root>/reports/validation)")
+    add_config_args(p)
+    p.set_defaults(func=_validate)
+
+    p = sub.add_parser("stats", help="label counts, length histogram and character frequencies",
+                       description="Statistics of the labels of every LMDB under LMDB_DIR (no image is "
+                                   "decoded): samples, how many the charset keeps, label lengths, characters.")
+    p.add_argument("lmdb_dir", metavar="LMDB_DIR", help="an LMDB, or a folder of LMDBs")
+    p.add_argument("--json", action="store_true", help="print the full statistics as JSON")
+    add_config_args(p)
+    p.set_defaults(func=_stats)
+
+
+def _synth(args: argparse.Namespace) -> int:
+    def body() -> int:
+        from rosetta.data.synth import render_dataset
+
+        cfg = config_from_args(args)
+        render_dataset(args.out, cfg.data.synth, cfg.seed, cfg.data.workers)
+        return 0
+
+    return run_guarded(body)
+
+
+def _download(args: argparse.Namespace) -> int:
+    def body() -> int:
+        from rosetta.data.download import fetch
+
+        cfg = config_from_args(args)
+        url, sha256 = args.source, args.sha256
+        if args.source in SOURCE_NAMES:
+            spec = getattr(cfg.data, args.source)
+            if not spec.url:
+                raise RosettaError(f"data.{args.source}.url is empty; set it in params.yaml or give a URL")
+            url, sha256 = spec.url, sha256 or spec.sha256
+        out = fetch(url, Path(args.out), DataLayout.from_config(cfg).root / "downloads", sha256)
+        print(f"{url} -> {out}")
+        return 0
+
+    return run_guarded(body)
+
+
+def _convert(args: argparse.Namespace) -> int:
+    def body() -> int:
+        from rosetta.data.convert import convert
+
+        cfg = config_from_args(args)
+        for name, report in convert(args.format, args.input, args.output, cfg.data.workers).items():
+            rejected = ", ".join(f"{k} {v}" for k, v in report["rejected"].items()) or "none"
+            print(f"{name}: {report['written']} samples written, rejected: {rejected}")
+        return 0
+
+    return run_guarded(body)
+
+
+def _validate(args: argparse.Namespace) -> int:
+    def body() -> int:
+        from rosetta.data.validate import RESULTS_DIR, validate_tree
+
+        cfg = config_from_args(args)
+        results_dir = Path(args.results) if args.results else DataLayout.from_config(cfg).reports / RESULTS_DIR
+        results = validate_tree(args.lmdb_dir, Charset.from_config(cfg.charset), cfg.data.validation,
+                                results_dir, cfg.data.workers)
+        for result in results:
+            print(result.summary)
+        print(f"GX results written to {results_dir}")
+        return 0 if all(r.success for r in results) else 1
+
+    return run_guarded(body)
+
+
+def _stats(args: argparse.Namespace) -> int:
+    def body() -> int:
+        from rosetta.data.stats import lmdb_stats, summary
+
+        cfg = config_from_args(args)
+        stats = lmdb_stats(args.lmdb_dir, Charset.from_config(cfg.charset))
+        if args.json:
+            print(json.dumps(stats, indent=2, ensure_ascii=False))
+            return 0
+        for name, part in [*stats["sets"].items(), ("total", stats["total"])]:
+            line = ", ".join(f"{k} {v}" for k, v in summary(part).items())
+            print(f"{name}: {line}")
+        top = list(stats["total"]["characters"].items())[:20]
+        print("most frequent characters: " + " ".join(f"{c!r}:{n}" for c, n in top))
+        return 0
+
+    return run_guarded(body)

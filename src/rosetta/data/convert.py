@@ -1,0 +1,260 @@
+"""Converters from the released dataset layouts (MJSynth, SynthText, DTRB's gt file) to LMDB, and the
+import of ready-made LMDBs (DTRB's data_lmdb_release, benchmark archives).
+
+Each converter only lists what to store; ``write_lmdb`` reads, checks and writes it.
+"""
+from __future__ import annotations
+
+import io
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+from PIL import Image
+
+from rosetta.config import DataConfig, DataLayout
+from rosetta.data.download import atomic_dir
+from rosetta.data.lmdb_io import FileSample, Record, copy_lmdb, find_lmdbs, write_lmdb
+from rosetta.data.preprocess import ImageDecodeError, decode_image
+from rosetta.errors import RosettaError
+
+FORMATS = ("mjsynth", "synthtext", "gt-file")
+MJSYNTH_SPLITS = {"train": "annotation_train.txt", "val": "annotation_val.txt", "test": "annotation_test.txt"}
+# DTRB's data_lmdb_release folder names -> our split names.
+_SPLIT_FOLDERS = {"training": "train", "train": "train", "validation": "val", "valid": "val", "val": "val",
+                  "evaluation": "test", "test": "test"}
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A listed sample that is unusable before any file is read (a malformed line or file name)."""
+
+    name: str
+    reason: str
+
+    def read(self) -> list[Record]:
+        return [Record(self.name, "", None, self.reason)]
+
+
+def _find_up_to(root: Path, file_name: str, max_depth: int = 6) -> Path:
+    """The shallowest folder at or below ``root`` holding ``file_name`` (breadth first: MJSynth has
+    millions of files, so the search must stop at the first level that has it)."""
+    queue = deque([(Path(root), 0)])
+    while queue:
+        folder, depth = queue.popleft()
+        if (folder / file_name).is_file():
+            return folder
+        if depth < max_depth:
+            queue.extend((d, depth + 1) for d in sorted(p for p in folder.iterdir() if p.is_dir()))
+    raise RosettaError(f"{root}: no {file_name} found in it or below it; point at the extracted dataset folder")
+
+
+def mjsynth_label(file_name: str) -> str:
+    """The word in an MJSynth file name: ``334_EFFLORESCENT_24742.jpg`` -> ``EFFLORESCENT``."""
+    parts = Path(file_name).stem.split("_")
+    return "_".join(parts[1:-1]) if len(parts) >= 3 else ""
+
+
+def _mjsynth_samples(folder: Path, annotation: Path) -> Iterator[FileSample | Rejected]:
+    with open(annotation, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            fields = line.split()
+            if not fields:
+                continue
+            label = mjsynth_label(fields[0])
+            if not label:
+                yield Rejected(fields[0], "bad_name")
+            else:
+                yield FileSample(str(folder / fields[0]), label, name=fields[0])
+
+
+def _count_lines(path: Path) -> int:
+    with open(path, "rb") as f:
+        return sum(1 for line in f if line.strip())
+
+
+def convert_mjsynth(input_dir: str | Path, output: str | Path, workers: int = 0) -> dict[str, dict]:
+    """MJSynth (the folder holding annotation_*.txt, or a parent of it) -> ``output/{train,val,test}``."""
+    folder = _find_up_to(Path(input_dir), MJSYNTH_SPLITS["train"])
+    reports = {}
+    for split, name in MJSYNTH_SPLITS.items():
+        annotation = folder / name
+        if annotation.is_file():
+            reports[split] = write_lmdb(Path(output) / split, _mjsynth_samples(folder, annotation),
+                                        total=_count_lines(annotation), workers=workers, desc=f"convert {split}")
+    return reports
+
+
+def quad_crop(img: Image.Image, corners: np.ndarray) -> Image.Image | None:
+    """Cut out the quadrilateral ``corners`` (4x2: top-left, top-right, bottom-right, bottom-left, as
+    SynthText orders them) and straighten it; None when it is too small to hold a word."""
+    tl, tr, br, bl = (np.asarray(c, dtype=np.float64) for c in corners)
+    width = round(max(np.linalg.norm(tr - tl), np.linalg.norm(br - bl)))
+    height = round(max(np.linalg.norm(bl - tl), np.linalg.norm(br - tr)))
+    if width < 2 or height < 2:
+        return None
+    # PIL's QUAD takes the source corners as upper-left, lower-left, lower-right, upper-right.
+    quad = (*tl, *bl, *br, *tr)
+    return img.transform((width, height), Image.Transform.QUAD, quad, resample=Image.Resampling.BILINEAR)
+
+
+@dataclass(frozen=True)
+class SynthTextImage:
+    """One SynthText scene: its file and the words in it, cut out when read."""
+
+    path: str
+    name: str
+    boxes: np.ndarray  # (N, 4, 2) corner coordinates
+    words: tuple[str, ...]
+
+    def read(self) -> list[Record]:
+        names = [f"{self.name}#{i}" for i in range(len(self.words))]
+        if len(self.boxes) != len(self.words):
+            return [Record(self.name, "", None, "box_count_mismatch")]
+        try:
+            data = Path(self.path).read_bytes()
+        except OSError:
+            return [Record(n, w, None, "missing") for n, w in zip(names, self.words)]
+        try:
+            img = decode_image(data, self.name)
+        except ImageDecodeError:
+            return [Record(n, w, None, "undecodable") for n, w in zip(names, self.words)]
+        records = []
+        for name, word, box in zip(names, self.words, self.boxes):
+            crop = quad_crop(img, box)
+            if crop is None:
+                records.append(Record(name, word, None, "bad_box"))
+                continue
+            buf = io.BytesIO()
+            crop.save(buf, "JPEG", quality=95)
+            records.append(Record(name, word, buf.getvalue()))
+        return records
+
+
+def _strings(cell) -> Iterator[str]:
+    """The text in a loaded MATLAB cell: a char matrix (rows padded with spaces) or nested cells."""
+    if isinstance(cell, str):
+        yield cell
+    else:
+        for item in np.ravel(cell):
+            yield from _strings(item)
+
+
+def _synthtext_samples(folder: Path, gt: dict) -> Iterator[SynthTextImage]:
+    imnames, word_bbs, texts = gt["imnames"], gt["wordBB"], gt["txt"]
+    for i in range(imnames.shape[1]):
+        name = str(imnames[0, i][0])
+        bb = np.asarray(word_bbs[0, i], dtype=np.float32)
+        if bb.ndim == 2:  # MATLAB drops the last axis of an image with a single word
+            bb = bb[:, :, None]
+        boxes = bb.transpose(2, 1, 0)  # (2, 4, N) x/y rows -> (N, 4, 2) corners
+        # Each txt entry may hold several words separated by spaces and newlines, in wordBB order.
+        words = tuple(" ".join(_strings(texts[0, i])).split())
+        yield SynthTextImage(str(folder / name), name, boxes, words)
+
+
+def convert_synthtext(input_dir: str | Path, output: str | Path, workers: int = 0) -> dict[str, dict]:
+    """SynthText (the folder holding gt.mat, or a parent of it) -> ``output/train``, one sample per word box."""
+    import scipy.io
+
+    folder = _find_up_to(Path(input_dir), "gt.mat", max_depth=3)
+    try:
+        gt = scipy.io.loadmat(str(folder / "gt.mat"), variable_names=["imnames", "wordBB", "txt"])
+    except (ValueError, OSError, NotImplementedError) as exc:
+        raise RosettaError(f"{folder / 'gt.mat'}: not a readable MATLAB file ({exc}); download SynthText again") from None
+    missing = [k for k in ("imnames", "wordBB", "txt") if k not in gt]
+    if missing:
+        raise RosettaError(f"{folder / 'gt.mat'}: lacks {', '.join(missing)}; this is not SynthText's gt.mat")
+    report = write_lmdb(Path(output) / "train", _synthtext_samples(folder, gt), total=gt["imnames"].shape[1],
+                        workers=workers, desc="convert synthtext")
+    return {"train": report}
+
+
+def _gt_samples(gt_file: Path) -> Iterator[FileSample | Rejected]:
+    with open(gt_file, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            line = line.rstrip("\r\n")
+            if not line.strip():
+                continue
+            if "\t" not in line:
+                yield Rejected(f"{gt_file.name}:{number}", "bad_line")
+                continue
+            rel, label = line.split("\t", 1)
+            yield FileSample(str(gt_file.parent / rel), label, name=rel)
+
+
+def convert_gt_file(gt_file: str | Path, output: str | Path, workers: int = 0) -> dict[str, dict]:
+    """DTRB's create_lmdb_dataset.py input (``relative/path<TAB>label`` per line) -> one LMDB at ``output``."""
+    gt_file = Path(gt_file)
+    if not gt_file.is_file():
+        raise RosettaError(f"{gt_file}: gt file not found; give the text file listing path<TAB>label lines")
+    report = write_lmdb(Path(output), _gt_samples(gt_file), total=_count_lines(gt_file), workers=workers,
+                        desc=f"convert {gt_file.name}")
+    return {Path(output).name: report}
+
+
+def convert(fmt: str, input_path: str | Path, output: str | Path, workers: int = 0) -> dict[str, dict]:
+    """Dispatch on ``fmt`` (one of FORMATS); returns the writer's report for each LMDB written."""
+    converters = {"mjsynth": convert_mjsynth, "synthtext": convert_synthtext, "gt-file": convert_gt_file}
+    if fmt not in converters:
+        raise RosettaError(f"unknown dataset format {fmt!r}; use one of {', '.join(FORMATS)}")
+    return converters[fmt](input_path, output, workers)
+
+
+def import_lmdbs(src: str | Path, output: str | Path) -> list[Path]:
+    """Copy ready-made LMDBs into ``output/{train,val,test}/<name>`` by DTRB's folder names
+    (training/, validation/, evaluation/); LMDBs outside those go to train."""
+    src = Path(src)
+    copied = []
+    for path in find_lmdbs(src):
+        rel = path.relative_to(src)
+        parts = rel.parts
+        split = _SPLIT_FOLDERS.get(parts[0].lower()) if len(parts) > 1 else None
+        rest = Path(*parts[1:]) if split else rel
+        copied.append(copy_lmdb(path, Path(output) / (split or "train") / rest))
+    return copied
+
+
+def import_benchmarks(src: str | Path, output: str | Path) -> list[Path]:
+    """Copy every benchmark LMDB below ``src`` to ``output/<its folder name>`` (IIIT5k_3000, SVT, ...)."""
+    paths = find_lmdbs(src)
+    names = [p.name for p in paths]
+    copied = []
+    for path in paths:
+        # Leaf names are the benchmark names; fall back to the relative path when two leaves clash.
+        name = path.name if names.count(path.name) == 1 else "_".join(path.relative_to(src).parts)
+        copied.append(copy_lmdb(path, Path(output) / name))
+    return copied
+
+
+def convert_sources(data: DataConfig, layout: DataLayout) -> dict[str, dict]:
+    """The ``convert`` stage: every source's raw data into ``layout.lmdb(source)/{train,val,test}``, and
+    the evaluation sets into ``layout.benchmarks``. Returns the writer's reports by ``source/split``.
+
+    Without ``data.benchmarks.url`` each source's test split stands in as the benchmark
+    ``<source>_test`` (on the default params: ``synth_test``, the held-out-font split).
+    """
+    reports = {}
+    for source in data.sources:
+        raw, out = layout.raw(source), layout.lmdb(source)
+        if source in ("synth", "mjsynth"):  # our renderer writes MJSynth's layout
+            done = convert_mjsynth(raw, out, data.workers)
+        elif source == "synthtext":
+            done = convert_synthtext(raw, out, data.workers)
+        else:
+            import_lmdbs(raw, out)
+            done = {}
+        reports.update({f"{source}/{split}": report for split, report in done.items()})
+    with atomic_dir(layout.benchmarks, marker=False) as tmp:
+        if data.benchmarks.url:
+            import_benchmarks(layout.raw("benchmarks"), tmp)
+        else:
+            tests = [s for s in data.sources if (layout.lmdb(s) / "test" / "data.mdb").is_file()]
+            if not tests:
+                raise RosettaError("data.benchmarks.url is empty and no source has a test split to evaluate on; "
+                                   "set data.benchmarks.url to the evaluation LMDBs (or add synth to data.sources)")
+            for source in tests:
+                copy_lmdb(layout.lmdb(source) / "test", tmp / f"{source}_test")
+    return reports

@@ -1,0 +1,115 @@
+"""``LmdbDataset``: reads text-recognition LMDBs (ours, DTRB's, PaddleOCR's, parseq's) for training and
+evaluation; a folder reads as every LMDB below it, concatenated.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from rosetta.charset import Charset
+from rosetta.data.lmdb_io import find_lmdbs, image_key, label_key, lmdb_name, num_samples, open_lmdb
+from rosetta.data.preprocess import ImageDecodeError, decode_image
+from rosetta.errors import RosettaError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LmdbSet:
+    """One LMDB below the dataset root: ``name`` relative to the root, and its sample counts."""
+
+    name: str
+    path: Path
+    num_samples: int  # as stored
+    num_kept: int  # after the charset's label rules
+    offset: int  # index of its first kept sample in the concatenated dataset
+
+
+class LmdbDataset:
+    """Samples ``(PIL RGB image, label)`` from the LMDB(s) at or below ``root``.
+
+    Labels go through ``charset.normalize`` as PaddleOCR's do: a label empty or longer than
+    ``max_text_length`` before filtering is rejected, out-of-charset characters are dropped, and a label
+    left empty is rejected. Rejected samples are filtered out here, once, and counted in
+    ``num_rejected``; the labels returned are the normalized ones.
+
+    The LMDBs are opened on first access in each process (read-only, no lock file), so DataLoader
+    workers each get their own handles. An image that does not decode never stops a run: the next
+    index that decodes is returned instead, and ``num_bad_images`` counts the skips in this process.
+    """
+
+    def __init__(self, root: str | Path, charset: Charset, transform: Callable | None = None):
+        self.root = Path(root)
+        self.charset = charset
+        self.transform = transform
+        self.sets: list[LmdbSet] = []
+        self.num_rejected = 0
+        self.num_bad_images = 0
+        db_ids, keys, self._labels = [], [], []
+        for db_id, path in enumerate(find_lmdbs(self.root)):
+            with open_lmdb(path).begin() as txn:
+                n = num_samples(txn, path)
+                kept_before = len(self._labels)
+                for key in range(1, n + 1):
+                    raw = txn.get(label_key(key))
+                    label = self.charset.normalize(raw.decode("utf-8", errors="replace")) if raw else None
+                    if label is None:
+                        continue
+                    db_ids.append(db_id)
+                    keys.append(key)
+                    self._labels.append(label)
+            kept = len(self._labels) - kept_before
+            self.num_rejected += n - kept
+            self.sets.append(LmdbSet(lmdb_name(path, self.root), path, n, kept, kept_before))
+        # Arrays, not lists of tuples: millions of samples must stay cheap to copy into workers.
+        self._db_ids = np.asarray(db_ids, dtype=np.int32)
+        self._keys = np.asarray(keys, dtype=np.int64)
+        self._envs: list | None = None  # opened on first access, per process
+        self._pid: int | None = None
+
+    def __len__(self) -> int:
+        return len(self._labels)
+
+    @property
+    def labels(self) -> list[str]:
+        """The normalized labels, in dataset order."""
+        return self._labels
+
+    def set_of(self, index: int) -> str:
+        """The name of the LMDB that sample ``index`` comes from."""
+        return self.sets[int(self._db_ids[index])].name
+
+    def _txn_get(self, db_id: int, key: bytes) -> bytes | None:
+        if self._envs is None or self._pid != os.getpid():
+            self._envs = [open_lmdb(s.path) for s in self.sets]
+            self._pid = os.getpid()
+        with self._envs[db_id].begin() as txn:
+            return txn.get(key)
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_envs"], state["_pid"] = None, None  # handles do not survive pickling (spawned workers)
+        return state
+
+    def __getitem__(self, index: int):
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        for step in range(len(self)):
+            i = (index + step) % len(self)
+            db_id, key = int(self._db_ids[i]), int(self._keys[i])
+            data = self._txn_get(db_id, image_key(key))
+            try:
+                img = decode_image(data or b"", f"{self.sets[db_id].path} image-{key:09d}")
+            except ImageDecodeError as exc:
+                self.num_bad_images += 1
+                log.warning("%s; using the next sample instead", exc)
+                continue
+            label = self._labels[i]
+            return (self.transform(img) if self.transform else img), label
+        raise RosettaError(f"{self.root}: no image in the dataset decodes; convert it again with "
+                           "`rosetta data convert`")

@@ -1,0 +1,213 @@
+"""Data checks: a per-sample manifest of an LMDB (label, charset conformity, image size, decodability)
+validated by a Great Expectations suite whose thresholds come from ``data.validation``.
+
+The full GX result is always written as JSON; failures come back as a short summary naming each
+failed check and by how much it missed.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from rosetta.charset import Charset
+from rosetta.config import ValidationConfig
+from rosetta.data.lmdb_io import (find_lmdbs, image_key, label_key, lmdb_name, num_samples, open_lmdb,
+                                  parallel_map, read_report)
+from rosetta.data.preprocess import ImageDecodeError, decode_image
+from rosetta.data.stats import lmdb_stats, summary, write_plots
+
+RESULTS_DIR = "validation"  # below the reports folder: one GX result JSON per LMDB
+PLOTS_DIR = "plots"
+METRICS_FILE = "data_metrics.json"
+MANIFEST_COLUMNS = ("key", "label", "label_length", "in_charset", "decodable", "width", "height", "aspect_ratio")
+_CHUNK = 512
+
+
+# --------------------------------------------------------------------------- manifest
+
+
+def _manifest_rows(task: tuple[str, int, int, Charset]) -> list[tuple]:
+    path, start, stop, charset = task
+    rows = []
+    with open_lmdb(path).begin() as txn:
+        for key in range(start, stop):
+            raw = txn.get(label_key(key))
+            label = raw.decode("utf-8", errors="replace") if raw is not None else ""
+            try:
+                img = decode_image(txn.get(image_key(key)) or b"", f"image-{key:09d}")
+                w, h = img.size
+                rows.append((key, label, len(label), charset.conforms(label), True, w, h, w / h))
+            except ImageDecodeError:
+                rows.append((key, label, len(label), charset.conforms(label), False, math.nan, math.nan, math.nan))
+    return rows
+
+
+def build_manifest(lmdb_dir: str | Path, charset: Charset, workers: int = 0) -> pd.DataFrame:
+    """One row per stored sample: label, its length, whether it is inside the charset after case
+    folding, whether the image decodes, and its width, height and aspect ratio (NaN when it does not)."""
+    lmdb_dir = Path(lmdb_dir)
+    with open_lmdb(lmdb_dir).begin() as txn:
+        n = num_samples(txn, lmdb_dir)
+    tasks = [(str(lmdb_dir), s, min(s + _CHUNK, n + 1), charset) for s in range(1, n + 1, _CHUNK)]
+    rows = [row for chunk in parallel_map(_manifest_rows, tasks, workers, total=len(tasks),
+                                          desc=f"check {lmdb_dir.name}", unit=" chunks", chunksize=1)
+            for row in chunk]
+    df = pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS))
+    return df.astype({"key": "int64", "label_length": "int64", "in_charset": "bool", "decodable": "bool",
+                      "width": "float64", "height": "float64", "aspect_ratio": "float64"})
+
+
+# --------------------------------------------------------------------------- the suite
+
+
+@dataclass(frozen=True)
+class Check:
+    """One expectation and how to say, in a sentence, what it found."""
+
+    what: str  # e.g. "undecodable images"
+    column: str | None
+    limit: str  # e.g. "at most 0.5 %"
+
+
+@dataclass
+class ValidationResult:
+    name: str
+    lmdb: Path
+    success: bool
+    summary: str  # the failed checks and by how much, or a line saying all passed
+    metrics: dict = field(default_factory=dict)
+    result_path: Path | None = None
+
+    @property
+    def slug(self) -> str:
+        return self.result_path.stem if self.result_path else self.name.replace("/", "_")
+
+
+def _suite(cfg: ValidationConfig):
+    import great_expectations as gx
+    import great_expectations.expectations as gxe
+
+    pct = lambda x: f"{100 * x:.2f} %"  # noqa: E731
+    checks = [
+        (gxe.ExpectTableRowCountToBeBetween(min_value=cfg.min_samples),
+         Check("samples", None, f"at least {cfg.min_samples}")),
+        (gxe.ExpectColumnValuesToBeInSet(column="decodable", value_set=[True],
+                                         mostly=1 - cfg.max_undecodable_fraction),
+         Check("undecodable images", "decodable", f"at most {pct(cfg.max_undecodable_fraction)}")),
+        (gxe.ExpectColumnValuesToBeInSet(column="in_charset", value_set=[True], mostly=cfg.min_charset_conformity),
+         Check("labels outside the charset", "in_charset", f"at most {pct(1 - cfg.min_charset_conformity)}")),
+        (gxe.ExpectColumnValuesToBeBetween(column="label_length", min_value=1),
+         Check("empty labels", "label_length", "none")),
+        # Undecodable rows have NaN sizes, which GX leaves out: they are counted by the check above.
+        (gxe.ExpectColumnValuesToBeBetween(column="height", min_value=cfg.min_height,
+                                           mostly=cfg.min_shape_conformity),
+         Check(f"images lower than {cfg.min_height} px", "height", f"at most {pct(1 - cfg.min_shape_conformity)}")),
+        (gxe.ExpectColumnValuesToBeBetween(column="aspect_ratio", max_value=cfg.max_aspect_ratio,
+                                           mostly=cfg.min_shape_conformity),
+         Check(f"images wider than {cfg.max_aspect_ratio:g}:1", "aspect_ratio",
+               f"at most {pct(1 - cfg.min_shape_conformity)}")),
+    ]
+    suite = gx.ExpectationSuite(name="lmdb_manifest")
+    for expectation, _ in checks:
+        suite.add_expectation(expectation)
+    return suite, [c for _, c in checks]
+
+
+def _run_suite(df: pd.DataFrame, cfg: ValidationConfig):
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")  # no network here, and none wanted
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+    batch = context.data_sources.add_pandas("lmdb").add_dataframe_asset("manifest") \
+        .add_batch_definition_whole_dataframe("all_rows")
+    suite, checks = _suite(cfg)
+    suite = context.suites.add(suite)
+    definition = context.validation_definitions.add(gx.ValidationDefinition(name="lmdb", data=batch, suite=suite))
+    return definition.run(batch_parameters={"dataframe": df}, result_format="SUMMARY"), checks
+
+
+def _describe(check: Check, result: dict) -> str:
+    if check.column is None:
+        return f"{check.what}: {result.get('observed_value')} (need {check.limit})"
+    found = result.get("unexpected_percent_nonmissing", result.get("unexpected_percent")) or 0.0
+    count = result.get("unexpected_count", 0)
+    return f"{check.what}: {found:.2f} % ({count} rows; allowed {check.limit})"
+
+
+def validate_lmdb(lmdb_dir: str | Path, charset: Charset, cfg: ValidationConfig, result_path: str | Path,
+                  workers: int = 0, name: str | None = None) -> ValidationResult:
+    """Validate one LMDB; the GX result goes to ``result_path`` (JSON) whether it passes or not."""
+    lmdb_dir = Path(lmdb_dir)
+    name = name or lmdb_dir.name
+    df = build_manifest(lmdb_dir, charset, workers)
+    gx_result, checks = _run_suite(df, cfg)
+    failed = []
+    for check, res in zip(checks, gx_result.results):
+        if not res.success:
+            failed.append(_describe(check, res.result))
+    decodable = df[df["decodable"]]
+    n = len(df)
+    metrics = {
+        "samples": n,
+        "undecodable_fraction": round(float((~df["decodable"]).mean()) if n else 0.0, 6),
+        "charset_conformity": round(float(df["in_charset"].mean()) if n else 0.0, 6),
+        "min_height": float(decodable["height"].min()) if len(decodable) else None,
+        "max_aspect_ratio": round(float(decodable["aspect_ratio"].max()), 3) if len(decodable) else None,
+        "checks_failed": len(failed),
+        "passed": bool(gx_result.success),
+    }
+    conversion = read_report(lmdb_dir)
+    if conversion is not None:
+        metrics["rejected_at_conversion"] = conversion["rejected_total"]
+        metrics["rejected_by_reason"] = conversion["rejected"]
+    result_path = Path(result_path)
+    result_path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"lmdb": str(lmdb_dir), "metrics": metrics, "failed": failed, "gx": gx_result.to_json_dict()}
+    result_path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    if failed:
+        summary = f"{name}: {len(failed)} of {len(checks)} checks failed: " + "; ".join(failed)
+    else:
+        summary = f"{name}: all {len(checks)} checks passed on {n} samples"
+    return ValidationResult(name, lmdb_dir, bool(gx_result.success), summary, metrics, result_path)
+
+
+def result_slug(lmdb_dir: Path, base: Path) -> str:
+    """A file-name-safe name for an LMDB below ``base``: ``synth/train`` -> ``synth_train``."""
+    return lmdb_name(lmdb_dir, base).replace("/", "_")
+
+
+def validate_tree(root: str | Path, charset: Charset, cfg: ValidationConfig, results_dir: str | Path,
+                  workers: int = 0, prefix: str = "") -> list[ValidationResult]:
+    """Validate every LMDB at or below ``root``; results go to ``results_dir/<slug>.json``, the slug being
+    the LMDB's path below ``root`` (``synth/train`` -> ``synth_train``), after ``prefix`` when given."""
+    root = Path(root)
+    results = []
+    for path in find_lmdbs(root):
+        slug = "_".join(filter(None, (prefix, result_slug(path, root))))
+        name = "/".join(filter(None, (prefix, lmdb_name(path, root))))
+        results.append(validate_lmdb(path, charset, cfg, Path(results_dir) / f"{slug}.json", workers, name))
+    return results
+
+
+def validate_datasets(roots: dict[str, Path], charset: Charset, cfg: ValidationConfig, reports: str | Path,
+                      workers: int = 0) -> list[ValidationResult]:
+    """The ``validate`` stage: check every LMDB below each root (named ``<prefix>_<set>``), and write
+    the GX results (``reports/validation/``), label plots (``reports/plots/``) and one metrics file
+    (``reports/data_metrics.json``) with the validation figures, conversion rejects and label counts."""
+    reports = Path(reports)
+    results, metrics = [], {}
+    for prefix, root in roots.items():
+        for result in validate_tree(root, charset, cfg, reports / RESULTS_DIR, workers, prefix):
+            stats = lmdb_stats(result.lmdb, charset)["total"]
+            write_plots(stats, reports / PLOTS_DIR, result.slug)
+            metrics[result.slug] = {**result.metrics, **summary(stats)}
+            results.append(result)
+    (reports / METRICS_FILE).write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    return results

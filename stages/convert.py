@@ -1,0 +1,18 @@
+"""DVC stage ``convert``: every source's raw data to LMDBs under ``data/lmdb/<source>/{train,val,test}``
+and the evaluation sets under ``data/lmdb/benchmarks/``."""
+import sys
+
+from rosetta.cliutil import run_guarded
+from rosetta.config import DataLayout, load_config
+from rosetta.data.convert import convert_sources
+
+
+def main() -> int:
+    cfg = load_config()
+    for name, report in convert_sources(cfg.data, DataLayout.from_config(cfg)).items():
+        print(f"{name}: {report['written']} samples, {report['rejected_total']} rejected {report['rejected']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_guarded(main))

@@ -1,0 +1,18 @@
+"""DVC stage ``download``: each source's raw data under ``data/raw/<source>`` (synth is rendered, the
+others downloaded and extracted), plus the benchmarks archive when ``data.benchmarks.url`` is set."""
+import sys
+
+from rosetta.cliutil import run_guarded
+from rosetta.config import DataLayout, load_config
+from rosetta.data.download import prepare_raw
+
+
+def main() -> int:
+    cfg = load_config()
+    for name, path in prepare_raw(cfg.data, cfg.seed, DataLayout.from_config(cfg)).items():
+        print(f"{name}: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_guarded(main))

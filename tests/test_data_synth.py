@@ -1,0 +1,106 @@
+"""The synthetic MJSynth renderer: layout, determinism, font filtering and the held-out font families."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from rosetta.config import SynthConfig
+from rosetta.data.synth import (MJSYNTH_DIR, REPORT_NAME, build_lexicon, discover_fonts, font_dirs,
+                                render_dataset, render_word, split_families)
+from rosetta.errors import RosettaError
+
+TINY = SynthConfig(train_size=24, val_size=6, test_size=8, vocabulary_size=2000)
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("synth") / "a"
+    render_dataset(out, TINY, seed=7, workers=2)
+    return out
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_layout_is_mjsynth(rendered):
+    root = rendered / MJSYNTH_DIR
+    lexicon = (root / "lexicon.txt").read_text().splitlines()
+    for split, size in (("train", 24), ("val", 6), ("test", 8)):
+        lines = (root / f"annotation_{split}.txt").read_text().splitlines()
+        assert len(lines) == size
+        for line in lines:
+            m = re.fullmatch(r"\./\d+/\d+/\d+_([0-9A-Za-z]+)_(\d+)\.jpg (\d+)", line)
+            assert m, line
+            word, index = m[1], int(m[2])
+            assert int(m[3]) == index and lexicon[index] == word.lower()
+            with Image.open(root / line.split()[0]) as im:
+                assert im.format == "JPEG" and im.height == 32 and im.width >= 8
+
+
+def test_same_seed_same_bytes_whatever_the_workers(rendered, tmp_path):
+    again = tmp_path / "b"
+    render_dataset(again, TINY, seed=7, workers=1)
+    assert _files(again) == _files(rendered)
+    other = tmp_path / "c"
+    render_dataset(other, TINY, seed=8, workers=1)
+    assert _files(other) != _files(rendered)
+
+
+def test_test_split_uses_only_held_out_font_families(rendered):
+    report = json.loads((rendered / REPORT_NAME).read_text())
+    splits = report["splits"]
+    test = set(splits["test"]["family_names"])
+    seen = set(splits["train"]["family_names"]) | set(splits["val"]["family_names"])
+    assert test and seen and not test & seen
+    assert splits["train"]["fonts"] >= 1 and splits["test"]["families"] == len(test)
+
+
+def test_rerender_with_same_inputs_is_a_noop(rendered, capsys):
+    before = (rendered / MJSYNTH_DIR / "annotation_train.txt").stat().st_mtime_ns
+    render_dataset(rendered, TINY, seed=7, workers=1)
+    assert "is up to date" in capsys.readouterr().out
+    assert (rendered / MJSYNTH_DIR / "annotation_train.txt").stat().st_mtime_ns == before
+
+
+def test_symbol_and_math_fonts_are_skipped(tmp_path):
+    (tmp_path / "broken.ttf").write_bytes(b"not a font")
+    fonts, skipped = discover_fonts(font_dirs([str(tmp_path)]))
+    names = {Path(f.path).name for f in fonts}
+    assert "DejaVuSansMono.ttf" in names
+    assert not any(re.search(r"STIX|cmex|cmsy|cmmi|LastResort|Math", n) for n in names)
+    reasons = {Path(p).name: r for p, r in skipped.items()}
+    assert reasons["cmsy10.ttf"].startswith("symbol") and reasons["STIXSizOneSymReg.ttf"].startswith("symbol")
+    assert reasons["broken.ttf"].startswith("unreadable")
+    assert len({f.family for f in fonts}) >= 4
+
+
+def test_family_split_is_deterministic_and_needs_two_families():
+    fams = [f"F{i}" for i in range(16)]
+    train, test = split_families(fams, 0.25, seed=3)
+    assert split_families(list(reversed(fams)), 0.25, seed=3) == (train, test)
+    assert len(test) == 4 and not set(train) & set(test) and sorted(train + test) == sorted(fams)
+    assert split_families(fams, 0.25, seed=4) != (train, test)
+    with pytest.raises(RosettaError, match="fonts_dirs"):
+        split_families(["Only"], 0.25, seed=0)
+
+
+def test_lexicon_words_are_file_name_safe():
+    lex = build_lexicon(TINY, seed=1)
+    assert all(re.fullmatch(r"[0-9a-z]{1,12}", w) for w in lex.words)
+    assert len(set(lex.words)) == len(lex.words)
+    assert all(w.isalpha() for w in lex.words[: lex.n_dictionary])
+    assert all(any(c.isdigit() for c in w) for w in lex.words[lex.n_dictionary:])
+
+
+def test_rendered_text_is_dark_on_light_or_light_on_dark():
+    fonts, _ = discover_fonts(font_dirs())
+    img = render_word("Contrast", fonts[0].path, np.random.default_rng(0))
+    gray = np.asarray(img.convert("L"), dtype=float)
+    assert img.height == 32 and img.width > 32
+    assert gray.max() - gray.min() > 80  # readable: the text stands out from its background

@@ -1,0 +1,102 @@
+"""The Rosetta model: sizes pinned to PaddleOCR's, dynamic width, SE gate, head init, loss."""
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from rosetta.config import config_from_dict
+from rosetta.modeling import build_model, param_groups
+from rosetta.modeling.backbones.rec_mobilenet_v3 import PaddleHardSigmoid, SEModule, make_divisible
+from rosetta.modeling.losses import CTCLoss
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def summary_json(*overrides):
+    args = [sys.executable, "-m", "rosetta", "summary", "--json", "-c", str(ROOT / "params.yaml")]
+    for o in overrides:
+        args += ["-o", o]
+    out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
+    return json.loads(out)
+
+
+def test_summary_resnet34_vd():
+    s = summary_json("model.backbone=resnet34_vd")
+    assert s["params"] == pytest.approx(21.3e6, rel=0.01)
+    assert s["output_shape"] == [1, 25, 37]
+    assert s["flops"] > 1e9
+
+
+def test_summary_mobilenet_v3_large_half():
+    s = summary_json("model.backbone=mobilenet_v3", "model.mobilenet_v3.model_name=large",
+                     "model.mobilenet_v3.scale=0.5")
+    assert s["backbone_params"] == pytest.approx(0.78e6, rel=0.01)
+    assert s["output_shape"] == [1, 25, 37]
+    assert {"params", "backbone_params", "flops", "output_shape"} <= s.keys()
+
+
+@pytest.mark.parametrize("overrides", [
+    ["model.backbone=resnet34_vd"],
+    ["model.backbone=mobilenet_v3"],
+    ["model.backbone=mobilenet_v3", "model.mobilenet_v3.model_name=small", "model.mobilenet_v3.scale=0.35"],
+    ["model.backbone=mobilenet_v3", "model.mobilenet_v3.scale=1.25"],
+])
+@pytest.mark.parametrize("width, steps", [(100, 25), (320, 80), (64, 16)])
+def test_dynamic_width(overrides, width, steps):
+    model = build_model(config_from_dict({}, overrides).model, 37).eval()
+    with torch.no_grad():
+        out = model(torch.randn(2, 3, 32, width))
+    assert out.shape == (2, steps, 37)
+    # eval mode returns probabilities
+    assert torch.allclose(out.sum(-1), torch.ones(2, steps), atol=1e-5)
+
+
+def test_train_mode_returns_logits():
+    model = build_model(config_from_dict({}).model, 37).train()
+    out = model(torch.randn(2, 3, 32, 100))
+    assert not torch.allclose(out.sum(-1), torch.ones(2, 25))
+
+
+def test_se_gate_uses_paddle_hardsigmoid_slope():
+    gate = PaddleHardSigmoid()
+    x = torch.tensor([-3.0, -1.0, 0.0, 1.0, 2.0, 3.0])
+    # Paddle: clip(0.2 x + 0.5, 0, 1); torch's hardsigmoid would give x / 6 + 0.5.
+    assert torch.allclose(gate(x), torch.tensor([0.0, 0.3, 0.5, 0.7, 0.9, 1.0]))
+    assert not torch.allclose(gate(x), torch.nn.functional.hardsigmoid(x))
+    assert isinstance(SEModule(16).gate, PaddleHardSigmoid)
+
+
+def test_make_divisible():
+    assert make_divisible(16 * 0.5) == 8
+    assert make_divisible(960 * 0.5) == 480
+    assert make_divisible(16 * 0.35) == 8
+    assert make_divisible(72 * 0.35) == 24  # 25.2 -> 24, not below 0.9 x
+
+
+def test_head_init_and_l2_groups():
+    model = build_model(config_from_dict({}, ["model.backbone=resnet34_vd"]).model, 37)
+    bound = 1 / math.sqrt(512)
+    assert model.head.fc.weight.abs().max() <= bound and model.head.fc.bias.abs().max() <= bound
+    groups = param_groups(model, 4e-4)
+    assert groups[1]["weight_decay"] == 4e-4 and groups[0]["weight_decay"] == 0.0
+    assert {id(p) for p in groups[1]["params"]} == {id(p) for p in model.head.parameters()}
+    assert len(groups[0]["params"]) + len(groups[1]["params"]) == len(list(model.parameters()))
+
+
+def test_ctc_loss_is_batch_mean_of_per_sample_loss():
+    torch.manual_seed(0)
+    logits = torch.randn(3, 25, 37)
+    targets = torch.tensor([[1, 2, 0], [3, 0, 0], [4, 5, 6]])
+    lengths = torch.tensor([2, 1, 3])
+    loss = CTCLoss()(logits, targets, lengths)
+    per = torch.nn.functional.ctc_loss(logits.log_softmax(2).transpose(0, 1), targets,
+                                       torch.full((3,), 25), lengths, reduction="none")
+    assert torch.allclose(loss, per.mean())
+    # not torch's default 'mean' (which divides by target length first)
+    default = torch.nn.functional.ctc_loss(logits.log_softmax(2).transpose(0, 1), targets,
+                                           torch.full((3,), 25), lengths)
+    assert not torch.allclose(loss, default)
