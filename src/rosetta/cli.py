@@ -31,6 +31,16 @@ def build_parser() -> argparse.ArgumentParser:
     from rosetta.data import cli as data_cli
 
     data_cli.register(sub)
+    from rosetta import export, registry
+
+    export.register(sub)
+    registry.register(sub)
+    from rosetta import bench, evaluate, predict, train
+
+    train.register(sub)
+    evaluate.register(sub)
+    predict.register(sub)
+    bench.register(sub)
     return parser
 
 

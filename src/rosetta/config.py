@@ -167,14 +167,17 @@ class TrainConfig:
     mj_st_ratio: list[float] = field(default_factory=lambda: [0.5, 0.5])
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     compile: bool = False
+    channels_last: bool = True  # NHWC activations: oneDNN's depthwise convolutions run much faster on CPU
     device: str = "auto"  # auto, cpu, cuda, cuda:N
     nproc: int = 1  # > 1 launches torchrun with that many processes
     num_workers: int = 2
     threads: int = 0  # torch intra-op threads on CPU; 0 = leave torch's default
     eval_every: int = 500
+    val_samples: int = 0  # validation samples scored every eval_every steps (evenly spaced); 0 = all
     checkpoint_every: int = 500
     log_every: int = 50
     max_bad_steps: int = 20  # consecutive non-finite losses before the run stops
+    log_model: bool = True  # log the best model to MLflow (pytorch flavour) at the end
     out_dir: str = "runs/train"
 
     def validate(self, p: str) -> None:
@@ -192,6 +195,8 @@ class TrainConfig:
         _check(len(self.mj_st_ratio) == 2 and all(r >= 0 for r in self.mj_st_ratio)
                and sum(self.mj_st_ratio) > 0, f"{p}.mj_st_ratio", self.mj_st_ratio,
                "must be two non-negative weights, not both 0")
+        _check(self.val_samples >= 0, f"{p}.val_samples", self.val_samples, "must be >= 0")
+        _check(self.threads >= 0, f"{p}.threads", self.threads, "must be >= 0")
         for k in ("eval_every", "checkpoint_every", "log_every", "max_bad_steps"):
             _check(getattr(self, k) >= 1, f"{p}.{k}", getattr(self, k), "must be at least 1")
         _check(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
@@ -215,6 +220,7 @@ class ExportConfig:
     max_abs_diff: float = 1e-4
     min_same_text: float = 0.999
     parity_samples: int = 512
+    batch_size: int = 32  # parity batches: each batch has its own width, so the dynamic width gets exercised
     out_dir: str = "runs/export"
 
     def validate(self, p: str) -> None:
@@ -222,6 +228,8 @@ class ExportConfig:
         _check(self.max_abs_diff > 0, f"{p}.max_abs_diff", self.max_abs_diff, "must be > 0")
         _check(0 <= self.min_same_text <= 1, f"{p}.min_same_text", self.min_same_text,
                "must be between 0 and 1")
+        _check(self.parity_samples >= 1, f"{p}.parity_samples", self.parity_samples, "must be at least 1")
+        _check(self.batch_size >= 1, f"{p}.batch_size", self.batch_size, "must be at least 1")
 
 
 @dataclass(frozen=True)
@@ -231,10 +239,29 @@ class RegistryConfig:
     margin: float = 0.0  # a candidate must beat production by more than this
     alias: str = "production"
     previous_alias: str = "previous"
+    out_dir: str = "runs/register"
 
     def validate(self, p: str) -> None:
         _check(bool(self.model_name), f"{p}.model_name", self.model_name, "must not be empty")
+        _check(bool(self.metric), f"{p}.metric", self.metric, "must name a benchmark metric")
         _check(self.margin >= 0, f"{p}.margin", self.margin, "must be >= 0")
+        for k in ("alias", "previous_alias"):
+            value = getattr(self, k)
+            _check(bool(value) and value.replace("_", "").replace("-", "").isalnum(), f"{p}.{k}", value,
+                   "must be a non-empty name of letters, digits, - and _")
+        _check(self.alias != self.previous_alias, f"{p}.previous_alias", self.previous_alias,
+               "must differ from registry.alias")
+
+
+@dataclass(frozen=True)
+class PrefectConfig:
+    data_retries: int = 2  # the data task downloads: a retry can outlast a network hiccup
+    data_retry_delay_s: float = 30.0
+    mlflow_ui_url: Optional[str] = "http://127.0.0.1:5000"  # where `mlflow ui` serves the store; null = no link
+
+    def validate(self, p: str) -> None:
+        _check(self.data_retries >= 0, f"{p}.data_retries", self.data_retries, "must be >= 0")
+        _check(self.data_retry_delay_s >= 0, f"{p}.data_retry_delay_s", self.data_retry_delay_s, "must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -258,6 +285,7 @@ class Config:
     export: ExportConfig = field(default_factory=ExportConfig)
     registry: RegistryConfig = field(default_factory=RegistryConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+    prefect: PrefectConfig = field(default_factory=PrefectConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -6,14 +6,16 @@ decoding here, so their outputs can only differ by what the backends compute.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
-import torch
 from PIL import Image
 
 from rosetta.charset import Charset
 from rosetta.data.preprocess import inference_width, resize_norm_img
+
+if TYPE_CHECKING:
+    import torch
 
 ProbsFn = Callable[[np.ndarray], np.ndarray]
 
@@ -43,6 +45,8 @@ class Recognizer:
 
 
 def torch_probs_fn(model: torch.nn.Module, device: str | torch.device = "cpu") -> ProbsFn:
+    import torch  # here, not at the top: the ONNX path (and the MLflow pyfunc) runs without torch
+
     model.eval()
 
     @torch.inference_mode()

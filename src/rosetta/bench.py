@@ -1,0 +1,150 @@
+"""``rosetta bench train``: training throughput per backbone, fed by synthetic tensors, by the real LMDB
+loader, and the loader alone, so a reader sees whether loading or compute bounds a step.
+
+Each measurement runs in a fresh process, so its peak memory (RSS) is its own.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+
+import torch
+
+from rosetta.cliutil import add_config_args, config_from_args, run_guarded
+from rosetta.config import Config, DataLayout
+from rosetta.errors import RosettaError
+
+MODES = ("synthetic", "loader", "loader_only")
+_LABELS = {"synthetic": "synthetic tensors", "loader": "LMDB loader", "loader_only": "loader alone (no model)"}
+
+
+def _batches_from_loader(cfg: Config, data_dir: Path, batch_size: int):
+    from rosetta.charset import Charset
+    from rosetta.data.dataset import LmdbDataset
+    from rosetta.data.loader import BatchPlan, PlanSampler, RecTrainSet, Stream, train_loader
+
+    charset = Charset.from_config(cfg.charset)
+    base = LmdbDataset(data_dir, charset)
+    plan = BatchPlan([Stream("bench", 0, len(base), batch_size)], cfg.seed, cfg.train.shuffle)
+    dataset = RecTrainSet(base, charset, cfg.model.image_height, cfg.model.image_width, cfg.train.augment)
+    return iter(train_loader(dataset, PlanSampler(plan, plan.start()), cfg.train.num_workers))
+
+
+def _synthetic_batches(cfg: Config, batch_size: int):
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(batch_size, 3, cfg.model.image_height, cfg.model.image_width, generator=g) * 2 - 1
+    targets = torch.randint(1, 37, (batch_size, cfg.charset.max_text_length), generator=g)
+    lengths = torch.randint(3, 11, (batch_size,), generator=g)
+    while True:
+        yield images, targets, lengths
+
+
+def measure(cfg: Config, backbone: str, mode: str, batch_size: int, steps: int, warmup: int,
+            data_dir: str | None) -> dict:
+    """One measurement (run it in a fresh process): images/s over ``steps`` after ``warmup`` steps."""
+    from dataclasses import replace
+
+    from rosetta.charset import Charset
+    from rosetta.modeling import build_model
+    from rosetta.train import StepRunner, build_optimizer, resolve_device, use_cpu_fast_paths
+
+    cfg = replace(cfg, model=replace(cfg.model, backbone=backbone))
+    workers = cfg.train.num_workers if mode != "synthetic" else 0
+    torch.manual_seed(cfg.seed)
+    device = resolve_device(cfg.train.device)
+    if device.type == "cpu":
+        use_cpu_fast_paths(cfg.train.threads)
+    batches = (_synthetic_batches(cfg, batch_size) if mode == "synthetic"
+               else _batches_from_loader(cfg, Path(data_dir), batch_size))
+    step = None
+    if mode != "loader_only":
+        model = build_model(cfg.model, Charset.from_config(cfg.charset).num_classes).to(device).train()
+        if cfg.train.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        scaler = torch.amp.GradScaler(device.type, enabled=cfg.train.precision == "fp16")
+        step = StepRunner(model, build_optimizer(cfg, model), scaler, device, cfg.train.precision, cfg.train.grad_clip,
+                          channels_last=cfg.train.channels_last)
+    for _ in range(warmup):
+        batch = next(batches)
+        if step:
+            step(*batch)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(steps):
+        batch = next(batches)
+        if step:
+            step(*batch)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    images = steps * batch_size
+    return {"backbone": backbone, "mode": mode, "batch_size": batch_size, "steps": steps,
+            "images_per_s": images / seconds, "ms_per_image": 1000 * seconds / images,
+            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "workers_peak_rss_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024 if workers else 0.0,
+            "threads": torch.get_num_threads(), "num_workers": workers, "device": str(device)}
+
+
+def bench_train(cfg: Config, backbones: list[str], batch_size: int, steps: int, warmup: int = 3,
+                data_dir: Path | None = None, modes: tuple[str, ...] = MODES) -> list[dict]:
+    if data_dir is None:
+        data_dir = DataLayout.from_config(cfg).lmdb(cfg.data.sources[0]) / "train"
+    if any(m != "synthetic" for m in modes) and not Path(data_dir).is_dir():
+        raise RosettaError(f"{data_dir}: no training LMDB to read; run `dvc repro convert` first or pass --data")
+    rows = []
+    for backbone in backbones:
+        for mode in modes:
+            # A fresh process per measurement: its peak RSS is this measurement's alone.
+            with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
+                row = pool.submit(measure, cfg, backbone, mode, batch_size, steps, warmup, str(data_dir)).result()
+            rows.append(row)
+            print(format_row(row), flush=True)
+    return rows
+
+
+def format_row(r: dict) -> str:
+    workers = f" (+ workers {r['workers_peak_rss_mib']:.0f} MiB)" if r["workers_peak_rss_mib"] > 0 else ""
+    return (f"{r['backbone']:<13} {_LABELS[r['mode']]:<24} {r['images_per_s']:>8.1f} img/s {r['ms_per_image']:>7.2f} "
+            f"ms/img  peak RSS {r['peak_rss_mib']:.0f} MiB{workers}  [batch {r['batch_size']}, {r['threads']} threads, "
+            f"{r['num_workers']} workers, {r['device']}]")
+
+
+def register(subparsers) -> None:
+    bench = subparsers.add_parser("bench", help="throughput benchmarks",
+                                  description="Throughput benchmarks of the configured pipeline.")
+    sub = bench.add_subparsers(dest="bench_command", required=True, metavar="COMMAND")
+    p = sub.add_parser(
+        "train", help="training images/s per backbone, with and without the data loader",
+        description="Training throughput (forward, CTC loss, backward, optimizer step) for each backbone: fed by "
+                    "synthetic tensors, by the LMDB loader (train.num_workers workers, train.threads threads), and "
+                    "the loader alone; with ms/image and peak RSS.")
+    p.add_argument("--backbones", nargs="+", default=["mobilenet_v3", "resnet34_vd"],
+                   choices=["mobilenet_v3", "resnet34_vd"])
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--steps", type=int, default=10, help="timed steps per measurement")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps first")
+    p.add_argument("--data", metavar="DIR", default=None,
+                   help="training LMDB(s) for the loader rows (default: the first source's train split)")
+    p.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
+    p.add_argument("--json", action="store_true", help="print the rows as JSON at the end")
+    add_config_args(p)
+    p.set_defaults(func=_bench_train_command)
+
+
+def _bench_train_command(args: argparse.Namespace) -> int:
+    def body() -> int:
+        if args.steps < 1 or args.batch_size < 1:
+            raise RosettaError("--steps and --batch-size must be at least 1")
+        rows = bench_train(config_from_args(args), args.backbones, args.batch_size, args.steps, args.warmup,
+                           Path(args.data) if args.data else None, tuple(args.modes))
+        if args.json:
+            print(json.dumps(rows, indent=2))
+        return 0
+
+    return run_guarded(body)

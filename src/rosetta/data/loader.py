@@ -1,0 +1,216 @@
+"""Training and evaluation batches: PaddleOCR's preprocessing and label padding, an optional RecAug-style
+augmentation, and a sampler whose order depends only on the seed and the data position.
+
+The position (per stream: epoch and index into that epoch's permutation) is all a checkpoint needs to
+continue the same sample order; augmentation is seeded per sample from the same coordinates, so neither
+worker count nor restarts change a batch. Under DDP every rank walks the same global order and takes
+its own slice of each batch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+from PIL import Image, ImageFilter
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from rosetta.charset import Charset
+from rosetta.data.preprocess import resize_norm_img
+from rosetta.errors import RosettaError
+
+# A sample key: (index in the concatenated dataset, augmentation seed words).
+SampleKey = tuple[int, tuple[int, ...]]
+
+
+@dataclass(frozen=True)
+class Stream:
+    """A range of the concatenated training dataset that fills ``per_batch`` places of each global batch."""
+
+    name: str
+    offset: int
+    size: int
+    per_batch: int
+
+
+def split_batch(total: int, weights: Sequence[float]) -> list[int]:
+    """``total`` places shared by ``weights``, rounding so the shares add up exactly."""
+    weights = np.asarray(weights, dtype=np.float64)
+    raw = total * weights / weights.sum()
+    counts = np.floor(raw).astype(int)
+    for i in np.argsort(-(raw - counts), kind="stable")[: total - counts.sum()]:
+        counts[i] += 1
+    return counts.tolist()
+
+
+class BatchPlan:
+    """The global order of training batches: each stream cycles through per-epoch permutations.
+
+    ``position`` maps a stream's name to ``[epoch, index]``: the next sample of that stream is
+    ``permutation(epoch)[index]``. A stream drops its tail when fewer than ``per_batch`` samples are left
+    in the epoch (PaddleOCR's drop_last), then starts the next permutation.
+    """
+
+    def __init__(self, streams: Sequence[Stream], seed: int, shuffle: bool):
+        for s in streams:
+            if s.per_batch > s.size:
+                raise RosettaError(f"training set {s.name} has {s.size} samples, fewer than the {s.per_batch} "
+                                   "one batch takes from it; lower train.batch_size or add data")
+        self.streams = list(streams)
+        self.seed = seed
+        self.shuffle = shuffle
+        self._perms: dict[int, tuple[int, np.ndarray]] = {}  # stream -> (epoch, permutation): one epoch at a time
+
+    @property
+    def global_batch(self) -> int:
+        return sum(s.per_batch for s in self.streams)
+
+    def start(self) -> dict[str, list[int]]:
+        return {s.name: [0, 0] for s in self.streams}
+
+    def permutation(self, stream_id: int, epoch: int) -> np.ndarray:
+        cached = self._perms.get(stream_id)
+        if cached is None or cached[0] != epoch:
+            size = self.streams[stream_id].size
+            perm = (np.random.default_rng([self.seed, stream_id, epoch]).permutation(size) if self.shuffle
+                    else np.arange(size))
+            cached = self._perms[stream_id] = (epoch, perm)
+        return cached[1]
+
+    def next_batch(self, position: dict[str, list[int]]) -> tuple[list[SampleKey], dict[str, list[int]]]:
+        """The global batch at ``position`` and the position after it."""
+        keys: list[SampleKey] = []
+        after = {}
+        for sid, s in enumerate(self.streams):
+            epoch, index = position[s.name]
+            if index + s.per_batch > s.size:
+                epoch, index = epoch + 1, 0
+            perm = self.permutation(sid, epoch)
+            for j in range(index, index + s.per_batch):
+                keys.append((s.offset + int(perm[j]), (self.seed, sid, epoch, j)))
+            after[s.name] = [epoch, index + s.per_batch]
+        return keys, after
+
+    def advance(self, position: dict[str, list[int]]) -> dict[str, list[int]]:
+        """The position one global batch later (no permutation needed)."""
+        after = {}
+        for s in self.streams:
+            epoch, index = position[s.name]
+            if index + s.per_batch > s.size:
+                epoch, index = epoch + 1, 0
+            after[s.name] = [epoch, index + s.per_batch]
+        return after
+
+
+class PlanSampler(Sampler):
+    """Endless batches of ``SampleKey`` for one rank, from ``start`` on: rank r takes places r, r+W, ..."""
+
+    def __init__(self, plan: BatchPlan, start: dict[str, list[int]], rank: int = 0, world_size: int = 1):
+        self.plan, self.start, self.rank, self.world_size = plan, start, rank, world_size
+
+    def __iter__(self) -> Iterator[list[SampleKey]]:
+        position = self.start
+        while True:
+            keys, position = self.plan.next_batch(position)
+            yield keys[self.rank::self.world_size]
+
+
+def rec_aug(img: Image.Image, rng: np.random.Generator, prob: float = 0.4) -> Image.Image:
+    """A light RecAug (PaddleOCR's ``warp``): each of perspective, crop, blur, colour shift, noise and
+    inversion applies with probability ``prob``."""
+    w, h = img.size
+    if rng.random() < prob and w >= 8 and h >= 8:
+        # Move each corner inward or outward by up to a quarter of the height: TIA-like perspective.
+        d = 0.25 * h
+        quad = np.array([0, 0, 0, h, w, h, w, 0], dtype=np.float64) + rng.uniform(-d, d, 8)
+        img = img.transform((w, h), Image.QUAD, quad.tolist(), Image.BILINEAR, fillcolor=_mean_color(img))
+    if rng.random() < prob and h >= 16:
+        top, bottom = rng.integers(0, h // 8 + 1, 2)
+        img = img.crop((0, int(top), w, h - int(bottom)))
+    if rng.random() < prob and h >= 20 and w >= 20:
+        img = img.filter(ImageFilter.GaussianBlur(radius=float(rng.uniform(0.5, 1.2))))
+    arr = np.asarray(img, dtype=np.float32)
+    changed = False
+    if rng.random() < prob:
+        arr = arr[..., rng.permutation(3)] * rng.uniform(0.7, 1.3, 3) + rng.uniform(-30, 30)
+        changed = True
+    if rng.random() < prob:
+        arr = arr + rng.normal(0, rng.uniform(2, 12), arr.shape)
+        changed = True
+    if rng.random() < prob:
+        arr = 255.0 - arr
+        changed = True
+    if changed:
+        img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
+    return img
+
+
+def _mean_color(img: Image.Image) -> tuple[int, int, int]:
+    return tuple(int(v) for v in np.asarray(img).reshape(-1, 3).mean(0))
+
+
+class RecTrainSet(Dataset):
+    """``key -> (image tensor (3, H, W), encoded label)`` over a dataset of ``(PIL image, label)``."""
+
+    def __init__(self, base: Dataset, charset: Charset, height: int = 32, width: int = 100,
+                 augment: bool = False):
+        self.base, self.charset, self.height, self.width, self.augment = base, charset, height, width, augment
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, key: SampleKey):
+        index, seed = key
+        img, label = self.base[index]
+        if self.augment:
+            img = rec_aug(img, np.random.default_rng(seed))
+        return resize_norm_img(img, self.height, self.width), self.charset.encode(label)
+
+
+def collate_rec(batch: list[tuple[np.ndarray, list[int]]], max_text_length: int):
+    """Images stacked; labels right-padded with 0 to ``max_text_length``, as PaddleOCR's CTCLabelEncode."""
+    images = torch.from_numpy(np.stack([b[0] for b in batch]))
+    targets = torch.zeros(len(batch), max_text_length, dtype=torch.long)
+    lengths = torch.empty(len(batch), dtype=torch.long)
+    for i, (_, label) in enumerate(batch):
+        targets[i, : len(label)] = torch.as_tensor(label, dtype=torch.long)
+        lengths[i] = len(label)
+    return images, targets, lengths
+
+
+class _Collate:
+    """Picklable collate for spawned workers."""
+
+    def __init__(self, max_text_length: int):
+        self.max_text_length = max_text_length
+
+    def __call__(self, batch):
+        return collate_rec(batch, self.max_text_length)
+
+
+def train_loader(dataset: RecTrainSet, sampler: PlanSampler, num_workers: int, pin_memory: bool = False) -> DataLoader:
+    # Its own generator: starting the iterator must not draw from the global RNG that checkpoints restore.
+    return DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers,
+                      collate_fn=_Collate(dataset.charset.max_text_length), pin_memory=pin_memory,
+                      prefetch_factor=4 if num_workers else None, generator=torch.Generator().manual_seed(0))
+
+
+class EvalSet(Dataset):
+    """``index -> (image tensor, index)`` over a dataset of ``(PIL image, label)``, fixed width as in
+    PaddleOCR's eval (the labels stay with the caller)."""
+
+    def __init__(self, base: Dataset, height: int = 32, width: int = 100):
+        self.base, self.height, self.width = base, height, width
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int):
+        img, _ = self.base[index]
+        return resize_norm_img(img, self.height, self.width), index
+
+
+def eval_loader(dataset: EvalSet, batch_size: int) -> DataLoader:
+    # In the calling process: evaluation sets are small, and workers would compete with the model's threads.
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)

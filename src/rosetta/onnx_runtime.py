@@ -1,0 +1,90 @@
+"""Recognition with an exported ONNX file through ONNX Runtime.
+
+The file alone is enough: the charset and the preprocessing travel in its ``metadata_props`` (written
+by ``rosetta.export``), and the ``Recognizer`` shared with the PyTorch path does batching and decoding.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from rosetta.charset import Charset
+from rosetta.data.preprocess import MEAN, STD
+from rosetta.errors import RosettaError
+from rosetta.inference import ProbsFn, Recognizer
+
+INPUT_NAME = "x"
+OUTPUT_NAME = "probs"
+# metadata_props keys; each value is a JSON object.
+META_CHARSET = "rosetta.charset"
+META_PREPROCESS = "rosetta.preprocess"
+META_MODEL = "rosetta.model"
+
+
+def preprocess_spec(height: int, base_width: int) -> dict:
+    """What ``rosetta.data.preprocess`` does to an image, in words another runtime can follow."""
+    return {
+        "color": "RGB", "height": height, "base_width": base_width, "keep_ratio": True,
+        "resize": "bilinear", "width": "min(batch_width, ceil(height * w / h))",
+        "batch_width": "max(base_width, ceil(height * widest w / h in the batch))",
+        "normalize": "(pixel / 255 - mean) / std", "mean": MEAN, "std": STD, "pad": "zeros on the right",
+        "layout": "NCHW float32",
+    }
+
+
+def onnx_session(path: str | Path, threads: int = 0):
+    """An ONNX Runtime session on the best available provider (CUDA, else CPU)."""
+    import onnxruntime as ort
+
+    path = Path(path)
+    if not path.is_file():
+        raise RosettaError(f"{path}: ONNX model not found; export one with `rosetta export`")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.log_severity_level = 3  # errors only: ORT's warnings about unused initializers are noise here
+    # Idle ORT threads otherwise spin for a while after each run, starving PyTorch when both share few
+    # cores (the parity gate runs them in turn): 10x slower PyTorch on 2 cores.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    available = ort.get_available_providers()
+    providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+    try:
+        return ort.InferenceSession(str(path), options, providers=providers)
+    except Exception as exc:  # ORT raises its own types (InvalidGraph, Fail, ...) for unusable files
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RosettaError(f"{path}: ONNX Runtime cannot load the model ({first}); export it again with "
+                           "`rosetta export`") from None
+
+
+def session_metadata(session, path: str | Path) -> dict[str, dict]:
+    """The rosetta entries of the model's metadata_props, parsed; an error names what is missing."""
+    props = session.get_modelmeta().custom_metadata_map
+    out = {}
+    for key in (META_CHARSET, META_PREPROCESS, META_MODEL):
+        if key not in props:
+            raise RosettaError(f"{path}: the ONNX metadata has no {key!r}; only files written by "
+                               "`rosetta export` can be run on their own")
+        out[key] = json.loads(props[key])
+    return out
+
+
+def ort_probs_fn(session) -> ProbsFn:
+    def run(batch: np.ndarray) -> np.ndarray:
+        return session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(batch, dtype=np.float32)})[0]
+
+    return run
+
+
+def load_onnx_recognizer(path: str | Path, batch_size: int = 64, threads: int = 0) -> Recognizer:
+    """A ``Recognizer`` running ``path`` through ONNX Runtime, configured from the file's metadata."""
+    session = onnx_session(path, threads)
+    meta = session_metadata(session, path)
+    pre = meta[META_PREPROCESS]
+    expected = preprocess_spec(pre.get("height"), pre.get("base_width"))
+    if pre != expected:
+        differ = sorted(k for k in expected.keys() | pre.keys() if pre.get(k) != expected.get(k))
+        raise RosettaError(f"{path}: the file asks for preprocessing this version does not implement "
+                           f"({', '.join(differ)} differ); run it with the rosetta version that exported it")
+    return Recognizer(ort_probs_fn(session), Charset.from_dict(meta[META_CHARSET]), int(pre["height"]),
+                      int(pre["base_width"]), batch_size)

@@ -1,0 +1,439 @@
+"""The MLflow Model Registry: each gated ONNX export becomes a version of ``registry.model_name`` carrying
+its evidence as tags, and promotion moves aliases (``production``, ``previous``), never stages.
+
+``decide`` is the rule (pure); ``promote``, ``rollback`` and ``register_and_promote`` apply it to a real
+registry, record every decision as tags on the version and print it.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Mapping
+
+from rosetta.cliutil import add_config_args, config_from_args, run_guarded
+from rosetta.config import Config, DataLayout, RegistryConfig, project_path
+from rosetta.errors import RosettaError
+
+TAG_DECISION = "promotion.decision"
+TAG_REASON = "promotion.reason"
+TAG_TIME = "promotion.time"
+TAG_REPLACED = "promotion.replaced"  # the production version this one replaced: where a rollback returns
+TAG_BENCHMARK = "benchmark_set"
+TAG_PARITY = "parity.passed"
+METRIC_TAG_PREFIX = "metric."
+MODEL_ARTIFACT = "model"
+DECISION_JSON = "decision.json"
+
+
+class RegistryError(RosettaError):
+    """A registration or promotion that cannot proceed; the message says what to do."""
+
+
+# --------------------------------------------------------------------------- the rule
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What promotion compares, read from a version's tags."""
+
+    version: str
+    score: float | None
+    benchmark_set: str | None
+    parity_passed: bool
+
+    @classmethod
+    def from_tags(cls, version: str, tags: Mapping[str, str], metric: str) -> "Evidence":
+        raw = tags.get(METRIC_TAG_PREFIX + metric)
+        try:
+            score = float(raw) if raw is not None else None
+        except ValueError:
+            score = None
+        return cls(str(version), score if score is None or math.isfinite(score) else None,
+                   tags.get(TAG_BENCHMARK), tags.get(TAG_PARITY) == "true")
+
+
+@dataclass
+class Decision:
+    model_name: str
+    version: str
+    promoted: bool
+    reason: str
+    metric: str
+    score: float | None
+    production_version: str | None  # before the decision
+    production_score: float | None
+    action: str = "promote"  # promote or rollback
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def summary(self) -> str:
+        verdict = "promoted to production" if self.promoted else "not promoted"
+        if self.action == "rollback":
+            verdict = "restored to production"
+        return f"{self.model_name} v{self.version} {verdict}: {self.reason}"
+
+
+def _fmt(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.4f}"
+
+
+def decide(candidate: Evidence, production: Evidence | None, registry: RegistryConfig,
+           force: bool = False) -> Decision:
+    """Promote ``candidate`` over ``production`` only when its parity gate passed and its score on the same
+    benchmark set beats production's by more than ``registry.margin`` (``force`` skips the comparison)."""
+    metric = registry.metric
+
+    def result(promoted: bool, reason: str) -> Decision:
+        return Decision(registry.model_name, candidate.version, promoted, reason, metric, candidate.score,
+                        production.version if production else None, production.score if production else None)
+
+    if not candidate.parity_passed:
+        return result(False, "its ONNX parity gate did not pass")
+    if production is not None and production.version == candidate.version:
+        return result(False, f"it already has alias {registry.alias!r}")
+    if force:
+        over = f" over v{production.version} ({metric} {_fmt(production.score)})" if production else ""
+        return result(True, f"forced by hand{over}; its {metric} is {_fmt(candidate.score)}")
+    if candidate.score is None:
+        return result(False, f"it has no {metric} score; evaluate it on the benchmarks first")
+    if production is None:
+        return result(True, f"no production version yet; this first one scores {metric} {_fmt(candidate.score)}")
+    if production.benchmark_set != candidate.benchmark_set:
+        return result(False, f"it was scored on another benchmark set ({candidate.benchmark_set}) than "
+                             f"production v{production.version} ({production.benchmark_set}); compare on the same "
+                             "set or promote it with --force")
+    if production.score is None:
+        return result(True, f"production v{production.version} has no {metric} score to beat; this one has "
+                            f"{_fmt(candidate.score)}")
+    gain = candidate.score - production.score
+    if gain > registry.margin:
+        return result(True, f"{metric} {_fmt(candidate.score)} beats production v{production.version}'s "
+                            f"{_fmt(production.score)} by {gain:+.4f} (> margin {registry.margin:g})")
+    return result(False, f"{metric} {_fmt(candidate.score)} does not beat production v{production.version}'s "
+                         f"{_fmt(production.score)} by more than registry.margin {registry.margin:g} "
+                         f"(difference {gain:+.4f})")
+
+
+# --------------------------------------------------------------------------- evidence from files
+
+
+def read_json(path: Path, what: str, fix: str) -> dict:
+    if not path.is_file():
+        raise RegistryError(f"{path}: {what} not found; {fix}")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        raise RegistryError(f"{path}: {what} is not valid JSON; {fix}") from None
+    if not isinstance(data, dict):
+        raise RegistryError(f"{path}: {what} is not a JSON object; {fix}")
+    return data
+
+
+def benchmark_set(root: Path) -> str:
+    """A name for the benchmark data at ``root``: a digest of every set's name, size and labels, then
+    the sets, e.g. ``3f2a9c1b0d4e: IIIT5k_3000=3000, SVT=647``. Equal strings mean comparable scores."""
+    from rosetta.data.lmdb_io import find_lmdbs, label_key, lmdb_name, num_samples, open_lmdb
+
+    paths = find_lmdbs(root) if root.is_dir() else []
+    if not paths:
+        raise RegistryError(f"{root}: no benchmark LMDB there; run `dvc repro validate` (promotion compares "
+                            "scores on the same benchmark set)")
+    digest = hashlib.sha256()
+    sizes = []
+    for path in paths:
+        name = lmdb_name(path, root)
+        with open_lmdb(path).begin() as txn:
+            n = num_samples(txn, path)
+            digest.update(f"{name}\0{n}\0".encode())
+            for i in range(1, n + 1):
+                digest.update((txn.get(label_key(i)) or b"") + b"\0")
+        sizes.append(f"{name}={n}")
+    return f"{digest.hexdigest()[:12]}: {', '.join(sizes)}"
+
+
+def onnx_model_info(onnx_path: Path) -> dict:
+    """The ``rosetta.model`` metadata of an exported file (backbone, classes, ...)."""
+    import onnx
+
+    from rosetta.onnx_runtime import META_MODEL
+
+    try:
+        proto = onnx.load(str(onnx_path), load_external_data=False)
+    except Exception:
+        raise RegistryError(f"{onnx_path}: not a readable ONNX file; export it again with `rosetta export`") from None
+    props = {p.key: p.value for p in proto.metadata_props}
+    if META_MODEL not in props:
+        raise RegistryError(f"{onnx_path}: no {META_MODEL!r} metadata; export it with `rosetta export`")
+    return json.loads(props[META_MODEL])
+
+
+# --------------------------------------------------------------------------- the registry
+
+
+def registry_client(cfg: Config):
+    from mlflow import MlflowClient
+
+    from rosetta.tracking import tracking_uri
+
+    uri = tracking_uri(cfg)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def _pip_requirements() -> list[str]:
+    # Exactly what the pyfunc imports; listing them skips MLflow's slow requirement inference.
+    return [f"{dist}=={metadata.version(dist)}" for dist in ("mlflow", "onnxruntime", "numpy", "pillow", "pandas")]
+
+
+def register_model(cfg: Config, onnx_path: Path, parity: Mapping[str, Any], metrics: Mapping[str, float],
+                   run_id: str | None, benchmark_dir: Path) -> str:
+    """Log ``onnx_path`` as a pyfunc model in the MLflow run ``run_id`` and register it; returns the version.
+
+    Refuses a file whose parity gate did not pass, and metrics without ``registry.metric``.
+    """
+    import mlflow
+
+    import rosetta
+    from rosetta import serving_model
+    from rosetta.serving import ONNX_ARTIFACT, signature
+    from rosetta.tracking import ensure_experiment, provenance_tags, tracking_uri
+
+    reg = cfg.registry
+    if not parity.get("passed"):
+        raise RegistryError(f"{onnx_path}: its ONNX parity gate did not pass ({'; '.join(parity.get('failures', []))});"
+                            " nothing was registered")
+    if not onnx_path.is_file():
+        raise RegistryError(f"{onnx_path}: ONNX model not found; run `rosetta export` (or `dvc repro export`) first")
+    if reg.metric not in metrics:
+        known = ", ".join(sorted(metrics)[:10]) or "none"
+        raise RegistryError(f"registry.metric: {reg.metric!r} is not among the benchmark metrics ({known}); "
+                            "pick one of them")
+    info = onnx_model_info(onnx_path)
+    tags = {k: v for k, v in provenance_tags().items() if not k.startswith("mlflow.")}
+    tags.update({"backbone": info.get("backbone", "unknown"), TAG_BENCHMARK: benchmark_set(benchmark_dir),
+                 TAG_PARITY: "true", "parity.max_abs_diff": f"{parity.get('max_abs_diff'):.3g}",
+                 "parity.same_text": f"{parity.get('same_text'):.4f}", "parity.samples": str(parity.get("samples"))})
+    tags.update({METRIC_TAG_PREFIX + k: f"{v:.6g}" for k, v in metrics.items()})
+
+    uri = tracking_uri(cfg)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    client = registry_client(cfg)
+    if run_id is None:
+        exp_id = ensure_experiment(client, cfg.mlflow.experiment, uri)
+        run_id = client.create_run(exp_id, run_name="register", tags=provenance_tags()).info.run_id
+    else:
+        try:
+            client.get_run(run_id)
+        except Exception:
+            raise RegistryError(f"MLflow run {run_id} not found at {uri}; check mlflow.tracking_uri (or "
+                                "MLFLOW_TRACKING_URI) against the store the training run used") from None
+    with mlflow.start_run(run_id=run_id), warnings.catch_warnings():
+        # The signature documents the input; an example would only add a model load to validate it.
+        warnings.filterwarnings("ignore", message=".*input example was not provided")
+        logged = mlflow.pyfunc.log_model(
+            name=MODEL_ARTIFACT, python_model=serving_model.__file__, artifacts={ONNX_ARTIFACT: str(onnx_path)},
+            code_paths=[str(Path(rosetta.__file__).parent)], pip_requirements=_pip_requirements(),
+            signature=signature())
+        mlflow.log_metrics({"parity/max_abs_diff": float(parity["max_abs_diff"]),
+                            "parity/same_text": float(parity["same_text"])})
+        mlflow.log_dict(dict(parity), "export/parity.json")
+    # Registered with its tags in one call: a promotion never sees a version without its evidence.
+    return str(mlflow.register_model(logged.model_uri, reg.model_name, tags=tags).version)
+
+
+def _aliases(client, name: str) -> dict[str, str]:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return {k: str(v) for k, v in client.get_registered_model(name).aliases.items()}
+    except MlflowException:
+        raise RegistryError(f"registered model {name!r} not found in the MLflow registry; run the pipeline "
+                            "(`dvc repro` or the Prefect flow) first") from None
+
+
+def _evidence(client, name: str, version: str, metric: str) -> Evidence:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mv = client.get_model_version(name, version)
+    except MlflowException:
+        raise RegistryError(f"{name} v{version} not found in the MLflow registry; list versions in the MLflow UI "
+                            "or pass an existing --version") from None
+    return Evidence.from_tags(version, mv.tags, metric)
+
+
+def _record(client, name: str, version: str, decision: str, reason: str, **extra: str) -> None:
+    tags = {TAG_DECISION: decision, TAG_REASON: reason, TAG_TIME: time.strftime("%Y-%m-%dT%H:%M:%S%z"), **extra}
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, value)
+
+
+def promote(cfg: Config, version: str | int | None = None, force: bool = False) -> Decision:
+    """Decide whether ``version`` (default: the newest) takes alias ``registry.alias``, apply it and record it.
+
+    The version it replaces gets ``registry.previous_alias``. The decision is tagged on the candidate and
+    printed, whatever it is.
+    """
+    reg = cfg.registry
+    client = registry_client(cfg)
+    aliases = _aliases(client, reg.model_name)
+    if version is None:
+        versions = client.search_model_versions(f"name='{reg.model_name}'")
+        if not versions:
+            raise RegistryError(f"registered model {reg.model_name!r} has no version yet; run the pipeline first")
+        version = max(int(v.version) for v in versions)
+    version = str(version)
+    candidate = _evidence(client, reg.model_name, version, reg.metric)
+    current = aliases.get(reg.alias)
+    production = _evidence(client, reg.model_name, current, reg.metric) if current else None
+    decision = decide(candidate, production, reg, force)
+    if production is not None and production.version == version:
+        print(decision.summary(), flush=True)  # nothing changes, and production keeps its own record
+        return decision
+    extra = {}
+    if decision.promoted:
+        if current:
+            client.set_registered_model_alias(reg.model_name, reg.previous_alias, current)
+            extra[TAG_REPLACED] = current
+        client.set_registered_model_alias(reg.model_name, reg.alias, version)
+    _record(client, reg.model_name, version, "promoted" if decision.promoted else "not promoted", decision.reason,
+            **extra)
+    print(decision.summary(), flush=True)
+    return decision
+
+
+def rollback(cfg: Config) -> Decision:
+    """Give ``registry.alias`` back to the ``registry.previous_alias`` version; that version's own
+    predecessor (if any) becomes the new previous, so rollbacks can be repeated."""
+    reg = cfg.registry
+    client = registry_client(cfg)
+    aliases = _aliases(client, reg.model_name)
+    current, previous = aliases.get(reg.alias), aliases.get(reg.previous_alias)
+    if current is None:
+        raise RegistryError(f"no version of {reg.model_name} has alias {reg.alias!r}; there is nothing to roll back")
+    if previous is None or previous == current:
+        raise RegistryError(f"{reg.model_name} has no {reg.previous_alias!r} version to roll back to; promote one "
+                            "by hand with `rosetta promote --version N --force`")
+    restored = client.get_model_version(reg.model_name, previous)
+    client.set_registered_model_alias(reg.model_name, reg.alias, previous)
+    earlier = restored.tags.get(TAG_REPLACED)
+    if earlier and earlier not in (current, previous):
+        client.set_registered_model_alias(reg.model_name, reg.previous_alias, earlier)
+    else:
+        client.delete_registered_model_alias(reg.model_name, reg.previous_alias)
+    _record(client, reg.model_name, current, "rolled back", f"replaced by v{previous} with `rosetta rollback`")
+    reason = f"rolled back from v{current} with `rosetta rollback`"
+    _record(client, reg.model_name, previous, "promoted", reason)
+    metric = reg.metric
+    decision = Decision(reg.model_name, previous, True, reason, metric,
+                        Evidence.from_tags(previous, restored.tags, metric).score, current,
+                        _evidence(client, reg.model_name, current, metric).score, action="rollback")
+    print(decision.summary(), flush=True)
+    return decision
+
+
+def register_and_promote(cfg: Config, onnx_path: Path, parity: Mapping[str, Any], metrics: Mapping[str, Any],
+                         run_id: str | None, decision_json: Path | None = None) -> Decision:
+    """The pipeline's last step, shared by the DVC stage and the flow: register, decide, record.
+
+    ``metrics`` is ``evaluate_benchmarks``' summary (what the evaluate stage writes to metrics.json).
+    """
+    from rosetta.metrics import flat_metrics
+
+    if not isinstance(metrics.get("sets"), Mapping):
+        raise RegistryError("the benchmark metrics have no 'sets' section; evaluate the model again with the "
+                            "evaluate stage (`dvc repro evaluate`)")
+    version = register_model(cfg, Path(onnx_path), parity, flat_metrics(metrics), run_id,
+                             DataLayout.from_config(cfg).benchmarks)
+    decision = promote(cfg, version)
+    if decision_json is not None:
+        from rosetta.export import write_json
+
+        write_json(Path(decision_json), {**decision.to_dict(), "run_id": run_id})
+    return decision
+
+
+def default_decision_path(cfg: Config) -> Path:
+    return project_path(cfg.registry.out_dir) / DECISION_JSON
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "register", help="register the exported model in MLflow and decide its promotion",
+        description="Log the gated ONNX file as a pyfunc model in the training run, register it as a version of "
+                    "registry.model_name tagged with its evidence, and give it alias registry.alias when it beats "
+                    "production. Inputs default to the pipeline's files under runs/.")
+    add_config_args(p)
+    p.add_argument("--onnx", metavar="FILE", help="exported model (default: <export.out_dir>/model.onnx)")
+    p.add_argument("--parity", metavar="FILE", help="parity report (default: <export.out_dir>/parity.json)")
+    p.add_argument("--metrics", metavar="FILE", help="benchmark metrics (default: <eval.out_dir>/metrics.json)")
+    p.add_argument("--run-json", metavar="FILE", help="training run record (default: <train.out_dir>/run.json)")
+    p.set_defaults(func=_register_command)
+
+    p = subparsers.add_parser(
+        "promote", help="give a registered version the production alias (if it beats production)",
+        description="Compare a version's benchmark score with production's (registry.metric, registry.margin) and "
+                    "move the alias when it wins; the replaced version gets registry.previous_alias. The decision "
+                    "is tagged on the version and printed. Exit status 1 when not promoted.")
+    add_config_args(p)
+    p.add_argument("--version", metavar="N", type=int, default=None, help="the version (default: the newest)")
+    p.add_argument("--force", action="store_true", help="promote without comparing scores (parity must have passed)")
+    p.set_defaults(func=_promote_command)
+
+    p = subparsers.add_parser(
+        "rollback", help="give the production alias back to the previous version",
+        description="Move registry.alias to the version holding registry.previous_alias; repeatable.")
+    add_config_args(p)
+    p.set_defaults(func=_rollback_command)
+
+
+def pipeline_inputs(cfg: Config, onnx: str | None = None, parity: str | None = None, metrics: str | None = None,
+                    run_json: str | None = None) -> tuple[Path, dict, dict, str | None]:
+    """(onnx, parity report, metrics, run id) from the files the export, evaluate and train stages write."""
+    from rosetta.export import default_paths
+
+    onnx_default, parity_default = default_paths(cfg)
+    parity_path = Path(parity) if parity else parity_default
+    metrics_path = Path(metrics) if metrics else project_path(cfg.eval.out_dir) / "metrics.json"
+    run_path = Path(run_json) if run_json else project_path(cfg.train.out_dir) / "run.json"
+    run = read_json(run_path, "the training run record", "run the train stage (`dvc repro train`) first")
+    return (Path(onnx) if onnx else onnx_default,
+            read_json(parity_path, "the parity report", "run `rosetta export` (or `dvc repro export`) first"),
+            read_json(metrics_path, "the benchmark metrics", "run the evaluate stage (`dvc repro evaluate`) first"),
+            run.get("run_id"))
+
+
+def _register_command(args: argparse.Namespace) -> int:
+    def body() -> int:
+        cfg = config_from_args(args)
+        onnx, parity, metrics, run_id = pipeline_inputs(cfg, args.onnx, args.parity, args.metrics, args.run_json)
+        register_and_promote(cfg, onnx, parity, metrics, run_id, default_decision_path(cfg))
+        return 0
+
+    return run_guarded(body)
+
+
+def _promote_command(args: argparse.Namespace) -> int:
+    def body() -> int:
+        return 0 if promote(config_from_args(args), args.version, args.force).promoted else 1
+
+    return run_guarded(body)
+
+
+def _rollback_command(args: argparse.Namespace) -> int:
+    def body() -> int:
+        rollback(config_from_args(args))
+        return 0
+
+    return run_guarded(body)

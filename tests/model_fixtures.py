@@ -1,0 +1,92 @@
+"""Small real inputs for the export, registry and flow tests: word-like images in LMDBs and checkpoints of
+untrained models, written with the project's own writers."""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+from rosetta.charset import Charset
+from rosetta.checkpoint import save_checkpoint
+from rosetta.config import PROJECT_ROOT, Config, load_config
+from rosetta.data.lmdb_io import write_lmdb
+from rosetta.modeling import build_model
+
+WORDS = ["joint", "rosetta", "ctc", "street", "42", "hotel", "paddle", "b52", "exit", "ocr", "benchmark", "a"]
+
+
+class BytesSample:
+    """A sample for ``write_lmdb`` from bytes in memory."""
+
+    def __init__(self, name: str, label: str, data: bytes):
+        self.name, self.label, self.data = name, label, data
+
+    def read(self):
+        from rosetta.data.lmdb_io import Record
+
+        return [Record(self.name, self.label, self.data)]
+
+
+def word_image(text: str, rng: np.random.Generator) -> Image.Image:
+    """A noisy word image whose aspect ratio varies (wide and narrow), so batches differ in width."""
+    height = int(rng.integers(24, 64))
+    width = max(8, int(height * rng.uniform(0.5, 5.0)))
+    bg = tuple(int(v) for v in rng.integers(120, 255, 3))
+    img = Image.new("RGB", (width, height), bg)
+    ImageDraw.Draw(img).text((2, height // 4), text, fill=tuple(int(v) for v in rng.integers(0, 100, 3)))
+    noise = rng.normal(0, 12, (height, width, 3))
+    return Image.fromarray(np.clip(np.asarray(img, dtype=np.float32) + noise, 0, 255).astype(np.uint8))
+
+
+def png_bytes(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def write_word_lmdb(out: Path, n: int, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    samples = []
+    for i in range(n):
+        word = WORDS[i % len(WORDS)]
+        samples.append(BytesSample(f"{i}.png", word, png_bytes(word_image(word, rng))))
+    write_lmdb(out, samples, workers=1)
+    return out
+
+
+def tiny_data(root: Path, n_val: int = 24, n_bench: int = 12) -> Path:
+    """``root`` laid out as ``DataLayout`` expects: lmdb/synth/val and lmdb/benchmarks/synth_test."""
+    write_word_lmdb(root / "lmdb" / "synth" / "val", n_val, seed=1)
+    write_word_lmdb(root / "lmdb" / "benchmarks" / "synth_test", n_bench, seed=2)
+    return root
+
+
+def config(*overrides: str) -> Config:
+    return load_config(PROJECT_ROOT / "params.yaml", list(overrides))
+
+
+def untrained_checkpoint(path: Path, cfg: Config, seed: int = 0) -> Path:
+    """Random weights with BatchNorm statistics measured on random inputs.
+
+    Fresh BN statistics (mean 0, variance 1) let MobileNetV3's activations fade to ~1e-8, so every input
+    would give the same output and a parity check would compare nothing; measured statistics keep the
+    outputs input-dependent, as a trained model's are.
+    """
+    torch.manual_seed(seed)
+    charset = Charset.from_config(cfg.charset)
+    model = build_model(cfg.model, charset.num_classes)
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for bn in norms:
+        bn.reset_running_stats()
+        bn.momentum = None  # a plain average over the calibration batches
+    model.train()
+    with torch.no_grad():
+        for _ in range(3):
+            model(torch.randn(8, 3, cfg.model.image_height, cfg.model.image_width))
+    for bn in norms:
+        bn.momentum = 0.1
+    return save_checkpoint(path, {"model": model.state_dict(), "config": cfg.to_dict(),
+                                  "charset": charset.to_dict()})

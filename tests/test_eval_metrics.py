@@ -1,0 +1,135 @@
+"""PaddleOCR's RecMetric arithmetic, and ``evaluate``/``predict`` end to end on a model whose output is known:
+a head that answers "a" for every input."""
+from __future__ import annotations
+
+import ast
+import json
+import math
+
+import pytest
+import torch
+
+from model_fixtures import BytesSample, png_bytes, word_image
+from rosetta.charset import Charset
+from rosetta.checkpoint import save_checkpoint
+from rosetta.data.lmdb_io import write_lmdb
+from rosetta.evaluate import evaluate_benchmarks
+from rosetta.metrics import (SEVEN_SETS, SetMetrics, flat_metrics, levenshtein, normalize_text,
+                             normalized_edit_distance, recognition_metrics, summarize)
+from rosetta.modeling import build_model
+from train_fixtures import rosetta, tiny_config
+
+CONFIDENCE = math.exp(10) / (math.exp(10) + 36)
+
+
+def test_text_normalization_is_paddleocrs_filter():
+    assert normalize_text("Hello, World!") == "helloworld"
+    assert normalize_text("a b\tc") == "abc"
+    assert normalize_text("Ümlaut-9") == "mlaut9"
+
+
+def test_levenshtein_and_its_normalization():
+    assert levenshtein("kitten", "sitting") == 3
+    assert levenshtein("", "abc") == 3
+    assert normalized_edit_distance("ab", "a") == 0.5
+    assert normalized_edit_distance("", "") == 0.0
+
+
+def test_accuracy_is_exact_match_after_case_folding_and_filtering():
+    m = recognition_metrics(["joint", "STREET", "hote", ""], ["Joint", "street!", "hotel", "x"])
+    assert (m.count, m.correct) == (4, 2)
+    assert m.accuracy == 0.5
+    assert m.norm_edit_dis == pytest.approx(1 - (0 + 0 + 0.2 + 1) / 4)
+
+
+def test_summary_weights_totals_by_samples_and_means_the_sets():
+    s = summarize({"A": SetMetrics(100, 90, 5.0), "B": SetMetrics(300, 150, 60.0)})
+    assert s["accuracy_total"] == pytest.approx(240 / 400)
+    assert s["accuracy_mean"] == pytest.approx((0.9 + 0.5) / 2)
+    assert s["norm_edit_dis_total"] == pytest.approx(1 - 65 / 400)
+    assert s["count_total"] == 400
+    assert "accuracy_total7" not in s
+    seven = summarize({**{name: SetMetrics(10, 5, 0.0) for name in SEVEN_SETS}, "IC13_857": SetMetrics(10, 10, 0.0)})
+    assert seven["accuracy_total7"] == 0.5
+    assert seven["accuracy_total"] == pytest.approx(45 / 80)
+    flat = flat_metrics(seven)
+    assert flat["SVT/accuracy"] == 0.5 and "IC13_857/norm_edit_dis" in flat and "accuracy_total7" in flat
+
+
+def constant_a_checkpoint(path, cfg):
+    """A checkpoint whose model says 'a' at every time step, whatever the image."""
+    charset = Charset.from_config(cfg.charset)
+    model = build_model(cfg.model, charset.num_classes)
+    with torch.no_grad():
+        model.head.fc.weight.zero_()
+        model.head.fc.bias.zero_()
+        model.head.fc.bias[charset.characters.index("a") + 1] = 10.0
+    return save_checkpoint(path, {"model": model.state_dict(), "config": cfg.to_dict(), "charset": charset.to_dict()})
+
+
+def write_set(path, labels, seed=0):
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    write_lmdb(path, [BytesSample(f"{i}.png", lab, png_bytes(word_image(lab, rng))) for i, lab in enumerate(labels)],
+               workers=1)
+
+
+def test_evaluate_end_to_end_with_known_predictions(tmp_path):
+    cfg = tiny_config(tmp_path)
+    ckpt = constant_a_checkpoint(tmp_path / "a.pt", cfg)
+    write_set(tmp_path / "bench" / "setA", ["a", "A", "b"])
+    write_set(tmp_path / "bench" / "setB", ["ab", "a!"])
+    out = tmp_path / "eval"
+    s = evaluate_benchmarks(ckpt, tmp_path / "bench", cfg, out)
+    assert s["sets"]["setA"] == {"accuracy": pytest.approx(2 / 3), "norm_edit_dis": pytest.approx(2 / 3), "count": 3}
+    assert s["sets"]["setB"] == {"accuracy": 0.5, "norm_edit_dis": pytest.approx(0.75), "count": 2}
+    assert s["accuracy_total"] == pytest.approx(3 / 5)
+    assert s["accuracy_mean"] == pytest.approx((2 / 3 + 1 / 2) / 2)
+    assert s["norm_edit_dis_total"] == pytest.approx(1 - 1.5 / 5)
+    assert s["images_per_s"] > 0
+    assert json.loads((out / "metrics.json").read_text()) == s
+    table = (out / "metrics.md").read_text()
+    assert "| setA | 3 | 66.67 % | 0.6667 |" in table and "60.00 %" in table
+    assert (out / "gallery.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_evaluate_cli_prints_json(tmp_path):
+    cfg = tiny_config(tmp_path)
+    ckpt = constant_a_checkpoint(tmp_path / "a.pt", cfg)
+    write_set(tmp_path / "bench" / "only", ["a", "b"])
+    proc = rosetta("evaluate", "--model", str(ckpt), "--data", str(tmp_path / "bench"), "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["sets"]["only"]["accuracy"] == 0.5
+    missing = rosetta("evaluate", "--model", str(tmp_path / "nope.pt"), "--data", str(tmp_path / "bench"), cwd=tmp_path)
+    assert missing.returncode == 2
+    assert missing.stderr.strip().count("\n") == 0 and "checkpoint not found" in missing.stderr
+
+
+def test_predict_prints_one_line_per_image_and_reports_unreadable_files(tmp_path):
+    import numpy as np
+
+    cfg = tiny_config(tmp_path)
+    ckpt = constant_a_checkpoint(tmp_path / "a.pt", cfg)
+    images = tmp_path / "images"
+    images.mkdir()
+    word_image("joint", np.random.default_rng(0)).save(images / "word_1.png")
+    word_image("hotel", np.random.default_rng(1)).save(images / "word_2.jpg")
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+
+    proc = rosetta("predict", "--model", str(ckpt), str(tmp_path / "broken.png"), str(images),
+                   str(tmp_path / "missing.png"), cwd=tmp_path)
+    assert proc.returncode == 1
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 2
+    assert lines[0].startswith(f"{images / 'word_1.png'}: ('a', 0.99")
+    assert lines[1].startswith(f"{images / 'word_2.jpg'}: ('a', 0.99")
+    errors = proc.stderr.strip().splitlines()
+    assert len(errors) == 2
+    assert "broken.png" in errors[0] and "not a readable image" in errors[0]
+    assert "missing.png" in errors[1] and "no such file" in errors[1]
+
+    ok = rosetta("predict", "--model", str(ckpt), str(images / "word_1.png"), cwd=tmp_path)
+    assert ok.returncode == 0 and ok.stderr == ""
+    text, conf = ast.literal_eval(ok.stdout.split(": ", 1)[1])
+    assert text == "a" and conf == pytest.approx(CONFIDENCE, abs=1e-5)

@@ -1,0 +1,33 @@
+"""``rosetta bench train`` measures each backbone with synthetic tensors, the LMDB loader and the loader alone."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from model_fixtures import write_word_lmdb
+from train_fixtures import rosetta
+
+pytestmark = pytest.mark.slow
+
+
+def test_bench_train_reports_throughput_and_memory(tmp_path):
+    data = write_word_lmdb(tmp_path / "train", 16)
+    proc = rosetta("bench", "train", "--backbones", "mobilenet_v3", "--batch-size", "4", "--steps", "2",
+                   "--warmup", "1", "--data", str(data), "--json", "-o", "train.num_workers=0",
+                   "-o", "train.threads=1", "-o", "train.device=cpu", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert [line.split()[1:3] for line in lines[:3]] == [["synthetic", "tensors"], ["LMDB", "loader"],
+                                                          ["loader", "alone"]]
+    rows = json.loads("\n".join(lines[3:]))
+    assert [r["mode"] for r in rows] == ["synthetic", "loader", "loader_only"]
+    for r in rows:
+        assert r["images_per_s"] > 0 and r["peak_rss_mib"] > 50 and r["batch_size"] == 4
+        assert r["ms_per_image"] == pytest.approx(1000 / r["images_per_s"])
+
+
+def test_bench_without_data_says_what_to_do(tmp_path):
+    proc = rosetta("bench", "train", "--data", str(tmp_path / "nothing"), cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "no training LMDB" in proc.stderr and proc.stderr.count("\n") == 1

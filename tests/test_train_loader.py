@@ -1,0 +1,110 @@
+"""The training batch plan (resumable, shardable, MJ/ST shares), label padding and seeded augmentation."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from rosetta.data.loader import BatchPlan, PlanSampler, Stream, collate_rec, rec_aug, split_batch
+from rosetta.errors import RosettaError
+
+
+def take(sampler, n):
+    it = iter(sampler)
+    return [next(it) for _ in range(n)]
+
+
+def test_split_batch_shares_add_up():
+    assert split_batch(256, [0.5, 0.5]) == [128, 128]
+    assert split_batch(64, [1, 2]) == [21, 43]
+    assert sum(split_batch(7, [0.3, 0.3, 0.4])) == 7
+    assert split_batch(10, [1.0, 0.0]) == [10, 0]
+
+
+def test_plan_walks_permutations_epoch_by_epoch_and_drops_the_tail():
+    plan = BatchPlan([Stream("s", 0, 10, 4)], seed=1, shuffle=True)
+    batches = take(PlanSampler(plan, plan.start()), 4)
+    indices = [[k[0] for k in b] for b in batches]
+    # Epoch 0 gives two batches of 4 from one permutation (2 dropped), then epoch 1 starts over.
+    assert len(set(indices[0] + indices[1])) == 8
+    assert len(set(indices[2] + indices[3])) == 8
+    assert indices[2] + indices[3] != indices[0] + indices[1]  # a new permutation
+    assert [k[1][2] for k in batches[1] + batches[2]] == [0] * 4 + [1] * 4  # augmentation seeds carry the epoch
+    unshuffled = BatchPlan([Stream("s", 0, 10, 4)], seed=1, shuffle=False)
+    assert [k[0] for k in take(PlanSampler(unshuffled, unshuffled.start()), 1)[0]] == [0, 1, 2, 3]
+
+
+def test_resuming_from_a_position_continues_the_same_order():
+    plan = BatchPlan([Stream("a", 0, 13, 3), Stream("b", 13, 7, 2)], seed=5, shuffle=True)
+    full = take(PlanSampler(plan, plan.start()), 12)
+    position = plan.start()
+    for _ in range(5):
+        position = plan.advance(position)
+    assert take(PlanSampler(plan, position), 7) == full[5:]
+    # advance() agrees with next_batch() without building permutations.
+    position2 = plan.start()
+    for _ in range(5):
+        _, position2 = plan.next_batch(position2)
+    assert position2 == position
+
+
+def test_mixed_streams_fill_their_share_of_every_batch():
+    plan = BatchPlan([Stream("mjsynth", 0, 100, 6), Stream("synthtext", 100, 50, 2)], seed=0, shuffle=True)
+    for batch in take(PlanSampler(plan, plan.start()), 30):
+        mj = [i for i, _ in batch if i < 100]
+        st = [i for i, _ in batch if i >= 100]
+        assert len(mj) == 6 and len(st) == 2
+
+
+def test_ranks_partition_each_global_batch():
+    plan = BatchPlan([Stream("s", 0, 40, 8)], seed=3, shuffle=True)
+    whole = take(PlanSampler(plan, plan.start()), 6)
+    ranks = [take(PlanSampler(plan, plan.start(), rank=r, world_size=2), 6) for r in range(2)]
+    for step in range(6):
+        got = sorted(ranks[0][step] + ranks[1][step])
+        assert got == sorted(whole[step])
+        assert not set(ranks[0][step]) & set(ranks[1][step])
+
+
+def test_a_stream_smaller_than_its_share_is_refused():
+    with pytest.raises(RosettaError, match="batch_size"):
+        BatchPlan([Stream("tiny", 0, 3, 8)], seed=0, shuffle=True)
+
+
+def test_collate_pads_labels_to_max_text_length():
+    images, targets, lengths = collate_rec([(np.zeros((3, 32, 100), np.float32), [1, 2, 3]),
+                                            (np.ones((3, 32, 100), np.float32), [5])], max_text_length=25)
+    assert images.shape == (2, 3, 32, 100)
+    assert targets.shape == (2, 25) and targets.dtype == torch.long
+    assert targets[0, :4].tolist() == [1, 2, 3, 0] and targets[1, :2].tolist() == [5, 0]
+    assert lengths.tolist() == [3, 1]
+
+
+def test_augmentation_is_a_function_of_its_seed():
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (32, 90, 3), dtype=np.uint8))
+    a = np.asarray(rec_aug(img, np.random.default_rng((1, 2, 3)), prob=1.0))
+    b = np.asarray(rec_aug(img, np.random.default_rng((1, 2, 3)), prob=1.0))
+    c = np.asarray(rec_aug(img, np.random.default_rng((1, 2, 4)), prob=1.0))
+    assert np.array_equal(a, b)
+    assert a.shape != c.shape or not np.array_equal(a, c)
+    assert rec_aug(img, np.random.default_rng(0), prob=0.0) is img
+
+
+def test_mjsynth_and_synthtext_share_each_batch_by_mj_st_ratio(tmp_path):
+    from model_fixtures import write_word_lmdb
+    from rosetta.charset import Charset
+    from rosetta.config import load_config, PROJECT_ROOT
+    from rosetta.train import training_sets
+
+    write_word_lmdb(tmp_path / "lmdb" / "mjsynth" / "train", 30)
+    write_word_lmdb(tmp_path / "lmdb" / "synthtext" / "train", 20)
+    cfg = load_config(PROJECT_ROOT / "params.yaml", [
+        f"data.root={tmp_path}", "data.sources=[mjsynth, synthtext]", "data.mjsynth.url=x", "data.synthtext.url=y",
+        "train.batch_size=8", "train.mj_st_ratio=[3, 1]"])
+    dataset, streams = training_sets(cfg, Charset(), world_size=2)
+    assert len(dataset) == 50
+    assert streams == [Stream("mjsynth", 0, 30, 12), Stream("synthtext", 30, 20, 4)]
+    single = load_config(PROJECT_ROOT / "params.yaml", [f"data.root={tmp_path}", "data.sources=[synthtext]",
+                                                        "data.synthtext.url=y", "train.batch_size=8"])
+    assert training_sets(single, Charset())[1] == [Stream("synthtext", 0, 20, 8)]

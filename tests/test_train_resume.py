@@ -1,0 +1,83 @@
+"""A training run killed with SIGKILL and started again ends exactly where an uninterrupted run ends."""
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from rosetta.checkpoint import load_checkpoint
+from rosetta.train import LAST, run_training
+from train_fixtures import rosetta_env, tiny_config, tiny_data, write_params
+
+pytestmark = pytest.mark.slow
+
+STEPS = 30
+
+
+def _assert_same_tensors(a, b, where=""):
+    if isinstance(a, torch.Tensor):
+        assert torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for k in a:
+            _assert_same_tensors(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            _assert_same_tensors(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, where
+
+
+def test_killed_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
+    data = tiny_data(tmp_path / "data")
+    common = [f"train.max_steps={STEPS}", "train.checkpoint_every=4", "train.eval_every=10", "train.log_every=5"]
+
+    reference = tiny_config(tmp_path / "reference", f"data.root={data}", *common)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    result = run_training(reference)
+    assert result.steps == STEPS
+
+    crashed = tiny_config(tmp_path / "crashed", f"data.root={data}", *common)
+    params = write_params(crashed, tmp_path / "params.yaml")
+    cmd = [sys.executable, "-m", "rosetta", "train", "-c", str(params)]
+    last = tmp_path / "crashed" / "runs" / "train" / LAST
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=rosetta_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 240
+    while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = load_checkpoint(last)["step"]
+    assert 0 < killed_at < STEPS, "the run should have been killed mid-way"
+
+    resumed = subprocess.run(cmd, cwd=tmp_path, env=rosetta_env(), capture_output=True, text=True, timeout=240)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert f"resuming from {last} at step {killed_at}" in resumed.stdout
+
+    want = load_checkpoint(tmp_path / "reference" / "runs" / "train" / LAST)
+    got = load_checkpoint(last)
+    assert got["step"] == want["step"] == STEPS
+    for key in ("model", "optimizer", "scheduler"):
+        _assert_same_tensors(got[key], want[key], key)
+    assert got["state"]["position"] == want["state"]["position"]
+    assert got["state"]["best_step"] == want["state"]["best_step"]
+    # The resumed run continued the killed run's MLflow run rather than starting another.
+    assert got["state"]["run_id"] == load_checkpoint(last)["state"]["run_id"]
+
+
+def test_changed_params_start_a_new_run(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    data = tiny_data(tmp_path / "data")
+    run_training(tiny_config(tmp_path, f"data.root={data}", "train.max_steps=6"))
+    first = load_checkpoint(tmp_path / "runs" / "train" / LAST)
+    again = run_training(tiny_config(tmp_path, f"data.root={data}", "train.max_steps=6", "train.log_every=2"))
+    assert again.run_id == first["state"]["run_id"]  # operational settings resume (here: nothing left to do)
+    changed = run_training(tiny_config(tmp_path, f"data.root={data}", "train.max_steps=6", "train.lr=1e-3"))
+    assert "written under other params (train.lr: 0.002 -> 0.001)" in capsys.readouterr().out
+    assert changed.run_id != first["state"]["run_id"]
+    assert changed.steps == 6
