@@ -161,6 +161,7 @@ class Tracker:
         dynamic; returns the model URI."""
         import mlflow
         import numpy as np
+        import torch
         from mlflow.models import ModelSignature
         from mlflow.types import Schema, TensorSpec
 
@@ -168,8 +169,10 @@ class Tracker:
                                    outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, -1, -1))]))
         mlflow.set_tracking_uri(self.uri)
         with mlflow.start_run(run_id=self.run_id):
+            # A pt2 graph needs torch alone: naming it spares MLflow inferring requirements in a subprocess.
             info = mlflow.pytorch.log_model(model.eval(), name=name, input_example=example, signature=signature,
-                                            serialization_format="pt2")
+                                            serialization_format="pt2",
+                                            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
         self.client.update_run(self.run_id, status="RUNNING")
         return info.model_uri
 
