@@ -25,14 +25,7 @@ from rosetta.onnx_runtime import load_onnx_recognizer, onnx_session
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tests share two cores with subprocesses; several torch threads then spin against each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory) -> Path:

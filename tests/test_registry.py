@@ -13,7 +13,6 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from mlflow import MlflowClient
 
 from model_fixtures import config, png_bytes, tiny_data, untrained_checkpoint, word_image
@@ -33,14 +32,7 @@ def _summary(accuracy: float) -> dict:
             "count_total": 12, "images_per_s": 100.0}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tests share two cores with subprocesses; several torch threads then spin against each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
