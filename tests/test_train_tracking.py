@@ -73,7 +73,8 @@ def test_training_and_evaluation_land_in_one_mlflow_run(tmp_path, monkeypatch):
         assert key in run.data.metrics
     metrics = run.data.metrics
     assert metrics["synth_test/accuracy"] == pytest.approx(summary["sets"]["synth_test"]["accuracy"])
-    for key in ("synth_test/norm_edit_dis", "accuracy_total", "accuracy_mean", "norm_edit_dis_total"):
+    for key in ("synth_test/norm_edit_dis", "accuracy_total", "accuracy_mean", "norm_edit_dis_total",
+                "eval_images_per_s"):
         assert key in metrics
 
     artifacts = {a.path for a in client.list_artifacts(result.run_id)}
@@ -82,7 +83,7 @@ def test_training_and_evaluation_land_in_one_mlflow_run(tmp_path, monkeypatch):
             "eval/metrics.json", "eval/metrics.md", "eval/gallery.png"} <= artifacts
 
     models = client.search_logged_models(experiment_ids=[exp.experiment_id])
-    assert [m.source_run_id for m in models] == [result.run_id]
+    assert [(m.name, m.source_run_id) for m in models] == [("pytorch_model", result.run_id)]
     mlflow.set_tracking_uri(cfg.mlflow.tracking_uri)
     model = mlflow.pytorch.load_model(models[0].model_uri)
     with torch.no_grad():

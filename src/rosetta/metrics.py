@@ -96,12 +96,15 @@ def _pool(parts: Iterable[SetMetrics]) -> SetMetrics:
 
 
 def flat_metrics(summary: dict) -> dict[str, float]:
-    """``summary`` as MLflow metric names: ``<set>/accuracy``, ``<set>/norm_edit_dis`` and the totals."""
+    """``summary`` as MLflow metric names: ``<set>/accuracy``, ``<set>/norm_edit_dis``, the totals and
+    ``eval_images_per_s`` (apart from training's ``images_per_s`` in the same run)."""
     flat = {}
     for name, m in summary["sets"].items():
         flat[f"{name}/accuracy"] = m["accuracy"]
         flat[f"{name}/norm_edit_dis"] = m["norm_edit_dis"]
-    for key in ("accuracy_total", "accuracy_mean", "norm_edit_dis_total", "accuracy_total7", "images_per_s"):
+    for key in ("accuracy_total", "accuracy_mean", "norm_edit_dis_total", "accuracy_total7"):
         if key in summary:
             flat[key] = summary[key]
+    if "images_per_s" in summary:
+        flat["eval_images_per_s"] = summary["images_per_s"]
     return flat

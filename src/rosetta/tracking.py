@@ -156,7 +156,7 @@ class Tracker:
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         self.client.log_artifact(self.run_id, str(path), artifact_path)
 
-    def log_pytorch_model(self, model, example, name: str = "model") -> str:
+    def log_pytorch_model(self, model, example, name: str = "pytorch_model") -> str:
         """The model in MLflow's pytorch flavour (``pt2``: a traced graph, no pickle), batch and width
         dynamic; returns the model URI."""
         import mlflow
