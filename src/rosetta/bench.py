@@ -83,6 +83,7 @@ def measure(cfg: Config, backbone: str, mode: str, batch_size: int, steps: int, 
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
+    del batches  # stops the loader's workers before the process exits
     images = steps * batch_size
     return {"backbone": backbone, "mode": mode, "batch_size": batch_size, "steps": steps,
             "images_per_s": images / seconds, "ms_per_image": 1000 * seconds / images,
