@@ -52,7 +52,8 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    killed_at = load_checkpoint(last)["step"]
+    killed = load_checkpoint(last)
+    killed_at = killed["step"]
     assert 0 < killed_at < STEPS, "the run should have been killed mid-way"
 
     resumed = subprocess.run(cmd, cwd=tmp_path, env=rosetta_env(), capture_output=True, text=True, timeout=240)
@@ -67,7 +68,7 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
     assert got["state"]["position"] == want["state"]["position"]
     assert got["state"]["best_step"] == want["state"]["best_step"]
     # The resumed run continued the killed run's MLflow run rather than starting another.
-    assert got["state"]["run_id"] == load_checkpoint(last)["state"]["run_id"]
+    assert got["state"]["run_id"] == killed["state"]["run_id"]
 
 
 def test_changed_params_start_a_new_run(tmp_path, monkeypatch, capsys):

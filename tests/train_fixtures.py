@@ -53,5 +53,3 @@ def rosetta(*args: str, cwd: Path, timeout: float = 300) -> subprocess.Completed
     return subprocess.run([sys.executable, "-m", "rosetta", *args], cwd=cwd, env=rosetta_env(), capture_output=True,
                           text=True, timeout=timeout)
 
-
-__all__ = ["PROJECT_ROOT", "TINY", "rosetta", "rosetta_env", "tiny_config", "tiny_data", "write_params"]

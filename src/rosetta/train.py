@@ -361,6 +361,7 @@ class _Trainer:
 
     def fit(self, resume: bool) -> TrainResult:
         cfg, t = self.cfg, self.cfg.train
+        autocast_context(t.precision, self.device)  # refuses fp16 off CUDA before anything starts
         if self.device.type == "cpu":
             use_cpu_fast_paths(t.threads)
         random.seed(cfg.seed)
