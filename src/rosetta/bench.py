@@ -69,20 +69,18 @@ def measure(cfg: Config, backbone: str, mode: str, batch_size: int, steps: int, 
         scaler = torch.amp.GradScaler(device.type, enabled=cfg.train.precision == "fp16")
         step = StepRunner(model, build_optimizer(cfg, model), scaler, device, cfg.train.precision, cfg.train.grad_clip,
                           channels_last=cfg.train.channels_last)
-    for _ in range(warmup):
-        batch = next(batches)
-        if step:
-            step(*batch)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(steps):
-        batch = next(batches)
-        if step:
-            step(*batch)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - start
+    def run(source, n: int) -> float:
+        start = time.perf_counter()
+        for _ in range(n):
+            batch = next(source)
+            if step:
+                step(*batch)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - start
+
+    run(batches, warmup)
+    seconds = run(batches, steps)
     del batches  # stops the loader's workers before the process exits
     images = steps * batch_size
     return {"backbone": backbone, "mode": mode, "batch_size": batch_size, "steps": steps,
