@@ -25,11 +25,21 @@ RUN apt-get update \
     && useradd --create-home --uid 1000 --shell /bin/bash rosetta \
     && install -d -o rosetta -g rosetta /opt/rosetta
 
+# The synthetic renderer's fonts (data.synth.font_packages), as root: `make install` then finds them installed.
+COPY packages/debian-fonts.txt /tmp/debian-fonts.txt
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && sed 's/#.*//' /tmp/debian-fonts.txt | xargs apt-get install -y --no-install-recommends \
+    && rm -rf /var/lib/apt/lists/*
+
 WORKDIR /opt/rosetta
 USER 1000:1000
 
 # The install layer first, so code and params edits reuse it.
 COPY --chown=1000:1000 pyproject.toml Makefile README.md ./
+COPY --chown=1000:1000 packages ./packages
+COPY --chown=1000:1000 scripts/install_debian_packages.sh ./scripts/
 COPY --chown=1000:1000 src ./src
 RUN make install
 

@@ -1,14 +1,18 @@
-"""Prefect flow ``train-rosetta``: data -> train -> evaluate -> export (parity-gated) -> register/promote.
+"""Prefect flow ``train-rosetta``: the DVC pipeline (dvc.yaml) stage by stage, recorded as a DVC experiment.
 
-A thin layer over ``rosetta.pipeline``: each task is one pipeline step, named by what it produces. Deploy
-with ``prefect deploy --all`` (see prefect.yaml); run with
+Each task runs its stage with ``dvc repro <stage>`` in the project folder and is named by what it produces;
+Prefect adds the deployments, work pools, retries (data), the ``gpu`` tag (training) and the report artifact.
+Deploy with ``prefect deploy --all`` (see prefect.yaml); run with
 ``prefect deployment run 'train-rosetta/local' --param overrides='["train.max_steps=100"]' --watch``.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
 from prefect.states import Failed
 
 from rosetta import pipeline
@@ -18,53 +22,71 @@ from rosetta.errors import RosettaError
 GPU_TAG = "gpu"
 
 
-def _is_download_failure(task, task_run, state) -> bool:
-    # A download can heal on retry (the network); bad params, conversion or validation errors cannot.
-    return isinstance(state.data, pipeline.DataStageError) and state.data.retryable
+@task(name="params", cache_policy=NO_CACHE)
+def params(project: Path, overrides: list[str]):
+    return pipeline.apply_params(project, overrides)
 
 
-@task(name="data", cache_policy=NO_CACHE, retry_condition_fn=_is_download_failure)
-def data(cfg) -> dict:
-    return pipeline.ensure_data(cfg)
+@task(name="raw-data", cache_policy=NO_CACHE)
+def raw_data(project: Path) -> None:
+    # Downloads heal on retry (the network); the task's retries come from prefect.data_retries.
+    pipeline.pull_data(project)
+    pipeline.dvc(project, "repro", "download")
+
+
+@task(name="validated-data", cache_policy=NO_CACHE)
+def validated_data(project: Path) -> None:
+    pipeline.dvc(project, "repro", "validate")
 
 
 @task(name="train", tags=[GPU_TAG], cache_policy=NO_CACHE)
-def train(cfg):
-    return pipeline.train(cfg)
+def train(project: Path) -> None:
+    pipeline.dvc(project, "repro", "train")
 
 
 @task(name="benchmark-metrics", cache_policy=NO_CACHE)
-def evaluate(cfg, trained) -> dict:
-    return pipeline.evaluate(cfg, trained.best_checkpoint, trained.run_id)
+def evaluate(project: Path) -> None:
+    pipeline.dvc(project, "repro", "evaluate")
 
 
 @task(name="onnx-model", cache_policy=NO_CACHE)
-def export(cfg, trained) -> dict:
-    return pipeline.export(cfg, trained.best_checkpoint)
+def export(project: Path) -> None:
+    pipeline.dvc(project, "repro", "export")
 
 
 @task(name="registered-version", cache_policy=NO_CACHE)
-def register(cfg, parity: dict, metrics: dict, trained):
-    return pipeline.register(cfg, parity, metrics, trained.run_id)
+def register(project: Path) -> None:
+    pipeline.dvc(project, "repro", "register")
+
+
+@task(name="dvc-experiment", cache_policy=NO_CACHE)
+def experiment(project: Path, name: str) -> str:
+    return pipeline.save_experiment(project, name)
 
 
 @flow(name="train-rosetta", log_prints=True)
-def train_rosetta(params: str = "params.yaml", overrides: list[str] | None = None, gpus: int | None = None):
-    """Train, benchmark, export and register Rosetta per ``params`` with ``overrides`` (``section.key=value``);
+def train_rosetta(overrides: list[str] | None = None, gpus: int | None = None):
+    """Run the DVC pipeline with ``overrides`` (``section.key=value``, any key, written into params.yaml);
     ``gpus`` trains on that many CUDA devices (train.nproc)."""
     try:
-        cfg = pipeline.flow_config(params, overrides, gpus)
-        data.with_options(retries=cfg.prefect.data_retries,
-                          retry_delay_seconds=cfg.prefect.data_retry_delay_s)(cfg)
-        trained = train(cfg)
-        metrics = evaluate(cfg, trained)
-        parity = export(cfg, trained)
-        decision = register(cfg, parity, metrics, trained)
+        project = pipeline.project_folder()
+        with pipeline.project_lock(project):
+            cfg = params(project, pipeline.flow_overrides(overrides, gpus))
+            raw_data.with_options(retries=cfg.prefect.data_retries,
+                                  retry_delay_seconds=cfg.prefect.data_retry_delay_s)(project)
+            validated_data(project)
+            train(project)
+            evaluate(project)
+            export(project)
+            register(project)
+            name = experiment(project, f"flow-{flow_run.get_name()}")
+            out = pipeline.run_outputs(cfg)
     except RosettaError as exc:
         # The user's one sentence becomes the run's state message, not a traceback.
         get_run_logger().error(str(exc))
         return Failed(message=str(exc))
-    links = pipeline.mlflow_links(cfg, trained.run_id, decision.version)
-    create_markdown_artifact(pipeline.report_markdown(cfg, metrics, parity, decision, trained.run_id, links),
+    links = pipeline.mlflow_links(cfg, out["run"].get("run_id"), out["decision"]["version"])
+    create_markdown_artifact(pipeline.report_markdown(cfg, out["metrics"], out["parity"], out["decision"], out["run"],
+                                                      links, name),
                              key="train-rosetta-report", description="benchmarks, ONNX parity, registry decision")
-    return decision.to_dict()
+    return out["decision"]

@@ -2,7 +2,7 @@
 and the evaluation sets under ``data/lmdb/benchmarks/``."""
 import sys
 
-from rosetta.cliutil import run_guarded
+from rosetta.errors import run_guarded
 from rosetta.config import DataLayout, load_config
 from rosetta.data.convert import convert_sources
 

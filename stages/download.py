@@ -2,7 +2,7 @@
 others downloaded and extracted), plus the benchmarks archive when ``data.benchmarks.url`` is set."""
 import sys
 
-from rosetta.cliutil import run_guarded
+from rosetta.errors import run_guarded
 from rosetta.config import DataLayout, load_config
 from rosetta.data.download import prepare_raw
 

@@ -2,16 +2,15 @@
 parity on the validation split; the parity figures go to ``runs/export/parity.json`` (a DVC metric)."""
 import sys
 
-from rosetta.cliutil import run_guarded
-from rosetta.config import load_config, project_path
-from rosetta.export import default_paths, export_checkpoint
-from rosetta.train import BEST
+from rosetta.errors import run_guarded
+from rosetta.config import RunLayout, load_config
+from rosetta.export import export_checkpoint
 
 
 def main() -> int:
     cfg = load_config()
-    onnx, parity = default_paths(cfg)
-    report = export_checkpoint(project_path(cfg.train.out_dir) / BEST, onnx, cfg, parity)
+    runs = RunLayout.from_config(cfg)
+    report = export_checkpoint(runs.best_checkpoint, runs.onnx, cfg, runs.parity)
     print(report.summary())
     return 0
 

@@ -4,15 +4,15 @@
 ``runs/register/decision.json``."""
 import sys
 
-from rosetta.cliutil import run_guarded
-from rosetta.config import load_config
-from rosetta.registry import default_decision_path, pipeline_inputs, register_and_promote
+from rosetta.errors import run_guarded
+from rosetta.config import RunLayout, load_config
+from rosetta.registry import pipeline_inputs, register_and_promote
 
 
 def main() -> int:
     cfg = load_config()
     onnx, parity, metrics, run_id = pipeline_inputs(cfg)
-    register_and_promote(cfg, onnx, parity, metrics, run_id, default_decision_path(cfg))
+    register_and_promote(cfg, onnx, parity, metrics, run_id, RunLayout.from_config(cfg).decision)
     return 0
 
 

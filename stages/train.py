@@ -2,7 +2,7 @@
 crash; writes ``best.pt``, ``run.json`` (the MLflow run the evaluate stage continues), metrics and plots."""
 import sys
 
-from rosetta.cliutil import run_guarded
+from rosetta.errors import run_guarded
 from rosetta.config import load_config
 from rosetta.train import run_training
 

@@ -3,7 +3,7 @@ conversion rejects and label statistics as DVC metrics and plots under ``data/re
 import sys
 
 from rosetta.charset import Charset
-from rosetta.cliutil import run_guarded
+from rosetta.errors import run_guarded
 from rosetta.config import DataLayout, load_config
 from rosetta.data.validate import validate_datasets
 from rosetta.errors import RosettaError

@@ -1,6 +1,16 @@
-"""Fixtures shared by several test modules."""
+"""Fixtures shared by the test modules: one torch thread, the tiny data set, and ``rosetta`` run as a
+user runs it. Test modules use these; nothing else in tests/ builds data or starts the CLI its own way."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
+
+from model_fixtures import write_word_lmdb
 
 
 @pytest.fixture(scope="module")
@@ -10,3 +20,37 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    """A ``data.root`` laid out as ``DataLayout`` expects for the synth source: ``lmdb/synth/train`` (40 word
+    images), ``lmdb/synth/val`` (12) and ``lmdb/benchmarks/synth_test`` (12). Built once; tests only read it."""
+    root = tmp_path_factory.mktemp("tiny_data")
+    write_word_lmdb(root / "lmdb" / "synth" / "train", 40, seed=0)
+    write_word_lmdb(root / "lmdb" / "synth" / "val", 12, seed=1)
+    write_word_lmdb(root / "lmdb" / "benchmarks" / "synth_test", 12, seed=2)
+    return root
+
+
+class RosettaCLI:
+    """``rosetta ARGS`` as a user runs it: ``python -m rosetta`` in a subprocess, with MLFLOW_TRACKING_URI
+    unset (the params decide where runs go), unbuffered output and one OpenMP thread."""
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+        return {**env, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", **extra}
+
+    @staticmethod
+    def command(*args: str) -> list[str]:
+        return [sys.executable, "-m", "rosetta", *args]
+
+    def __call__(self, *args: str, cwd: Path | None = None, timeout: float = 300,
+                 env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run(self.command(*args), cwd=cwd, env=env or self.env(), capture_output=True, text=True,
+                              timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def rosetta_cli() -> RosettaCLI:
+    return RosettaCLI()

@@ -1,5 +1,5 @@
-"""Small real inputs for the export, registry and flow tests: word-like images in LMDBs and checkpoints of
-untrained models, written with the project's own writers."""
+"""Small real inputs: word-like images in LMDBs (``tiny_data`` in conftest.py is built from them) and
+checkpoints of untrained models, written with the project's own writers."""
 from __future__ import annotations
 
 import io
@@ -55,13 +55,6 @@ def write_word_lmdb(out: Path, n: int, seed: int = 0) -> Path:
         samples.append(BytesSample(f"{i}.png", word, png_bytes(word_image(word, rng))))
     write_lmdb(out, samples, workers=1)
     return out
-
-
-def tiny_data(root: Path, n_val: int = 24, n_bench: int = 12) -> Path:
-    """``root`` laid out as ``DataLayout`` expects: lmdb/synth/val and lmdb/benchmarks/synth_test."""
-    write_word_lmdb(root / "lmdb" / "synth" / "val", n_val, seed=1)
-    write_word_lmdb(root / "lmdb" / "benchmarks" / "synth_test", n_bench, seed=2)
-    return root
 
 
 def config(*overrides: str) -> Config:

@@ -4,6 +4,7 @@ import pytest
 
 from rosetta.charset import Charset, CharsetError, DEFAULT_ALPHABET
 from rosetta.config import CharsetConfig
+from rosetta.postprocess import CTCLabelDecode
 
 
 def onehot(indices, num_classes=37, p=0.9):
@@ -52,7 +53,7 @@ def test_custom_dictionary_with_space_keeps_case(tmp_path):
     assert cs.normalize("aB c") == "aB c"
     assert cs.normalize("ab c") == "a c"  # no lowercasing for a dictionary file; 'b' is not in it
     assert cs.encode("c a") == [3, 4, 1]
-    text, conf = cs.ctc_decode(onehot([1, 0, 4, 0, 2], num_classes=5))[0]
+    text, conf = CTCLabelDecode(cs)(onehot([1, 0, 4, 0, 2], num_classes=5))[0]
     assert text == "a B"
 
 
@@ -73,7 +74,7 @@ def test_decode_merges_repeats_and_drops_blanks():
     cs = Charset()
     # h h blank e l l blank l o  -> "hello" (blank separates the double l)
     h, e, l, o = (cs.encode(c)[0] for c in "helo")
-    text, conf = cs.ctc_decode(onehot([h, h, 0, e, l, l, 0, l, o]))[0]
+    text, conf = CTCLabelDecode(cs)(onehot([h, h, 0, e, l, l, 0, l, o]))[0]
     assert text == "hello"
     assert conf == pytest.approx(0.9)
 
@@ -82,20 +83,26 @@ def test_decode_confidence_is_mean_of_kept_steps():
     cs = Charset()
     probs = onehot([11, 11, 0, 12])
     probs[0, 11], probs[1, 11], probs[3, 12] = 0.5, 0.99, 0.7
-    text, conf = cs.ctc_decode(probs)[0]
+    text, conf = CTCLabelDecode(cs)(probs)[0]
     assert text == "ab"
     # Kept steps are the first of the repeated run (0.5) and the 'b' (0.7).
     assert conf == pytest.approx(0.6)
 
 
 def test_decode_all_blank():
-    assert Charset().ctc_decode(onehot([0] * 25)) == [("", 0.0)]
+    assert CTCLabelDecode(Charset())(onehot([0] * 25)) == [("", 0.0)]
 
 
 def test_decode_batch():
     cs = Charset()
     batch = np.stack([onehot([11, 0, 12]), onehot([0, 0, 2])])
-    assert [t for t, _ in cs.ctc_decode(batch)] == ["ab", "1"]
+    assert [t for t, _ in CTCLabelDecode(cs)(batch)] == ["ab", "1"]
+
+
+def test_lookup_is_built_once_not_per_label():
+    cs = Charset()
+    assert cs.encode("ab") == [11, 12] and cs._index is cs._index  # a field filled in __init__, not a property
+    assert "_index" not in repr(cs) and Charset() == cs  # and no part of what makes two charsets equal
 
 
 def test_charset_round_trips_through_dict():

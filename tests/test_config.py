@@ -1,13 +1,15 @@
-"""Configuration: params.yaml loads into typed objects; bad keys end in one sentence naming the key."""
-import subprocess
-import sys
+"""Configuration: params.yaml loads into typed objects; bad keys end in one sentence naming the key;
+profiles are overlays on it; the dataclass defaults are params.yaml's."""
 from pathlib import Path
 
 import pytest
 
-from rosetta.config import Config, ConfigError, config_from_dict, load_config
+from rosetta.config import (BACKBONE_PRESETS, Config, ConfigError, MobileNetV3Config, ResNetConfig, config_from_dict,
+                            load_config)
+from rosetta.params import param_differences
 
 ROOT = Path(__file__).resolve().parents[1]
+PROFILES = sorted((ROOT / "profiles").glob("*.yaml"))
 
 
 def test_project_params_load_and_round_trip():
@@ -18,14 +20,70 @@ def test_project_params_load_and_round_trip():
 
 def test_override_types_are_read_as_yaml():
     cfg = config_from_dict({}, ["train.lr=1e-3", "train.augment=true", "train.betas=[0.8, 0.99]",
-                                "model.backbone=resnet34_vd"])
+                                "model.backbone={name: ResNet, layers: 34}"])
     assert cfg.train.lr == 1e-3 and cfg.train.augment is True and cfg.train.betas == [0.8, 0.99]
-    assert cfg.model.backbone == "resnet34_vd"
+    assert cfg.model.backbone == ResNetConfig(layers=34)
+
+
+def test_dataclass_defaults_are_params_yaml():
+    differ = param_differences(Config().to_dict(), load_config(ROOT / "params.yaml").to_dict())
+    assert not differ, f"config.py's defaults must equal params.yaml's (default -> params.yaml): {differ}"
+
+
+def test_backbone_in_paddleocr_shape_and_by_preset_name():
+    assert load_config(ROOT / "params.yaml").model.backbone == MobileNetV3Config(model_name="large", scale=0.5)
+    r34 = config_from_dict({}, ["model.backbone=resnet34_vd"])
+    assert r34.model.backbone == BACKBONE_PRESETS["resnet34_vd"] == ResNetConfig(layers=34)
+    assert r34.to_dict()["model"]["backbone"] == {"name": "ResNet", "layers": 34}  # no MobileNetV3 keys
+    small = config_from_dict({}, ["model.backbone.model_name=small", "model.backbone.scale=0.35"])
+    assert small.model.backbone == MobileNetV3Config(model_name="small", scale=0.35)
+    assert config_from_dict(r34.to_dict()) == r34
+
+
+@pytest.mark.parametrize("profile", PROFILES, ids=[p.stem for p in PROFILES])
+def test_each_profile_is_an_overlay_on_params_yaml(profile):
+    base = load_config(ROOT / "params.yaml").to_dict()
+    cfg = load_config(profile)
+    assert cfg.train.optimizer == "adam" and cfg.train.lr == 5e-4 and cfg.train.batch_size == 256
+    assert cfg.data.sources == ["mjsynth", "synthtext"]
+    # Keys a profile does not hold come from params.yaml.
+    assert cfg.charset == load_config(ROOT / "params.yaml").charset and cfg.export.opset == base["export"]["opset"]
+    # and -c with -o still works on a profile
+    assert load_config(profile, ["train.lr=1e-4"]).train.lr == 1e-4
+
+
+def test_r34_profile_carries_no_mobilenet_keys():
+    cfg = load_config(ROOT / "profiles" / "rosetta_r34_vd.yaml")
+    assert cfg.to_dict()["model"]["backbone"] == {"name": "ResNet", "layers": 34} and cfg.train.shuffle is True
+    assert load_config(ROOT / "profiles" / "rosetta_mv3.yaml").model.backbone == MobileNetV3Config()
+
+
+def test_overlay_merges_key_by_key_and_a_backbone_of_another_name_whole(tmp_path):
+    (tmp_path / "base.yaml").write_text((ROOT / "params.yaml").read_text())
+    (tmp_path / "small.yaml").write_text("base: base.yaml\nmodel: {backbone: {scale: 0.35}}\ntrain: {lr: 1.0e-3}\n")
+    small = load_config(tmp_path / "small.yaml")
+    assert small.model.backbone == MobileNetV3Config(model_name="large", scale=0.35) and small.train.lr == 1e-3
+    assert small.train.batch_size == load_config(tmp_path / "base.yaml").train.batch_size
+    (tmp_path / "r34.yaml").write_text("base: small.yaml\nmodel: {backbone: {name: ResNet, layers: 34}}\n")
+    assert load_config(tmp_path / "r34.yaml").model.backbone == ResNetConfig()
+
+
+def test_overlay_errors_name_the_file(tmp_path):
+    (tmp_path / "a.yaml").write_text("base: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\n")
+    with pytest.raises(ConfigError, match=r"a\.yaml: its base: chain comes back to itself"):
+        load_config(tmp_path / "a.yaml")
+    (tmp_path / "c.yaml").write_text("base: nowhere.yaml\n")
+    with pytest.raises(ConfigError, match=r"nowhere\.yaml: configuration file not found"):
+        load_config(tmp_path / "c.yaml")
 
 
 @pytest.mark.parametrize("override, message", [
-    ("model.backbone=resnet35", "model.backbone: 'resnet35' is not one of resnet34_vd, mobilenet_v3"),
-    ("model.mobilenet_v3.scale=0.6", "model.mobilenet_v3.scale: 0.6 is not one of 0.35, 0.5, 0.75, 1.0, 1.25"),
+    ("model.backbone=resnet35", "model.backbone: 'resnet35' is not one of mobilenet_v3, resnet34_vd, nor a mapping"),
+    ("model.backbone.scale=0.6", "model.backbone.scale: 0.6 is not one of 0.35, 0.5, 0.75, 1.0, 1.25"),
+    ("model.backbone={name: ResNet, layers: 50}", "model.backbone.layers: 50 is not one of 34"),
+    ("model.backbone={name: VGG}", "model.backbone.name: 'VGG' is not one of MobileNetV3, ResNet"),
+    ("model.backbone={name: ResNet, scale: 0.5}", "model.backbone.scale: unknown key (known keys: layers, name)"),
     ("train.lrr=1", "train.lrr: unknown key"),
     ("train.lr=fast", "train.lr: 'fast' is not a number"),
     ("train.batch_size=2.5", "train.batch_size: 2.5 is not an integer"),
@@ -53,8 +111,8 @@ def test_missing_and_malformed_files(tmp_path):
         load_config(bad)
 
 
-def test_cli_reports_config_error_in_one_line(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "rosetta", "summary", "-c", str(ROOT / "params.yaml"),
-                           "-o", "model.backbone=resnet35"], capture_output=True, text=True)
+def test_cli_reports_config_error_in_one_line(rosetta_cli):
+    proc = rosetta_cli("summary", "-c", str(ROOT / "params.yaml"), "-o", "model.backbone=resnet35")
     assert proc.returncode == 2
-    assert proc.stderr.strip() == "error: model.backbone: 'resnet35' is not one of resnet34_vd, mobilenet_v3"
+    assert proc.stderr.strip() == ("error: model.backbone: 'resnet35' is not one of mobilenet_v3, resnet34_vd, nor a "
+                                   "mapping with a name (MobileNetV3, ResNet)")

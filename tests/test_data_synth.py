@@ -1,20 +1,28 @@
-"""The synthetic MJSynth renderer: layout, determinism, font filtering and the held-out font families."""
+"""The synthetic MJSynth renderer: layout, determinism, declared fonts only, font filtering, the held-out
+font families and the realism effects (each saved as a picture for a person to look at)."""
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from rosetta.config import SynthConfig
-from rosetta.data.synth import (MJSYNTH_DIR, REPORT_NAME, build_lexicon, discover_fonts, font_dirs,
-                                render_dataset, render_word, split_families)
+from rosetta.config import PROJECT_ROOT, SynthConfig, SynthEffects
+from rosetta.data import fonts as fonts_mod
+from rosetta.data.fonts import debian_package_fonts, discover_fonts, font_files, split_families
+from rosetta.data.render import photo_paths, render_word
+from rosetta.data.synth import MJSYNTH_DIR, REPORT_NAME, build_lexicon, effect_samples, render_dataset, sample_sheet
 from rosetta.errors import RosettaError
 
 TINY = SynthConfig(train_size=24, val_size=6, test_size=8, vocabulary_size=2000)
+# Where the effect pictures go for a person to open (runs/ is git-ignored).
+SAMPLES_DIR = PROJECT_ROOT / "runs" / "test-artifacts" / "synth_effects"
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +78,7 @@ def test_rerender_with_same_inputs_is_a_noop(rendered, capsys):
 
 def test_symbol_and_math_fonts_are_skipped(tmp_path):
     (tmp_path / "broken.ttf").write_bytes(b"not a font")
-    fonts, skipped = discover_fonts(font_dirs([str(tmp_path)]))
+    fonts, skipped = discover_fonts(font_files(dataclasses.replace(TINY, fonts_dirs=[str(tmp_path)])))
     names = {Path(f.path).name for f in fonts}
     assert "DejaVuSansMono.ttf" in names
     assert not any(re.search(r"STIX|cmex|cmsy|cmmi|LastResort|Math", n) for n in names)
@@ -99,8 +107,72 @@ def test_lexicon_words_are_file_name_safe():
 
 
 def test_rendered_text_is_dark_on_light_or_light_on_dark():
-    fonts, _ = discover_fonts(font_dirs())
+    fonts, _ = discover_fonts(font_files(TINY))
     img = render_word("Contrast", fonts[0].path, np.random.default_rng(0))
     gray = np.asarray(img.convert("L"), dtype=float)
     assert img.height == 32 and img.width > 32
     assert gray.max() - gray.min() > 80  # readable: the text stands out from its background
+
+
+def _tree_hash(root: Path) -> str:
+    h = hashlib.sha256()
+    for rel, data in _files(root).items():
+        h.update(rel.encode() + b"\0" + data)
+    return h.hexdigest()
+
+
+def test_extra_system_fonts_do_not_change_the_rendered_bytes(tmp_path, monkeypatch):
+    """The embedded default reads declared packages only: a font added to the system folder changes
+    nothing, unless data.synth.system_fonts asks for the machine's fonts."""
+    system = tmp_path / "system_fonts"
+    system.mkdir()
+    monkeypatch.setattr(fonts_mod, "SYSTEM_FONT_DIR", system)
+    cfg = dataclasses.replace(TINY, train_size=12, val_size=4, test_size=4)
+    render_dataset(tmp_path / "before", cfg, seed=3, workers=1)
+    extra = next(p for p in font_files(cfg) if p.name == "DejaVuSans.ttf")
+    shutil.copy(extra, system / "ExtraSans.ttf")
+    render_dataset(tmp_path / "after", cfg, seed=3, workers=1)
+    assert _tree_hash(tmp_path / "after") == _tree_hash(tmp_path / "before")
+    assert str(system / "ExtraSans.ttf") not in font_files(cfg)
+    assert system / "ExtraSans.ttf" in font_files(dataclasses.replace(cfg, system_fonts=True))
+    report = json.loads((tmp_path / "after" / REPORT_NAME).read_text())
+    assert report["inputs"]["fonts"] and not any(f.startswith(str(system)) for f in report["inputs"]["fonts"])
+
+
+def test_a_missing_declared_font_package_is_one_sentence(tmp_path):
+    listing = tmp_path / "fonts.txt"
+    listing.write_text("# the renderer's fonts\nfonts-not-a-real-package\n")
+    with pytest.raises(RosettaError, match="fonts-not-a-real-package is not installed; run `make install`"):
+        font_files(dataclasses.replace(TINY, font_packages=str(listing)))
+    with pytest.raises(RosettaError, match="does not exist"):
+        font_files(dataclasses.replace(TINY, font_packages=str(tmp_path / "nope.txt")))
+
+
+def test_declared_debian_packages_bring_many_families():
+    listed = [line.strip() for line in (PROJECT_ROOT / TINY.font_packages).read_text().splitlines()
+              if line.strip() and not line.startswith("#")]
+    assert all(debian_package_fonts(p) for p in listed)  # each package installs at least one font file
+    fonts, _ = discover_fonts(font_files(TINY))
+    assert len({f.family for f in fonts}) >= 60
+
+
+def test_every_effect_changes_the_image_and_is_saved_for_a_person():
+    strips = effect_samples(TINY, seed=0)
+    effects = [f.name for f in dataclasses.fields(SynthEffects)]
+    assert list(strips) == ["none", *effects, "all"]
+    SAMPLES_DIR.mkdir(parents=True, exist_ok=True)
+    plain = np.asarray(strips["none"].convert("L"), dtype=float)
+    for name, strip in strips.items():
+        strip.save(SAMPLES_DIR / f"{name}.png")
+        assert strip.height == 32
+        if name != "none":
+            other = np.asarray(strip.convert("L"), dtype=float)
+            assert other.shape != plain.shape or np.abs(other - plain).mean() > 2, name
+    sample_sheet(strips).save(SAMPLES_DIR / "sheet.png")
+    assert (SAMPLES_DIR / "photo_background.png").stat().st_size > 1000
+
+
+def test_photo_backgrounds_come_from_installed_packages():
+    photos = photo_paths()
+    assert len(photos) >= 12 and all(p.is_file() for p in photos)
+    assert not any(p.name in ("text.png", "page.png", "logo.png") for p in photos)  # no legible words

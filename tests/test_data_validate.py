@@ -1,7 +1,6 @@
 """The Great Expectations suite over LMDB manifests, dataset statistics and the ``rosetta data`` CLI."""
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
@@ -13,8 +12,8 @@ import pytest
 from PIL import Image
 
 from rosetta.charset import Charset
+from rosetta.cli import main as rosetta_main
 from rosetta.config import PROJECT_ROOT, ValidationConfig
-from rosetta.data.cli import register
 from rosetta.data.stats import label_stats, lmdb_stats, merge_stats, write_plots
 from rosetta.data.validate import build_manifest, validate_lmdb
 
@@ -101,20 +100,13 @@ def test_label_stats_and_plots(good, tmp_path):
     assert rows[0] == ["length", "count"] and ["5", "2"] in rows
 
 
-def _cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="rosetta")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
-
-
 def test_cli_validate_stats_convert_and_download(good, bad, tmp_path, capsys):
     params = ["-c", str(PROJECT_ROOT / "params.yaml"), "-o", "data.workers=1"]
-    assert _cli(["data", "validate", str(good), "--results", str(tmp_path / "r"), *params]) == 0
-    assert _cli(["data", "validate", str(bad), "--results", str(tmp_path / "r"), *params]) == 1
+    assert rosetta_main(["data", "validate", str(good), "--results", str(tmp_path / "r"), *params]) == 0
+    assert rosetta_main(["data", "validate", str(bad), "--results", str(tmp_path / "r"), *params]) == 1
     out = capsys.readouterr().out
     assert "good: all 6 checks passed" in out and "bad: 4 of 6 checks failed" in out
-    assert _cli(["data", "stats", str(good), "--json", *params]) == 0
+    assert rosetta_main(["data", "stats", str(good), "--json", *params]) == 0
     assert json.loads(capsys.readouterr().out)["total"]["samples"] == 10
 
     (tmp_path / "src" / "img").mkdir(parents=True)
@@ -122,9 +114,9 @@ def test_cli_validate_stats_convert_and_download(good, bad, tmp_path, capsys):
     (tmp_path / "src" / "gt.txt").write_text("img/a.png\tExit\n")
     with tarfile.open(tmp_path / "set.tar.gz", "w:gz") as tar:
         tar.add(tmp_path / "src", arcname="set")
-    assert _cli(["data", "download", str(tmp_path / "set.tar.gz"), str(tmp_path / "raw"), *params]) == 0
-    assert _cli(["data", "convert", "--format", "gt-file", str(tmp_path / "raw" / "set" / "gt.txt"),
+    assert rosetta_main(["data", "download", str(tmp_path / "set.tar.gz"), str(tmp_path / "raw"), *params]) == 0
+    assert rosetta_main(["data", "convert", "--format", "gt-file", str(tmp_path / "raw" / "set" / "gt.txt"),
                  str(tmp_path / "lmdb"), *params]) == 0
     assert "lmdb: 1 samples written, rejected: none" in capsys.readouterr().out
-    assert _cli(["data", "download", "benchmarks", str(tmp_path / "b"), *params]) == 2
+    assert rosetta_main(["data", "download", "benchmarks", str(tmp_path / "b"), *params]) == 2
     assert "data.benchmarks.url is empty" in capsys.readouterr().err

@@ -17,7 +17,7 @@ from rosetta.evaluate import evaluate_benchmarks
 from rosetta.metrics import (SEVEN_SETS, SetMetrics, flat_metrics, levenshtein, normalize_text,
                              normalized_edit_distance, recognition_metrics, summarize)
 from rosetta.modeling import build_model
-from train_fixtures import rosetta, tiny_config
+from train_fixtures import tiny_config
 
 CONFIDENCE = math.exp(10) / (math.exp(10) + 36)
 
@@ -90,23 +90,23 @@ def test_evaluate_end_to_end_with_known_predictions(tmp_path):
     assert s["images_per_s"] > 0
     assert json.loads((out / "metrics.json").read_text()) == s
     table = (out / "metrics.md").read_text()
-    assert "| setA | 3 | 66.67 % | 0.6667 |" in table and "60.00 %" in table
+    assert "| setA | 3 | 0.6667 | 0.6667 |" in table and "| 0.6000 |" in table
     assert (out / "gallery.png").read_bytes().startswith(b"\x89PNG")
 
 
-def test_evaluate_cli_prints_json(tmp_path):
+def test_evaluate_cli_prints_json(tmp_path, rosetta_cli):
     cfg = tiny_config(tmp_path)
     ckpt = constant_a_checkpoint(tmp_path / "a.pt", cfg)
     write_set(tmp_path / "bench" / "only", ["a", "b"])
-    proc = rosetta("evaluate", "--model", str(ckpt), "--data", str(tmp_path / "bench"), "--json", cwd=tmp_path)
+    proc = rosetta_cli("evaluate", "--model", str(ckpt), "--data", str(tmp_path / "bench"), "--json", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["sets"]["only"]["accuracy"] == 0.5
-    missing = rosetta("evaluate", "--model", str(tmp_path / "nope.pt"), "--data", str(tmp_path / "bench"), cwd=tmp_path)
+    missing = rosetta_cli("evaluate", "--model", str(tmp_path / "nope.pt"), "--data", str(tmp_path / "bench"), cwd=tmp_path)
     assert missing.returncode == 2
     assert missing.stderr.strip().count("\n") == 0 and "checkpoint not found" in missing.stderr
 
 
-def test_predict_prints_one_line_per_image_and_reports_unreadable_files(tmp_path):
+def test_predict_prints_one_line_per_image_and_reports_unreadable_files(tmp_path, rosetta_cli):
     import numpy as np
 
     cfg = tiny_config(tmp_path)
@@ -117,7 +117,7 @@ def test_predict_prints_one_line_per_image_and_reports_unreadable_files(tmp_path
     word_image("hotel", np.random.default_rng(1)).save(images / "word_2.jpg")
     (tmp_path / "broken.png").write_bytes(b"not an image")
 
-    proc = rosetta("predict", "--model", str(ckpt), str(tmp_path / "broken.png"), str(images),
+    proc = rosetta_cli("predict", "--model", str(ckpt), str(tmp_path / "broken.png"), str(images),
                    str(tmp_path / "missing.png"), cwd=tmp_path)
     assert proc.returncode == 1
     lines = proc.stdout.splitlines()
@@ -129,7 +129,7 @@ def test_predict_prints_one_line_per_image_and_reports_unreadable_files(tmp_path
     assert "broken.png" in errors[0] and "not a readable image" in errors[0]
     assert "missing.png" in errors[1] and "no such file" in errors[1]
 
-    ok = rosetta("predict", "--model", str(ckpt), str(images / "word_1.png"), cwd=tmp_path)
+    ok = rosetta_cli("predict", "--model", str(ckpt), str(images / "word_1.png"), cwd=tmp_path)
     assert ok.returncode == 0 and ok.stderr == ""
     text, conf = ast.literal_eval(ok.stdout.split(": ", 1)[1])
     assert text == "a" and conf == pytest.approx(CONFIDENCE, abs=1e-5)

@@ -3,10 +3,7 @@ prediction through ONNX Runtime matching PyTorch."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,33 +11,28 @@ import onnx
 import pytest
 import torch
 
-from model_fixtures import config, png_bytes, tiny_data, untrained_checkpoint, word_image
+from model_fixtures import config, png_bytes, untrained_checkpoint, word_image
 from rosetta import export as export_mod
 from rosetta.checkpoint import load_for_inference
 from rosetta.config import ConfigError
 from rosetta.export import ExportError, export_checkpoint
-from rosetta.inference import load_recognizer
 from rosetta.onnx_runtime import load_onnx_recognizer, onnx_session
+from rosetta.predict import load_recognizer
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory) -> Path:
-    return tiny_data(tmp_path_factory.mktemp("data"))
-
-
-def _cfg(data_root: Path, *overrides: str):
-    return config(f"data.root={data_root}", "export.parity_samples=12", "export.batch_size=4", *overrides)
+def _cfg(tiny_data: Path, *overrides: str):
+    return config(f"data.root={tiny_data}", "export.parity_samples=12", "export.batch_size=4", *overrides)
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory, data_root):
+def exported(tmp_path_factory, tiny_data):
     """An untrained MobileNetV3 checkpoint, exported once for the tests that only read the result."""
     tmp = tmp_path_factory.mktemp("mv3")
-    cfg = _cfg(data_root)
+    cfg = _cfg(tiny_data)
     ckpt = untrained_checkpoint(tmp / "best.pt", cfg)
     report = export_checkpoint(ckpt, tmp / "model.onnx", cfg, tmp / "parity.json")
     return ckpt, tmp / "model.onnx", tmp / "parity.json", report
@@ -51,8 +43,8 @@ def _dims(value_info) -> list:
 
 
 @pytest.mark.parametrize("backbone", ["mobilenet_v3", "resnet34_vd"])
-def test_export_is_dynamic_checked_and_within_parity(tmp_path, data_root, backbone):
-    cfg = _cfg(data_root, f"model.backbone={backbone}")
+def test_export_is_dynamic_checked_and_within_parity(tmp_path, tiny_data, backbone):
+    cfg = _cfg(tiny_data, f"model.backbone={backbone}")
     ckpt = untrained_checkpoint(tmp_path / "best.pt", cfg)
     report = export_checkpoint(ckpt, tmp_path / "model.onnx", cfg, tmp_path / "parity.json")
 
@@ -118,10 +110,10 @@ def _tamper_weights(path: Path) -> None:
     ("weights", "max abs difference"),
     ("opset", "opset 16 is below 17"),
 ])
-def test_gate_refuses_a_broken_export_and_leaves_nothing(tmp_path, data_root, monkeypatch, exported, breakage,
+def test_gate_refuses_a_broken_export_and_leaves_nothing(tmp_path, tiny_data, monkeypatch, exported, breakage,
                                                          expected):
     ckpt = exported[0]
-    cfg = _cfg(data_root)
+    cfg = _cfg(tiny_data)
     real_write = export_mod.write_onnx
 
     def broken_write(model, metadata, path, opset, height=32, width=100):
@@ -147,16 +139,11 @@ def test_opset_below_17_is_a_config_error():
         config("export.opset=16")
 
 
-def _rosetta(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "rosetta", *args], capture_output=True, text=True, cwd=cwd,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
-
-
-def test_cli_export_then_predict_onnx_matches_pytorch(tmp_path, data_root, exported):
+def test_cli_export_then_predict_onnx_matches_pytorch(tmp_path, tiny_data, exported, rosetta_cli):
     ckpt = exported[0]
     out = tmp_path / "cli.onnx"
-    done = _rosetta("export", "--model", str(ckpt), "--out", str(out), "--parity", str(tmp_path / "p.json"),
-                    "-c", str(ROOT / "params.yaml"), "-o", f"data.root={data_root}", "-o", "export.parity_samples=8")
+    done = rosetta_cli("export", "--model", str(ckpt), "--out", str(out), "--parity", str(tmp_path / "p.json"),
+                    "-c", str(ROOT / "params.yaml"), "-o", f"data.root={tiny_data}", "-o", "export.parity_samples=8")
     assert done.returncode == 0, done.stderr
     assert "parity on 8 images" in done.stdout and out.is_file()
 
@@ -164,8 +151,8 @@ def test_cli_export_then_predict_onnx_matches_pytorch(tmp_path, data_root, expor
     for i, word in enumerate(["joint", "hotel", "b52"]):
         (tmp_path / f"word_{i}.png").write_bytes(png_bytes(word_image(word, rng)))
     images = [str(tmp_path / f"word_{i}.png") for i in range(3)]
-    by_onnx = _rosetta("predict", "--model", str(out), *images)
-    by_torch = _rosetta("predict", "--model", str(ckpt), *images)
+    by_onnx = rosetta_cli("predict", "--model", str(out), *images)
+    by_torch = rosetta_cli("predict", "--model", str(ckpt), *images)
     assert by_onnx.returncode == 0 and by_torch.returncode == 0, by_onnx.stderr + by_torch.stderr
 
     def parse(stdout: str) -> list[tuple[str, str, float]]:
@@ -181,8 +168,8 @@ def test_cli_export_then_predict_onnx_matches_pytorch(tmp_path, data_root, expor
     assert [r[2] for r in onnx_rows] == pytest.approx([r[2] for r in torch_rows], abs=1e-6)
 
 
-def test_cli_export_without_validation_data_is_one_sentence(tmp_path, exported):
-    done = _rosetta("export", "--model", str(exported[0]), "--out", str(tmp_path / "m.onnx"),
+def test_cli_export_without_validation_data_is_one_sentence(tmp_path, exported, rosetta_cli):
+    done = rosetta_cli("export", "--model", str(exported[0]), "--out", str(tmp_path / "m.onnx"),
                     "-c", str(ROOT / "params.yaml"), "-o", f"data.root={tmp_path / 'nowhere'}")
     assert done.returncode == 2
     assert done.stderr.strip().count("\n") == 0

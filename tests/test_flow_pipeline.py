@@ -1,9 +1,9 @@
-"""The flow's steps outside Prefect: the data check's one-sentence errors, the params the DVC data stages
-must share, and the Markdown report."""
+"""The flow's hold on DVC outside Prefect: overrides written into params.yaml (checked first, comments kept), a
+failing stage's own sentence, one flow run per project folder, experiments DVC lists, and the report."""
 from __future__ import annotations
 
+import json
 import os
-import runpy
 import shutil
 import subprocess
 import sys
@@ -11,68 +11,108 @@ from pathlib import Path
 
 import pytest
 import yaml
-from prefect.states import Failed
 
 from model_fixtures import config
-from rosetta.config import PROJECT_ROOT, ConfigError
+from rosetta import pipeline
+from rosetta.config import PROJECT_ROOT, ConfigError, load_config
 from rosetta.errors import RosettaError
-from rosetta.pipeline import DataStageError, Links, check_data_params, ensure_data, flow_config, report_markdown
-from rosetta.registry import Decision
+
+DVC = str(Path(sys.executable).parent / "dvc")
+ENV = {**os.environ, "GIT_CONFIG_NOSYSTEM": "1", "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "t",
+       "GIT_AUTHOR_EMAIL": "t@example.org", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.org"}
 
 
-def test_missing_data_is_one_sentence(tmp_path):
-    cfg = config(f"data.root={tmp_path / 'data'}")
-    with pytest.raises(RosettaError, match=r"synth/train: no synth/train LMDB there; build the data with `dvc repro"):
-        ensure_data(cfg, tmp_path)  # no dvc.yaml there: nothing to rebuild with
-
-
-def test_data_overrides_must_match_params_yaml(tmp_path):
-    shutil.copy(PROJECT_ROOT / "params.yaml", tmp_path / "params.yaml")
-    check_data_params(flow_config(tmp_path / "params.yaml", ["train.lr=1e-3"]), tmp_path)
-    with pytest.raises(ConfigError, match=r"^data\.synth\.train_size: the flow's value differs from params\.yaml's"):
-        check_data_params(flow_config(tmp_path / "params.yaml", ["data.synth.train_size=10"]), tmp_path)
+def _repo(root: Path, stages: dict) -> Path:
+    """A git + DVC repository with the project's params.yaml and ``stages``, committed."""
+    shutil.copy(PROJECT_ROOT / "params.yaml", root / "params.yaml")
+    (root / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}))
+    for cmd in (["git", "init", "-q"], [DVC, "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "init"]):
+        subprocess.run(cmd, cwd=root, env=ENV, check=True, capture_output=True)
+    return root
 
 
 def test_gpus_become_nproc_on_cuda():
-    cfg = flow_config(PROJECT_ROOT / "params.yaml", [], gpus=4)
-    assert cfg.train.nproc == 4 and cfg.train.device == "cuda"
+    assert pipeline.flow_overrides(["train.lr=1e-3"], 4) == ["train.lr=1e-3", "train.nproc=4", "train.device=cuda"]
     with pytest.raises(ConfigError, match="^gpus: 0 must be at least 1"):
-        flow_config(PROJECT_ROOT / "params.yaml", [], gpus=0)
+        pipeline.flow_overrides([], 0)
 
 
-def test_report_has_the_table_parity_decision_and_links():
+def test_overrides_go_into_params_yaml_with_its_comments(tmp_path):
+    shutil.copy(PROJECT_ROOT / "params.yaml", tmp_path / "params.yaml")
+    before = (tmp_path / "params.yaml").read_text()
+    with pytest.raises(ConfigError, match=r"^train\.lr: -1\.0 must be > 0$"):
+        pipeline.apply_params(tmp_path, ["train.lr=-1"])
+    assert (tmp_path / "params.yaml").read_text() == before  # refused before anything was written
+
+    cfg = pipeline.apply_params(tmp_path, ["train.max_steps=50", "data.synth.train_size=300", "data.sources=[synth]"])
+    text = (tmp_path / "params.yaml").read_text()
+    assert cfg.train.max_steps == 50 and cfg.data.synth.train_size == 300
+    assert load_config(tmp_path / "params.yaml") == cfg
+    assert "# PaddleOCR dictionary file" in text and text.count("\n") == before.count("\n")
+    assert pipeline.apply_params(tmp_path, []) == cfg and (tmp_path / "params.yaml").read_text() == text
+
+
+def test_the_flow_needs_the_project_folder(tmp_path):
+    with pytest.raises(RosettaError, match=r"no dvc\.yaml and params\.yaml there; run the flow from the project"):
+        pipeline.project_folder(tmp_path)
+
+
+def test_one_flow_run_per_project_folder(tmp_path):
+    with pipeline.project_lock(tmp_path):
+        with pytest.raises(RosettaError, match="another flow run is using this project folder"):
+            with pipeline.project_lock(tmp_path):
+                pass
+    with pipeline.project_lock(tmp_path):  # released at the end of the first
+        pass
+
+
+def test_a_failing_stage_is_its_own_sentence(tmp_path):
+    """A real ``dvc repro`` whose stage fails the way a stage script does: ``error: <sentence>``, exit 2."""
+    sentence = "https://example.org/x.tar: the server answered 503; try again later"
+    (tmp_path / "fail.py").write_text(f"import sys\nprint('error: {sentence}', file=sys.stderr)\nsys.exit(2)\n")
+    repo = _repo(tmp_path, {"download": {"cmd": "python fail.py", "outs": ["raw"]}})
+    with pytest.raises(RosettaError) as info:
+        pipeline.dvc(repo, "repro", "download")
+    assert str(info.value) == sentence
+
+
+def test_a_run_is_saved_as_an_experiment_with_its_metrics(tmp_path):
+    """The metrics live under git-ignored runs/, as in the project; the experiment still carries them."""
+    (tmp_path / "stage.py").write_text(
+        "import json, os, yaml\nsteps = yaml.safe_load(open('params.yaml'))['train']['max_steps']\n"
+        "os.makedirs('runs', exist_ok=True)\njson.dump({'steps': steps}, open('runs/m.json', 'w'))\n")
+    (tmp_path / ".gitignore").write_text("/runs/\n")
+    repo = _repo(tmp_path, {"train": {"cmd": "python stage.py", "params": ["train.max_steps"],
+                                      "metrics": [{"runs/m.json": {"cache": False}}]}})
+    pipeline.apply_params(repo, ["train.max_steps=7"])
+    pipeline.dvc(repo, "repro", "train")
+    assert pipeline.metric_files(repo) == ["runs/m.json"]
+    assert pipeline.save_experiment(repo, "flow-tiny-run") == "flow-tiny-run"
+    listed = subprocess.run([DVC, "exp", "show", "--json"], cwd=repo, env=ENV, capture_output=True, text=True)
+    assert listed.returncode == 0, listed.stderr
+    exps = {e["name"]: e["revs"][0]["data"] for rev in json.loads(listed.stdout)
+            for e in (rev.get("experiments") or [])}
+    assert exps["flow-tiny-run"]["metrics"]["runs/m.json"]["data"] == {"steps": 7}, listed.stdout
+    assert exps["flow-tiny-run"]["params"]["params.yaml"]["data"]["train"]["max_steps"] == 7
+    assert "Data and pipelines are up to date" in pipeline.dvc(repo, "status")
+
+
+def test_report_has_the_table_parity_decision_links_and_where_they_work():
     cfg = config()
     metrics = {"sets": {"IIIT5k_3000": {"accuracy": 0.8, "norm_edit_dis": 0.9, "count": 3000}},
                "accuracy_total": 0.8, "accuracy_mean": 0.8, "norm_edit_dis_total": 0.9, "count_total": 3000,
                "images_per_s": 500.0}
     parity = {"samples": 512, "max_abs_diff": 2e-7, "same_text": 1.0}
-    decision = Decision("rosetta", "4", True, "beats production v3", "accuracy_total", 0.8, "3", 0.7)
-    links = Links("http://mlflow/#/experiments/1/runs/abc123", "http://mlflow/#/models/rosetta/versions/4")
-    md = report_markdown(cfg, metrics, parity, decision, "abc123", links)
-    assert "| IIIT5k_3000 | 3000 | 80.00 % |" in md
+    decision = {"model_name": "rosetta", "version": "4", "promoted": True, "reason": "beats production v3"}
+    run = {"run_id": "abc123", "tracking_uri": "sqlite:////srv/rosetta/mlflow.db"}
+    links = pipeline.Links("http://mlflow/#/experiments/1/runs/abc123", "http://mlflow/#/models/rosetta/versions/4")
+    md = pipeline.report_markdown(cfg, metrics, parity, decision, run, links, "flow-tiny-run")
+    assert "| IIIT5k_3000 | 3000 | 0.8000 |" in md
     assert "512 images: max abs difference 2e-07" in md
     assert "[v4](http://mlflow/#/models/rosetta/versions/4): **promoted**: beats production v3" in md
     assert "MLflow run: [abc123](http://mlflow/#/experiments/1/runs/abc123)" in md
-
-
-def test_a_failing_download_stage_is_one_sentence_and_retryable(tmp_path):
-    """A real ``dvc repro validate`` whose download stage fails the way a flaky server makes it fail."""
-    shutil.copy(PROJECT_ROOT / "params.yaml", tmp_path / "params.yaml")
-    sentence = "https://example.org/x.tar: the server answered 503; try again later"
-    fail = f"import sys; print('error: {sentence}'); sys.exit(2)"
-    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {
-        "download": {"cmd": f'python -c "{fail}"', "outs": ["raw"]},
-        "validate": {"cmd": "python -c pass", "deps": ["raw"]}}}))
-    env = {**os.environ, "GIT_CONFIG_NOSYSTEM": "1"}
-    for cmd in (["git", "init", "-q"], [str(Path(sys.executable).parent / "dvc"), "init", "-q"]):
-        subprocess.run(cmd, cwd=tmp_path, env=env, check=True, capture_output=True)
-    with pytest.raises(DataStageError) as info:
-        ensure_data(config(), tmp_path)
-    assert str(info.value) == sentence
-    assert info.value.stage == "download" and info.value.retryable
-
-    flow_module = runpy.run_path(str(PROJECT_ROOT / "flows" / "train_rosetta.py"))
-    retry = flow_module["_is_download_failure"]
-    assert retry(None, None, Failed(data=info.value))
-    assert not retry(None, None, Failed(data=DataStageError("validation failed", "validate")))
-    assert not retry(None, None, Failed(data=ConfigError("train.lr: -1.0 must be > 0")))
+    assert ("The links open while `mlflow ui --backend-store-uri sqlite:////srv/rosetta/mlflow.db` serves "
+            "http://127.0.0.1:5000") in md
+    assert "DVC experiment: `flow-tiny-run`" in md
+    plain = pipeline.report_markdown(cfg, metrics, parity, decision, run, pipeline.Links())
+    assert "MLflow run: `abc123`" in plain and "MLflow store: `sqlite:////srv/rosetta/mlflow.db`" in plain

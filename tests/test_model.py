@@ -1,8 +1,6 @@
 """The Rosetta model: sizes pinned to PaddleOCR's, dynamic width, SE gate, head init, loss."""
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,29 +9,28 @@ import torch
 from rosetta.config import config_from_dict
 from rosetta.modeling import build_model, param_groups
 from rosetta.modeling.backbones.rec_mobilenet_v3 import PaddleHardSigmoid, SEModule, make_divisible
-from rosetta.modeling.losses import CTCLoss
+from rosetta.modeling.losses.rec_ctc_loss import CTCLoss
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def summary_json(*overrides):
-    args = [sys.executable, "-m", "rosetta", "summary", "--json", "-c", str(ROOT / "params.yaml")]
-    for o in overrides:
-        args += ["-o", o]
-    out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
-    return json.loads(out)
+def summary_json(rosetta_cli, *overrides):
+    proc = rosetta_cli("summary", "--json", "-c", str(ROOT / "params.yaml"), *(a for o in overrides for a in ("-o", o)))
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
 
 
-def test_summary_resnet34_vd():
-    s = summary_json("model.backbone=resnet34_vd")
+def test_summary_resnet34_vd(rosetta_cli):
+    s = summary_json(rosetta_cli, "model.backbone={name: ResNet, layers: 34}")
+    assert s["backbone"] == "resnet34_vd"
     assert s["params"] == pytest.approx(21.3e6, rel=0.01)
     assert s["output_shape"] == [1, 25, 37]
     assert s["flops"] > 1e9
 
 
-def test_summary_mobilenet_v3_large_half():
-    s = summary_json("model.backbone=mobilenet_v3", "model.mobilenet_v3.model_name=large",
-                     "model.mobilenet_v3.scale=0.5")
+def test_summary_mobilenet_v3_large_half(rosetta_cli):
+    s = summary_json(rosetta_cli, "model.backbone=mobilenet_v3", "model.backbone.model_name=large",
+                     "model.backbone.scale=0.5")
     assert s["backbone_params"] == pytest.approx(0.78e6, rel=0.01)
     assert s["output_shape"] == [1, 25, 37]
     assert {"params", "backbone_params", "flops", "output_shape"} <= s.keys()
@@ -42,8 +39,8 @@ def test_summary_mobilenet_v3_large_half():
 @pytest.mark.parametrize("overrides", [
     ["model.backbone=resnet34_vd"],
     ["model.backbone=mobilenet_v3"],
-    ["model.backbone=mobilenet_v3", "model.mobilenet_v3.model_name=small", "model.mobilenet_v3.scale=0.35"],
-    ["model.backbone=mobilenet_v3", "model.mobilenet_v3.scale=1.25"],
+    ["model.backbone={name: MobileNetV3, model_name: small, scale: 0.35}"],
+    ["model.backbone.scale=1.25"],
 ])
 @pytest.mark.parametrize("width, steps", [(100, 25), (320, 80), (64, 16)])
 def test_dynamic_width(overrides, width, steps):

@@ -3,10 +3,10 @@ promotion decisions (recorded and printed), rollback, and the pyfunc model serve
 from __future__ import annotations
 
 import base64
+import contextlib
+import io
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import mlflow
@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from model_fixtures import config, png_bytes, tiny_data, untrained_checkpoint, word_image
+from model_fixtures import config, png_bytes, untrained_checkpoint, word_image
 from rosetta.export import export_checkpoint
 from rosetta.onnx_runtime import load_onnx_recognizer
 from rosetta.registry import (TAG_DECISION, TAG_REASON, Evidence, RegistryError, decide, promote,
@@ -35,12 +35,11 @@ def _summary(accuracy: float) -> dict:
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    """A project-like folder: tiny data, one gated ONNX export, an MLflow sqlite store; the cwd is there."""
+def store(tmp_path_factory, tiny_data):
+    """A project-like folder: the tiny data, one gated ONNX export, an MLflow sqlite store; the cwd is there."""
     root = tmp_path_factory.mktemp("registry")
-    tiny_data(root / "data")
-    overrides = [f"data.root={root / 'data'}", f"mlflow.tracking_uri=sqlite:///{root / 'mlflow.db'}",
-                 "export.parity_samples=8", "export.batch_size=4"]
+    overrides = [f"data.root={tiny_data}", f"mlflow.tracking_uri=sqlite:///{root / 'mlflow.db'}",
+                 "export.parity_samples=8", "export.batch_size=4", "registry.min_score=0.2"]
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
         mp.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -50,15 +49,18 @@ def store(tmp_path_factory):
         yield {"root": root, "cfg": cfg, "overrides": overrides, "onnx": root / "model.onnx", "parity": parity}
 
 
-def _candidate(store, accuracy: float, capsys) -> tuple:
-    """A training run with its benchmark metrics, registered and decided as the pipeline does it."""
-    cfg = store["cfg"]
+def _candidate(store, accuracy: float, model_name: str = "rosetta") -> tuple:
+    """A training run with its benchmark metrics, registered and decided as the pipeline does it: the
+    decision, what it printed and the decision file it wrote."""
+    cfg = config(*store["overrides"], f"registry.model_name={model_name}")
     tracker = Tracker(cfg, tags={"mlflow.runName": f"acc-{accuracy}"})
     tracker.log_metrics({"accuracy_total": accuracy})
     tracker.end()
-    decision = register_and_promote(cfg, store["onnx"], store["parity"], _summary(accuracy), tracker.run_id,
-                                    store["root"] / "decision.json")
-    return decision, capsys.readouterr().out
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        decision = register_and_promote(cfg, store["onnx"], store["parity"], _summary(accuracy), tracker.run_id,
+                                        store["root"] / f"{model_name}.json")
+    return decision, out.getvalue(), json.loads((store["root"] / f"{model_name}.json").read_text())
 
 
 def _client(store) -> MlflowClient:
@@ -66,66 +68,83 @@ def _client(store) -> MlflowClient:
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
-def _aliases(client: MlflowClient) -> dict[str, str]:
-    return {k: str(v) for k, v in client.get_registered_model("rosetta").aliases.items()}
+def _aliases(client: MlflowClient, name: str = "rosetta") -> dict[str, str]:
+    return {k: str(v) for k, v in client.get_registered_model(name).aliases.items()}
 
 
-def _rosetta(store, *args: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "rosetta", *args, "-c", str(ROOT / "params.yaml")]
-    for o in store["overrides"]:
-        cmd += ["-o", o]
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    return subprocess.run(cmd, capture_output=True, text=True, cwd=store["root"], env={**env, "OMP_NUM_THREADS": "1"},
-                          timeout=300)
+def _rosetta(rosetta_cli, store, *args: str, model_name: str) -> subprocess.CompletedProcess:
+    overrides = [a for o in [*store["overrides"], f"registry.model_name={model_name}"] for a in ("-o", o)]
+    return rosetta_cli(*args, "-c", str(ROOT / "params.yaml"), *overrides, cwd=store["root"])
 
 
-def test_promotion_lifecycle(store, capsys):
-    client, name = _client(store), "rosetta"
+@pytest.fixture(scope="module")
+def lifecycle(store):
+    """Three versions of ``rosetta`` decided in turn (0.5, then a worse 0.3, then a better 0.7), with the
+    aliases as each decision left them. The tests below read it; none changes ``rosetta`` further."""
+    client, steps = _client(store), {}
+    for step, accuracy in (("first", 0.50), ("worse", 0.30), ("better", 0.70)):
+        decision, out, record = _candidate(store, accuracy)
+        steps[step] = {"decision": decision, "out": out, "record": record, "aliases": _aliases(client),
+                       "tags": client.get_model_version("rosetta", decision.version).tags}
+    return steps
 
-    first, out = _candidate(store, 0.50, capsys)
-    assert first.promoted and first.version == "1"
-    assert "rosetta v1 promoted to production: no production version yet" in out
-    v1 = client.get_model_version(name, "1")
-    assert _aliases(client) == {"production": "1"}
-    assert v1.tags["backbone"] == "mobilenet_v3" and v1.tags["metric.accuracy_total"] == "0.5"
-    assert v1.tags["metric.synth_test/accuracy"] == "0.5"
-    assert {"git_commit", "data_version", "benchmark_set", "parity.max_abs_diff"} <= v1.tags.keys()
-    assert v1.tags["benchmark_set"].endswith("synth_test=12")
-    assert v1.tags[TAG_DECISION] == "promoted"
-    assert v1.run_id == json.loads((store["root"] / "decision.json").read_text())["run_id"]
 
-    worse, out = _candidate(store, 0.30, capsys)
-    assert not worse.promoted and worse.version == "2"
-    assert "rosetta v2 not promoted: accuracy_total 0.3000 does not beat production v1's 0.5000" in out
-    v2 = client.get_model_version(name, "2")
-    assert v2.tags[TAG_DECISION] == "not promoted" and "does not beat production v1" in v2.tags[TAG_REASON]
-    assert _aliases(client) == {"production": "1"}
-    assert json.loads((store["root"] / "decision.json").read_text())["promoted"] is False
+def test_a_first_version_is_promoted_with_its_evidence(lifecycle):
+    first = lifecycle["first"]
+    assert first["decision"].promoted and first["decision"].version == "1"
+    assert "rosetta v1 promoted to production: no production version yet" in first["out"]
+    assert first["aliases"] == {"production": "1"}
+    tags = first["tags"]
+    assert tags["backbone"] == "mobilenet_v3" and tags["metric.accuracy_total"] == "0.5"
+    assert tags["metric.synth_test/accuracy"] == "0.5"
+    assert {"git_commit", "data_version", "benchmark_set", "parity.max_abs_diff"} <= tags.keys()
+    assert tags["benchmark_set"].endswith("synth_test=12")
+    assert tags[TAG_DECISION] == "promoted"
+    assert first["record"]["promoted"] is True and first["record"]["run_id"]
 
-    better, out = _candidate(store, 0.70, capsys)
-    assert better.promoted and "beats production v1's 0.5000 by +0.2000" in out
-    assert _aliases(client) == {"production": "3", "previous": "1"}
-    assert client.get_model_version(name, "3").tags["promotion.replaced"] == "1"
 
-    done = _rosetta(store, "rollback")
+def test_a_worse_version_is_registered_not_promoted(lifecycle):
+    worse = lifecycle["worse"]
+    assert not worse["decision"].promoted and worse["decision"].version == "2"
+    assert "rosetta v2 not promoted: accuracy_total 0.3000 does not beat production v1's 0.5000" in worse["out"]
+    assert worse["tags"][TAG_DECISION] == "not promoted" and "does not beat production v1" in worse["tags"][TAG_REASON]
+    assert worse["aliases"] == {"production": "1"}
+    assert worse["record"]["promoted"] is False
+
+
+def test_a_better_version_takes_production_and_the_replaced_one_becomes_previous(lifecycle):
+    better = lifecycle["better"]
+    assert better["decision"].promoted and "beats production v1's 0.5000 by +0.2000" in better["out"]
+    assert better["aliases"] == {"production": "3", "previous": "1"}
+    assert better["tags"]["promotion.replaced"] == "1"
+
+
+def test_rollback_restores_the_previous_version_once(store, rosetta_cli):
+    name = "rolled"
+    _candidate(store, 0.50, name)
+    _candidate(store, 0.70, name)
+    client = _client(store)
+    done = _rosetta(rosetta_cli, store, "rollback", model_name=name)
     assert done.returncode == 0, done.stderr
-    assert "rosetta v1 restored to production: rolled back from v3" in done.stdout
-    assert _aliases(client) == {"production": "1"}
-    assert client.get_model_version(name, "3").tags[TAG_DECISION] == "rolled back"
-
+    assert f"{name} v1 restored to production: rolled back from v2" in done.stdout
+    assert _aliases(client, name) == {"production": "1"}
+    assert client.get_model_version(name, "2").tags[TAG_DECISION] == "rolled back"
     with pytest.raises(RegistryError, match="has no 'previous' version to roll back to"):
-        rollback(store["cfg"])
-    assert not promote(store["cfg"], 2).promoted
-    forced = _rosetta(store, "promote", "--version", "2", "--force")
-    assert forced.returncode == 0 and "rosetta v2 promoted to production: forced by hand over v1" in forced.stdout
-    assert _aliases(client) == {"production": "2", "previous": "1"}
-    promote(store["cfg"], 3)  # back to the best one for the serving test
-    assert _aliases(client) == {"production": "3", "previous": "2"}
+        rollback(config(*store["overrides"], f"registry.model_name={name}"))
 
 
-def test_production_alias_loads_as_pyfunc_and_reads_images(store, tmp_path):
-    if "production" not in _client(store).get_registered_model("rosetta").aliases:
-        pytest.skip("needs test_promotion_lifecycle's registrations")
+def test_promote_by_hand_needs_force_to_skip_the_comparison(store, rosetta_cli):
+    name = "forced"
+    _candidate(store, 0.50, name)
+    _candidate(store, 0.30, name)
+    assert not promote(config(*store["overrides"], f"registry.model_name={name}"), 2).promoted
+    forced = _rosetta(rosetta_cli, store, "promote", "--version", "2", "--force", model_name=name)
+    assert forced.returncode == 0, forced.stderr
+    assert f"{name} v2 promoted to production: forced by hand over v1" in forced.stdout
+    assert _aliases(_client(store), name) == {"production": "2", "previous": "1"}
+
+
+def test_production_alias_loads_as_pyfunc_and_reads_images(store, lifecycle, tmp_path):
     mlflow.set_tracking_uri(store["cfg"].mlflow.tracking_uri)
     mlflow.set_registry_uri(store["cfg"].mlflow.tracking_uri)
     model = mlflow.pyfunc.load_model("models:/rosetta@production")
@@ -151,6 +170,21 @@ def test_registration_refuses_failed_parity_and_unknown_metric(store):
         register_and_promote(no_metric, store["onnx"], store["parity"], _summary(0.9), None)
 
 
+def test_a_first_version_below_the_floor_is_registered_not_promoted(store, capsys):
+    cfg = config(*store["overrides"], "registry.model_name=floored", "registry.min_score=0.6")
+    tracker = Tracker(cfg)
+    tracker.end()
+    decision = register_and_promote(cfg, store["onnx"], store["parity"], _summary(0.5), tracker.run_id,
+                                    store["root"] / "floored.json")
+    assert decision.version == "1" and not decision.promoted
+    assert ("floored v1 not promoted: accuracy_total 0.5000 is below registry.min_score 0.6, the floor under which "
+            "no version is promoted") in capsys.readouterr().out
+    client = _client(store)
+    assert client.get_registered_model("floored").aliases == {}
+    assert client.get_model_version("floored", "1").tags[TAG_DECISION] == "not promoted"
+    assert json.loads((store["root"] / "floored.json").read_text())["promoted"] is False
+
+
 def test_rollback_without_a_registered_model_is_one_sentence(store):
     cfg = config(*store["overrides"], "registry.model_name=never-registered")
     with pytest.raises(RegistryError, match=r"^registered model 'never-registered' not found"):
@@ -159,7 +193,7 @@ def test_rollback_without_a_registered_model_is_one_sentence(store):
 
 # --------------------------------------------------------------------------- the rule alone
 
-REG = config().registry
+REG = config("registry.min_score=0.5").registry
 
 
 def _ev(version: str, score: float | None, bench: str = "b: s=1", parity: bool = True) -> Evidence:
@@ -168,6 +202,8 @@ def _ev(version: str, score: float | None, bench: str = "b: s=1", parity: bool =
 
 @pytest.mark.parametrize("candidate, production, promoted, reason", [
     (_ev("1", 0.5), None, True, "no production version yet"),
+    (_ev("1", 0.49), None, False, "is below registry.min_score 0.5, the floor under which no version is promoted"),
+    (_ev("2", 0.4), _ev("1", 0.3), False, "is below registry.min_score 0.5"),
     (_ev("2", 0.6), _ev("1", 0.5), True, "beats production v1's"),
     (_ev("2", 0.5), _ev("1", 0.5), False, "does not beat production v1's 0.5000 by more than registry.margin 0"),
     (_ev("2", 0.9, parity=False), _ev("1", 0.5), False, "parity gate did not pass"),
@@ -187,3 +223,66 @@ def test_decide_margin_and_force():
     forced = decide(_ev("2", 0.1, bench="other"), _ev("1", 0.5), strict, force=True)
     assert forced.promoted and "forced by hand over v1" in forced.reason
     assert not decide(_ev("2", 0.9, parity=False), None, strict, force=True).promoted
+
+
+# --------------------------------------------------------------------------- real benchmarks decide
+
+
+def _real_summary(synth: float, real: float) -> dict:
+    """``evaluate_benchmarks``' summary with synth_test (12 words) and one real set (REAL_tiny, 6 words)."""
+    sets = {"synth_test": {"accuracy": synth, "norm_edit_dis": synth, "count": 12},
+            "REAL_tiny": {"accuracy": real, "norm_edit_dis": real, "count": 6}}
+    total = (12 * synth + 6 * real) / 18
+    return {"sets": sets, "accuracy_total": total, "accuracy_mean": (synth + real) / 2, "norm_edit_dis_total": total,
+            "count_total": 18, "real_sets": ["REAL_tiny"], "accuracy_real": real, "norm_edit_dis_real": real,
+            "count_real": 6, "images_per_s": 100.0}
+
+
+def _tags(summary: dict) -> dict[str, str]:
+    from rosetta.metrics import flat_metrics
+
+    return {**{f"metric.{k}": f"{v:.6g}" for k, v in flat_metrics(summary).items()},
+            "benchmark_set": "b: synth_test=12, REAL_tiny=6", "parity.passed": "true"}
+
+
+def test_auto_metric_decides_on_the_real_total_where_real_sets_were_scored():
+    production = Evidence.from_tags("1", _tags(_real_summary(0.80, 0.70)), REG.metric)
+    synth_gain = Evidence.from_tags("2", _tags(_real_summary(0.99, 0.66)), REG.metric)  # accuracy_total rises too
+    assert REG.metric == "auto" and synth_gain.metric == "accuracy_real" and synth_gain.score == 0.66
+    decision = decide(synth_gain, production, REG)
+    assert not decision.promoted and decision.metric == "accuracy_real"
+    assert "accuracy_real 0.6600 does not beat production v1's 0.7000" in decision.reason
+    assert decide(Evidence.from_tags("3", _tags(_real_summary(0.75, 0.72)), REG.metric), production, REG).promoted
+    # Without real sets, auto is accuracy_total as before.
+    assert Evidence.from_tags("4", _tags(_summary(0.9)), REG.metric).metric == "accuracy_total"
+
+
+def test_a_synth_gain_with_a_real_loss_is_registered_but_not_promoted(store, capsys, tmp_path):
+    from model_fixtures import write_word_lmdb
+
+    # Its own data root: the benchmark set digest covers synth_test and the converted real set.
+    write_word_lmdb(tmp_path / "lmdb" / "benchmarks" / "synth_test", 12, seed=2)
+    write_word_lmdb(tmp_path / "real" / "lmdb" / "REAL_tiny", 6, seed=3)
+    cfg = config(*store["overrides"], "registry.model_name=rosetta-real", f"data.root={tmp_path}")
+
+    def candidate(synth: float, real: float):
+        tracker = Tracker(cfg)
+        tracker.end()
+        decision = register_and_promote(cfg, store["onnx"], store["parity"], _real_summary(synth, real),
+                                        tracker.run_id)
+        return decision, capsys.readouterr().out
+
+    first, _ = candidate(0.80, 0.70)
+    assert first.promoted and first.metric == "accuracy_real"
+    tags = _client(store).get_model_version("rosetta-real", "1").tags
+    assert tags["benchmark_set"].endswith("synth_test=12, REAL_tiny=6") and tags["metric.accuracy_real"] == "0.7"
+    synth_gain, out = candidate(0.99, 0.66)
+    assert not synth_gain.promoted
+    assert "rosetta-real v2 not promoted: accuracy_real 0.6600 does not beat production v1's 0.7000" in out
+    real_gain, out = candidate(0.75, 0.72)
+    assert real_gain.promoted and "accuracy_real 0.7200 beats production v1's 0.7000" in out
+    assert _aliases_of(_client(store), "rosetta-real") == {"production": "3", "previous": "1"}
+
+
+def _aliases_of(client: MlflowClient, name: str) -> dict[str, str]:
+    return {k: str(v) for k, v in client.get_registered_model(name).aliases.items()}

@@ -5,15 +5,12 @@ import json
 
 import pytest
 
-from model_fixtures import write_word_lmdb
-from train_fixtures import rosetta
-
 pytestmark = pytest.mark.slow
 
 
-def test_bench_train_reports_throughput_and_memory(tmp_path):
-    data = write_word_lmdb(tmp_path / "train", 16)
-    proc = rosetta("bench", "train", "--backbones", "mobilenet_v3", "--batch-size", "4", "--steps", "2",
+def test_bench_train_reports_throughput_and_memory(tmp_path, rosetta_cli, tiny_data):
+    data = tiny_data / "lmdb" / "synth" / "train"
+    proc = rosetta_cli("bench", "train", "--backbones", "mobilenet_v3", "--batch-size", "4", "--steps", "2",
                    "--warmup", "1", "--data", str(data), "--json", "-o", "train.num_workers=0",
                    "-o", "train.threads=1", "-o", "train.device=cpu", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
@@ -27,7 +24,7 @@ def test_bench_train_reports_throughput_and_memory(tmp_path):
         assert r["ms_per_image"] == pytest.approx(1000 / r["images_per_s"])
 
 
-def test_bench_without_data_says_what_to_do(tmp_path):
-    proc = rosetta("bench", "train", "--data", str(tmp_path / "nothing"), cwd=tmp_path)
+def test_bench_without_data_says_what_to_do(tmp_path, rosetta_cli):
+    proc = rosetta_cli("bench", "train", "--data", str(tmp_path / "nothing"), cwd=tmp_path)
     assert proc.returncode == 2
     assert "no training LMDB" in proc.stderr and proc.stderr.count("\n") == 1

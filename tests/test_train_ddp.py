@@ -8,18 +8,19 @@ import pytest
 import torch
 
 from rosetta.checkpoint import load_checkpoint
-from rosetta.train import LAST, RUN_JSON, weights_digest
+from rosetta.config import RunLayout
+from rosetta.train import weights_digest
 from rosetta.modeling import build_model
-from train_fixtures import rosetta, tiny_config, tiny_data, write_params
+from train_fixtures import tiny_config, write_params
 
 pytestmark = pytest.mark.slow
 
 
-def test_two_gloo_ranks_train_to_identical_weights(tmp_path):
-    cfg = tiny_config(tmp_path, f"data.root={tiny_data(tmp_path / 'data')}", "train.max_steps=6",
+def test_two_gloo_ranks_train_to_identical_weights(tmp_path, tiny_data, rosetta_cli):
+    cfg = tiny_config(tmp_path, f"data.root={tiny_data}", "train.max_steps=6",
                       "train.batch_size=4", "train.checkpoint_every=3", "train.eval_every=3")
     params = write_params(cfg, tmp_path / "params.yaml")
-    proc = rosetta("train", "-c", str(params), "-o", "train.nproc=2", cwd=tmp_path, timeout=400)
+    proc = rosetta_cli("train", "-c", str(params), "-o", "train.nproc=2", cwd=tmp_path, timeout=400)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
     assert "--nproc-per-node 2" in out
@@ -29,10 +30,10 @@ def test_two_gloo_ranks_train_to_identical_weights(tmp_path):
     assert digests["0"] == digests["1"]
 
     # Only rank 0 wrote files, and they hold the weights both ranks ended with.
-    train_dir = tmp_path / "runs" / "train"
-    info = json.loads((train_dir / RUN_JSON).read_text())
+    runs = RunLayout.from_config(cfg)
+    info = json.loads(runs.run_json.read_text())
     assert info["steps"] == 6 and info["run_id"]
-    ckpt = load_checkpoint(train_dir / LAST)
+    ckpt = load_checkpoint(runs.last_checkpoint)
     model = build_model(cfg.model, 37)
     model.load_state_dict(ckpt["model"])
     assert weights_digest(model) == digests["0"]

@@ -6,10 +6,11 @@ import json
 import pytest
 import torch
 
+from rosetta.config import RunLayout
 from rosetta.errors import RosettaError
-from rosetta.modeling.losses import CTCLoss
-from rosetta.train import LAST, METRICS_JSON, run_training
-from train_fixtures import tiny_config, tiny_data
+from rosetta.modeling.losses.rec_ctc_loss import CTCLoss
+from rosetta.train import run_training
+from train_fixtures import tiny_config
 
 pytestmark = pytest.mark.slow
 
@@ -27,21 +28,21 @@ def poison_losses(monkeypatch, bad_calls: set[int] | None):
     monkeypatch.setattr(CTCLoss, "forward", forward)
 
 
-def test_non_finite_losses_are_skipped_and_counted(tmp_path, monkeypatch):
+def test_non_finite_losses_are_skipped_and_counted(tmp_path, monkeypatch, tiny_data):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    cfg = tiny_config(tmp_path, f"data.root={tiny_data(tmp_path / 'data')}", "train.max_steps=8")
+    cfg = tiny_config(tmp_path, f"data.root={tiny_data}", "train.max_steps=8")
     poison_losses(monkeypatch, {3, 4, 7})
     result = run_training(cfg)
     assert result.steps == 8
-    metrics = json.loads((tmp_path / "runs" / "train" / METRICS_JSON).read_text())
+    metrics = json.loads(RunLayout.from_config(cfg).train_metrics.read_text())
     assert metrics["skipped_steps"] == 3
-    state = torch.load(tmp_path / "runs" / "train" / LAST, weights_only=True)["state"]
+    state = torch.load(RunLayout.from_config(cfg).last_checkpoint, weights_only=True)["state"]
     assert state["skipped_steps"] == 3 and state["bad_streak"] == 0
 
 
-def test_too_many_non_finite_losses_in_a_row_stop_the_run(tmp_path, monkeypatch):
+def test_too_many_non_finite_losses_in_a_row_stop_the_run(tmp_path, monkeypatch, tiny_data):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    cfg = tiny_config(tmp_path, f"data.root={tiny_data(tmp_path / 'data')}", "train.max_bad_steps=3")
+    cfg = tiny_config(tmp_path, f"data.root={tiny_data}", "train.max_bad_steps=3")
     poison_losses(monkeypatch, None)
     with pytest.raises(RosettaError, match=r"3 non-finite losses in a row \(train.max_bad_steps\)"):
         run_training(cfg)

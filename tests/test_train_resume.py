@@ -3,15 +3,15 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 import torch
 
 from rosetta.checkpoint import load_checkpoint
-from rosetta.train import LAST, run_training
-from train_fixtures import rosetta_env, tiny_config, tiny_data, write_params
+from rosetta.config import RunLayout
+from rosetta.train import run_training
+from train_fixtures import tiny_config, write_params
 
 pytestmark = pytest.mark.slow
 
@@ -33,8 +33,8 @@ def _assert_same_tensors(a, b, where=""):
         assert a == b, where
 
 
-def test_killed_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
-    data = tiny_data(tmp_path / "data")
+def test_killed_run_resumes_to_the_same_weights(tmp_path, monkeypatch, tiny_data, rosetta_cli):
+    data = tiny_data
     common = [f"train.max_steps={STEPS}", "train.checkpoint_every=4", "train.eval_every=10", "train.log_every=5"]
 
     reference = tiny_config(tmp_path / "reference", f"data.root={data}", *common)
@@ -44,9 +44,9 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
 
     crashed = tiny_config(tmp_path / "crashed", f"data.root={data}", *common)
     params = write_params(crashed, tmp_path / "params.yaml")
-    cmd = [sys.executable, "-m", "rosetta", "train", "-c", str(params)]
-    last = tmp_path / "crashed" / "runs" / "train" / LAST
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=rosetta_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    cmd = rosetta_cli.command("train", "-c", str(params))
+    last = RunLayout.from_config(crashed).last_checkpoint
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=rosetta_cli.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 240
     while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -56,11 +56,11 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
     killed_at = killed["step"]
     assert 0 < killed_at < STEPS, "the run should have been killed mid-way"
 
-    resumed = subprocess.run(cmd, cwd=tmp_path, env=rosetta_env(), capture_output=True, text=True, timeout=240)
+    resumed = subprocess.run(cmd, cwd=tmp_path, env=rosetta_cli.env(), capture_output=True, text=True, timeout=240)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert f"resuming from {last} at step {killed_at}" in resumed.stdout
 
-    want = load_checkpoint(tmp_path / "reference" / "runs" / "train" / LAST)
+    want = load_checkpoint(RunLayout.from_config(reference).last_checkpoint)
     got = load_checkpoint(last)
     assert got["step"] == want["step"] == STEPS
     for key in ("model", "optimizer", "scheduler"):
@@ -71,11 +71,12 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
     assert got["state"]["run_id"] == killed["state"]["run_id"]
 
 
-def test_changed_params_start_a_new_run(tmp_path, monkeypatch, capsys):
+def test_changed_params_start_a_new_run(tmp_path, monkeypatch, capsys, tiny_data):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    data = tiny_data(tmp_path / "data")
-    run_training(tiny_config(tmp_path, f"data.root={data}", "train.max_steps=6"))
-    first = load_checkpoint(tmp_path / "runs" / "train" / LAST)
+    data = tiny_data
+    cfg = tiny_config(tmp_path, f"data.root={data}", "train.max_steps=6")
+    run_training(cfg)
+    first = load_checkpoint(RunLayout.from_config(cfg).last_checkpoint)
     again = run_training(tiny_config(tmp_path, f"data.root={data}", "train.max_steps=6", "train.log_every=2"))
     assert again.run_id == first["state"]["run_id"]  # operational settings resume (here: nothing left to do)
     changed = run_training(tiny_config(tmp_path, f"data.root={data}", "train.max_steps=6", "train.lr=1e-3"))

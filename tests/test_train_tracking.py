@@ -1,5 +1,6 @@
-"""MLflow: a tiny training plus evaluation leave one run holding params, provenance, step and benchmark
-metrics, artifacts and a loadable logged model, in a real sqlite store."""
+"""MLflow: a tiny training plus evaluation leave a training run holding the result params, provenance, step
+and benchmark metrics, artifacts and a loadable logged model, with the evaluation nested under it, in a real
+sqlite store."""
 from __future__ import annotations
 
 import json
@@ -7,11 +8,11 @@ import json
 import pytest
 import torch
 
-from rosetta.config import DataLayout
+from rosetta.config import DataLayout, RunLayout
 from rosetta.evaluate import evaluate_benchmarks
-from rosetta.train import RUN_JSON, run_training
-from rosetta.tracking import artifact_location, data_version
-from train_fixtures import tiny_config, tiny_data
+from rosetta.train import run_training
+from rosetta.tracking import TAG_PARENT, artifact_location, data_version, result_params
+from train_fixtures import tiny_config
 
 pytestmark = pytest.mark.slow
 
@@ -34,7 +35,7 @@ stages:
 """
 
 
-def test_training_and_evaluation_land_in_one_mlflow_run(tmp_path, monkeypatch):
+def test_training_and_evaluation_land_in_one_mlflow_run(tmp_path, monkeypatch, tiny_data):
     import mlflow
     from mlflow import MlflowClient
 
@@ -42,11 +43,11 @@ def test_training_and_evaluation_land_in_one_mlflow_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "dvc.lock").write_text(DVC_LOCK)
     assert data_version() == {"data/lmdb": "0123456789abcdef0123456789abcdef.dir"}
-    cfg = tiny_config(tmp_path, f"data.root={tiny_data(tmp_path / 'data')}", "train.log_model=true",
+    cfg = tiny_config(tmp_path, f"data.root={tiny_data}", "train.log_model=true",
                       "mlflow.experiment=tiny")
     result = run_training(cfg)
 
-    info = json.loads((tmp_path / "runs" / "train" / RUN_JSON).read_text())
+    info = json.loads(RunLayout.from_config(cfg).run_json.read_text())
     assert info["run_id"] == result.run_id
     assert info["tracking_uri"] == cfg.mlflow.tracking_uri
     assert info["experiment"] == "tiny"
@@ -62,25 +63,36 @@ def test_training_and_evaluation_land_in_one_mlflow_run(tmp_path, monkeypatch):
     run = client.get_run(result.run_id)
     assert run.info.status == "FINISHED"
     params = run.data.params
-    assert params["train.lr"] == "0.002" and params["model.backbone"] == "mobilenet_v3"
-    assert set(cfg.flat()) <= set(params)
+    assert params["train.lr"] == "0.002" and params["model.backbone.name"] == "MobileNetV3"
+    assert set(params) == set(result_params(cfg))
+    assert not {"prefect.mlflow_ui_url", "mlflow.run_name", "data.mjsynth.url", "train.out_dir"} & set(params)
     tags = run.data.tags
     assert tags["data_version.data/lmdb"] == "0123456789abcdef0123456789abcdef.dir"
     assert "data_version" in tags and "git_commit" in tags
     assert [m.step for m in client.get_metric_history(result.run_id, "loss")] == [3, 6, 9, 12]
     assert [m.step for m in client.get_metric_history(result.run_id, "val_accuracy")] == [6, 12]
-    for key in ("lr", "images_per_s", "val_norm_edit_dis"):
+    for key in ("lr", "train/throughput_img_s", "val_norm_edit_dis"):
         assert key in run.data.metrics
-    metrics = run.data.metrics
-    assert metrics["synth_test/accuracy"] == pytest.approx(summary["sets"]["synth_test"]["accuracy"])
+    assert all(m.value > 0 for m in client.get_metric_history(result.run_id, "lr"))  # the rate each step took
+    metrics = client.get_run(result.run_id).data.metrics
+    assert metrics["synth_test/accuracy"] == pytest.approx(summary["sets"]["synth_test"]["accuracy"], abs=1e-4)
     for key in ("synth_test/norm_edit_dis", "accuracy_total", "accuracy_mean", "norm_edit_dis_total",
-                "eval_images_per_s"):
+                "eval/throughput_img_s"):
         assert key in metrics
+    assert all(round(metrics[k], 4) == metrics[k] for k in ("synth_test/accuracy", "val_accuracy", "accuracy_total"))
+    # The pipeline's evaluation (given the run id) adds its line to the description at the top of the run page.
+    note = client.get_run(result.run_id).data.tags["mlflow.note.content"]
+    assert f"Benchmark accuracy: synth_test {summary['sets']['synth_test']['accuracy']:.4f}" in note
+    assert "Params that differ from the defaults: `model.backbone" not in note and "`train.max_steps=12`" in note
 
     artifacts = {a.path for a in client.list_artifacts(result.run_id)}
-    artifacts |= {a.path for d in ("checkpoints", "eval", "plots") for a in client.list_artifacts(result.run_id, d)}
+    artifacts |= {a.path for d in ("checkpoints", "config", "plots") for a in client.list_artifacts(result.run_id, d)}
     assert {"checkpoints/best.pt", "train_metrics.json", "curve.png", "plots/train_loss.csv",
-            "eval/metrics.json", "eval/metrics.md", "eval/gallery.png"} <= artifacts
+            "config/params.yaml"} <= artifacts
+    (evaluation,) = client.search_runs([exp.experiment_id], f"tags.`{TAG_PARENT}` = '{result.run_id}'")
+    assert evaluation.info.run_name == "evaluate synth_test" and "synth_test/accuracy" in evaluation.data.metrics
+    assert {a.path for a in client.list_artifacts(evaluation.info.run_id, "eval")} == {
+        "eval/metrics.json", "eval/metrics.md", "eval/gallery.png"}
 
     models = client.search_logged_models(experiment_ids=[exp.experiment_id])
     assert [(m.name, m.source_run_id) for m in models] == [("pytorch_model", result.run_id)]

@@ -5,8 +5,6 @@ Each measurement runs in a fresh process, so its peak memory (RSS) is its own.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import resource
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -15,8 +13,7 @@ from pathlib import Path
 
 import torch
 
-from rosetta.cliutil import add_config_args, config_from_args, run_guarded
-from rosetta.config import Config, DataLayout
+from rosetta.config import BACKBONE_PRESETS, Config, DataLayout
 from rosetta.errors import RosettaError
 
 MODES = ("synthetic", "loader", "loader_only")
@@ -50,25 +47,19 @@ def measure(cfg: Config, backbone: str, mode: str, batch_size: int, steps: int, 
     from dataclasses import replace
 
     from rosetta.charset import Charset
-    from rosetta.modeling import build_model
-    from rosetta.train import StepRunner, build_optimizer, resolve_device, use_cpu_fast_paths
+    from rosetta.optim import build_trainable
+    from rosetta.runtime import prepare_device
 
-    cfg = replace(cfg, model=replace(cfg.model, backbone=backbone))
+    cfg = replace(cfg, model=replace(cfg.model, backbone=BACKBONE_PRESETS[backbone]))
     workers = cfg.train.num_workers if mode != "synthetic" else 0
     torch.manual_seed(cfg.seed)
-    device = resolve_device(cfg.train.device)
-    if device.type == "cpu":
-        use_cpu_fast_paths(cfg.train.threads)
+    device = prepare_device(cfg.train)
     batches = (_synthetic_batches(cfg, batch_size) if mode == "synthetic"
                else _batches_from_loader(cfg, Path(data_dir), batch_size))
     step = None
     if mode != "loader_only":
-        model = build_model(cfg.model, Charset.from_config(cfg.charset).num_classes).to(device).train()
-        if cfg.train.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        scaler = torch.amp.GradScaler(device.type, enabled=cfg.train.precision == "fp16")
-        step = StepRunner(model, build_optimizer(cfg, model), scaler, device, cfg.train.precision, cfg.train.grad_clip,
-                          channels_last=cfg.train.channels_last)
+        step = build_trainable(cfg, Charset.from_config(cfg.charset).num_classes, device).step
+
     def run(source, n: int) -> float:
         start = time.perf_counter()
         for _ in range(n):
@@ -113,37 +104,3 @@ def format_row(r: dict) -> str:
             f"ms/img  peak RSS {r['peak_rss_mib']:.0f} MiB{workers}  [batch {r['batch_size']}, {r['threads']} threads, "
             f"{r['num_workers']} workers, {r['device']}]")
 
-
-def register(subparsers) -> None:
-    bench = subparsers.add_parser("bench", help="throughput benchmarks",
-                                  description="Throughput benchmarks of the configured pipeline.")
-    sub = bench.add_subparsers(dest="bench_command", required=True, metavar="COMMAND")
-    p = sub.add_parser(
-        "train", help="training images/s per backbone, with and without the data loader",
-        description="Training throughput (forward, CTC loss, backward, optimizer step) for each backbone: fed by "
-                    "synthetic tensors, by the LMDB loader (train.num_workers workers, train.threads threads), and "
-                    "the loader alone; with ms/image and peak RSS.")
-    p.add_argument("--backbones", nargs="+", default=["mobilenet_v3", "resnet34_vd"],
-                   choices=["mobilenet_v3", "resnet34_vd"])
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--steps", type=int, default=10, help="timed steps per measurement")
-    p.add_argument("--warmup", type=int, default=3, help="untimed steps first")
-    p.add_argument("--data", metavar="DIR", default=None,
-                   help="training LMDB(s) for the loader rows (default: the first source's train split)")
-    p.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
-    p.add_argument("--json", action="store_true", help="print the rows as JSON at the end")
-    add_config_args(p)
-    p.set_defaults(func=_bench_train_command)
-
-
-def _bench_train_command(args: argparse.Namespace) -> int:
-    def body() -> int:
-        if args.steps < 1 or args.batch_size < 1:
-            raise RosettaError("--steps and --batch-size must be at least 1")
-        rows = bench_train(config_from_args(args), args.backbones, args.batch_size, args.steps, args.warmup,
-                           Path(args.data) if args.data else None, tuple(args.modes))
-        if args.json:
-            print(json.dumps(rows, indent=2))
-        return 0
-
-    return run_guarded(body)

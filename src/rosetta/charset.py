@@ -1,4 +1,5 @@
-"""The character set, label encoding and greedy CTC decoding, exactly as PaddleOCR does them.
+"""The character set and label encoding, exactly as PaddleOCR does them (its greedy CTC decoding is
+``rosetta.postprocess.CTCLabelDecode``).
 
 Class 0 is the CTC blank; characters follow in dictionary order. The default alphabet is
 ``0-9a-z`` (36 characters) and folds labels to lower case; a PaddleOCR dictionary file (one
@@ -6,11 +7,9 @@ character per line) keeps case, and ``use_space`` appends a space as PaddleOCR's
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
-
-import numpy as np
 
 from rosetta.errors import RosettaError
 
@@ -26,6 +25,11 @@ class Charset:
     characters: str = DEFAULT_ALPHABET
     max_text_length: int = 25
     lowercase: bool = True  # PaddleOCR lowercases only for its built-in alphabet
+    # character -> class index, built once: normalize runs once per label of every dataset (millions)
+    _index: dict[str, int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_index", {c: i + 1 for i, c in enumerate(self.characters)})
 
     @classmethod
     def from_dict_file(cls, path: str | Path, use_space: bool = False, max_text_length: int = 25) -> "Charset":
@@ -63,10 +67,6 @@ class Charset:
     def num_classes(self) -> int:
         return len(self.characters) + 1  # + blank
 
-    @property
-    def _index(self) -> dict[str, int]:
-        return {c: i + 1 for i, c in enumerate(self.characters)}
-
     def normalize(self, label: str) -> str | None:
         """The label as the model is trained on it, or None when PaddleOCR would reject it.
 
@@ -96,26 +96,6 @@ class Charset:
 
     def decode_indices(self, indices: Sequence[int]) -> str:
         return "".join(self.characters[i - 1] for i in indices if 0 < i <= len(self.characters))
-
-    def ctc_decode(self, probs: np.ndarray) -> list[tuple[str, float]]:
-        """Greedy CTC over ``probs`` of shape (N, T, C): argmax, merge repeats, drop blanks.
-
-        Confidence is the mean of the kept steps' max probabilities (PaddleOCR's), 0.0 for none.
-        """
-        probs = np.asarray(probs)
-        if probs.ndim == 2:
-            probs = probs[None]
-        best = probs.argmax(axis=2)
-        best_p = probs.max(axis=2)
-        out: list[tuple[str, float]] = []
-        for idx, p in zip(best, best_p):
-            keep = np.ones(len(idx), dtype=bool)
-            keep[1:] = idx[1:] != idx[:-1]
-            keep &= idx != 0
-            text = self.decode_indices(idx[keep].tolist())
-            conf = float(p[keep].mean()) if keep.any() else 0.0
-            out.append((text, conf))
-        return out
 
     def to_dict(self) -> dict:
         return {"characters": self.characters, "max_text_length": self.max_text_length,

@@ -1,38 +1,26 @@
-"""Typed configuration loaded from ``params.yaml``, validated once at the edge.
+"""Typed configuration loaded from ``params.yaml``, validated once at the edge, and where runs keep files.
 
-``params.yaml`` is the single source of truth (DVC reads it too). ``load_config`` turns it, plus
-PaddleOCR-style ``-o section.key=value`` overrides, into frozen dataclasses; every unknown key,
-wrong type or impossible value ends in one ``ConfigError`` sentence that names the key.
+``params.yaml`` is the single source of truth (DVC reads it too). ``load_config`` turns it, or a profile
+overlaid on it, plus PaddleOCR-style ``-o section.key=value`` overrides, into the frozen dataclasses below
+(their defaults equal params.yaml's); every unknown key, wrong type or impossible value ends in one
+``ConfigError`` sentence that names the key (the reading itself is ``rosetta.params``).
+
+Longer than 400 lines because it is the whole params schema, one small dataclass per params.yaml section
+with its checks, plus the two layouts derived from it (``DataLayout``, ``RunLayout``): params.yaml reads
+against this one file.
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
-import types
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-import yaml
-
-from rosetta.errors import RosettaError
+from rosetta.params import ConfigError, apply_overrides, build, check, choice, read_params
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-
-
-class ConfigError(RosettaError, ValueError):
-    """A user-fixable problem in params.yaml or an override; the message is one sentence."""
-
-
-def _choice(key: str, value: Any, allowed: tuple) -> None:
-    if value not in allowed:
-        raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(str, allowed))}")
-
-
-def _check(cond: bool, key: str, value: Any, must: str) -> None:
-    if not cond:
-        raise ConfigError(f"{key}: {value!r} {must}")
 
 
 @dataclass(frozen=True)
@@ -42,33 +30,79 @@ class CharsetConfig:
     max_text_length: int = 25
 
     def validate(self, p: str) -> None:
-        _check(self.max_text_length >= 1, f"{p}.max_text_length", self.max_text_length, "must be at least 1")
+        check(self.max_text_length >= 1, f"{p}.max_text_length", self.max_text_length, "must be at least 1")
 
 
 @dataclass(frozen=True)
 class MobileNetV3Config:
+    """PaddleOCR's ``Backbone: {name: MobileNetV3, scale: 0.5, model_name: large}``."""
+
+    name: Literal["MobileNetV3"] = "MobileNetV3"
     model_name: Literal["large", "small"] = "large"
     scale: float = 0.5
 
+    @property
+    def key(self) -> str:
+        """The short name reports, registry tags and ``rosetta bench --backbones`` use."""
+        return "mobilenet_v3"
+
     def validate(self, p: str) -> None:
-        _choice(f"{p}.scale", self.scale, (0.35, 0.5, 0.75, 1.0, 1.25))
+        choice(f"{p}.scale", self.scale, (0.35, 0.5, 0.75, 1.0, 1.25))
+
+
+@dataclass(frozen=True)
+class ResNetConfig:
+    """PaddleOCR's ``Backbone: {name: ResNet, layers: 34}`` (``rec_resnet_vd.py``: ResNet-vd)."""
+
+    name: Literal["ResNet"] = "ResNet"
+    layers: Literal[34] = 34
+
+    @property
+    def key(self) -> str:
+        return f"resnet{self.layers}_vd"
+
+
+BackboneConfig = typing.Union[MobileNetV3Config, ResNetConfig]
+# Short names for a whole backbone mapping: ``-o model.backbone=resnet34_vd`` and ``rosetta bench --backbones``.
+BACKBONE_PRESETS: dict[str, BackboneConfig] = {"mobilenet_v3": MobileNetV3Config(), "resnet34_vd": ResNetConfig()}
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    backbone: Literal["resnet34_vd", "mobilenet_v3"] = "mobilenet_v3"
+    # A mapping told apart by ``name``, as PaddleOCR's ``Backbone:`` section, or a BACKBONE_PRESETS name.
+    backbone: BackboneConfig = field(default_factory=MobileNetV3Config)
     neck: Literal["reshape"] = "reshape"
     head: Literal["ctc"] = "ctc"
-    mobilenet_v3: MobileNetV3Config = field(default_factory=MobileNetV3Config)
     image_height: int = 32
     image_width: int = 100  # training width; inference accepts any width
     head_l2_decay: float = 4e-4
 
     def validate(self, p: str) -> None:
-        _check(self.image_height == 32, f"{p}.image_height", self.image_height,
+        check(self.image_height == 32, f"{p}.image_height", self.image_height,
                "must be 32 (the backbones reduce height 32 to 1)")
-        _check(self.image_width >= 8, f"{p}.image_width", self.image_width, "must be at least 8")
-        _check(self.head_l2_decay >= 0, f"{p}.head_l2_decay", self.head_l2_decay, "must be >= 0")
+        check(self.image_width >= 8, f"{p}.image_width", self.image_width, "must be at least 8")
+        check(self.head_l2_decay >= 0, f"{p}.head_l2_decay", self.head_l2_decay, "must be >= 0")
+
+
+@dataclass(frozen=True)
+class SynthEffects:
+    """Probability of each optional rendering step of rosetta.data.render (0 = never)."""
+
+    photo_background: float = 0.3  # a crop of a natural photograph under the text (else flat or ramped colour)
+    border: float = 0.075          # an outline around the strokes in a third colour
+    shadow: float = 0.075          # a blurred, offset copy of the text under it
+    curve: float = 0.05            # an arced or wavy baseline (CUTE80-like)
+    perspective: float = 0.125     # a strong projective distortion (IC15-like)
+    lighting: float = 0.15         # a brightness gradient across the image
+    occlusion: float = 0.04        # a bar or blob covering part of the word
+    blur: float = 0.1              # strong Gaussian or motion blur
+    low_resolution: float = 0.1    # down to 10-19 px high and back up, with harsher JPEG
+    invert: float = 0.2            # a negative of the whole picture: dark and light swap
+
+    def validate(self, p: str) -> None:
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            check(0 <= v <= 1, f"{p}.{f.name}", v, "must be a probability between 0 and 1")
 
 
 @dataclass(frozen=True)
@@ -79,20 +113,26 @@ class SynthConfig:
     vocabulary_size: int = 30000  # most frequent English words (wordfreq) to draw from
     numeric_fraction: float = 0.2  # share of samples that are digit strings or alphanumeric codes
     fonts_dirs: list[str] = field(default_factory=list)
+    font_packages: str = "packages/debian-fonts.txt"  # Debian font packages `make install` installs; "" = none
+    system_fonts: bool = False  # also every font under /usr/share/fonts (machine-dependent bytes)
+    effects: SynthEffects = field(default_factory=SynthEffects)
+    clean_fraction: float = 0.5  # share of words drawn plainly (no effect): the model learns glyphs from these first
     test_font_fraction: float = 0.25  # share of font families held out for the test split
     min_word_len: int = 1
     max_word_len: int = 12
 
     def validate(self, p: str) -> None:
         for k in ("train_size", "val_size", "test_size"):
-            _check(getattr(self, k) >= 1, f"{p}.{k}", getattr(self, k), "must be at least 1")
-        _check(self.vocabulary_size >= 100, f"{p}.vocabulary_size", self.vocabulary_size, "must be at least 100")
-        _check(0 <= self.numeric_fraction <= 1, f"{p}.numeric_fraction", self.numeric_fraction,
+            check(getattr(self, k) >= 1, f"{p}.{k}", getattr(self, k), "must be at least 1")
+        check(self.vocabulary_size >= 100, f"{p}.vocabulary_size", self.vocabulary_size, "must be at least 100")
+        check(0 <= self.numeric_fraction <= 1, f"{p}.numeric_fraction", self.numeric_fraction,
                "must be between 0 and 1")
-        _check(0 < self.test_font_fraction < 1, f"{p}.test_font_fraction", self.test_font_fraction,
+        check(0 < self.test_font_fraction < 1, f"{p}.test_font_fraction", self.test_font_fraction,
                "must be between 0 and 1")
-        _check(1 <= self.min_word_len <= self.max_word_len, f"{p}.min_word_len", self.min_word_len,
+        check(1 <= self.min_word_len <= self.max_word_len, f"{p}.min_word_len", self.min_word_len,
                "must be between 1 and max_word_len")
+        self.effects.validate(f"{p}.effects")
+        check(0 <= self.clean_fraction <= 1, f"{p}.clean_fraction", self.clean_fraction, "must be between 0 and 1")
 
 
 @dataclass(frozen=True)
@@ -113,15 +153,15 @@ class ValidationConfig:
     min_samples: int = 1
 
     def validate(self, p: str) -> None:
-        _check(0 <= self.max_undecodable_fraction <= 1, f"{p}.max_undecodable_fraction",
+        check(0 <= self.max_undecodable_fraction <= 1, f"{p}.max_undecodable_fraction",
                self.max_undecodable_fraction, "must be between 0 and 1")
-        _check(0 <= self.min_charset_conformity <= 1, f"{p}.min_charset_conformity",
+        check(0 <= self.min_charset_conformity <= 1, f"{p}.min_charset_conformity",
                self.min_charset_conformity, "must be between 0 and 1")
-        _check(self.min_height >= 1, f"{p}.min_height", self.min_height, "must be at least 1")
-        _check(self.max_aspect_ratio > 0, f"{p}.max_aspect_ratio", self.max_aspect_ratio, "must be > 0")
-        _check(0 <= self.min_shape_conformity <= 1, f"{p}.min_shape_conformity",
+        check(self.min_height >= 1, f"{p}.min_height", self.min_height, "must be at least 1")
+        check(self.max_aspect_ratio > 0, f"{p}.max_aspect_ratio", self.max_aspect_ratio, "must be > 0")
+        check(0 <= self.min_shape_conformity <= 1, f"{p}.min_shape_conformity",
                self.min_shape_conformity, "must be between 0 and 1")
-        _check(self.min_samples >= 0, f"{p}.min_samples", self.min_samples, "must be >= 0")
+        check(self.min_samples >= 0, f"{p}.min_samples", self.min_samples, "must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -137,31 +177,36 @@ class DataConfig:
         url="https://thor.robots.ox.ac.uk/~vgg/data/scenetext/SynthText.zip"))
     lmdb: SourceConfig = field(default_factory=SourceConfig)  # a folder of ready-made LMDBs, or an archive URL
     benchmarks: SourceConfig = field(default_factory=SourceConfig)  # empty = the synth test split
+    # A folder of real test sets (gt-file sets or LMDBs) outside the repository, relative to the project
+    # folder, scored beside data.benchmarks where it exists; empty = none.
+    real_benchmarks: str = "../shared/benchmarks"
     validation: ValidationConfig = field(default_factory=ValidationConfig)
 
     def validate(self, p: str) -> None:
-        _check(self.workers >= 0, f"{p}.workers", self.workers, "must be >= 0")
-        _check(len(self.sources) >= 1 and len(set(self.sources)) == len(self.sources), f"{p}.sources",
+        check(self.workers >= 0, f"{p}.workers", self.workers, "must be >= 0")
+        check(len(self.sources) >= 1 and len(set(self.sources)) == len(self.sources), f"{p}.sources",
                self.sources, "must list at least one source, each once")
         for name in self.sources:
             if name != "synth":
                 src = getattr(self, name)
-                _check(bool(src.url), f"{p}.{name}.url", src.url,
+                check(bool(src.url), f"{p}.{name}.url", src.url,
                        f"must name a URL or a local path when {p}.sources lists {name}")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    optimizer: Literal["adam", "adamw"] = "adam"
-    lr: float = 5e-4
+    # Defaults equal params.yaml's (the embedded CPU recipe; tests/test_config.py holds them together);
+    # PaddleOCR's recipe is in profiles/.
+    optimizer: Literal["adam", "adamw"] = "adamw"
+    lr: float = 2e-3
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    weight_decay: float = 0.0  # decoupled decay for AdamW (all params); Adam uses model.head_l2_decay
-    scheduler: Literal["constant", "cosine", "onecycle"] = "constant"
-    warmup_steps: int = 0
-    batch_size: int = 256
+    weight_decay: float = 0.01  # decoupled decay for AdamW (all params); Adam uses model.head_l2_decay
+    scheduler: Literal["constant", "cosine", "onecycle"] = "cosine"
+    warmup_steps: int = 300
+    batch_size: int = 16
     epochs: int = 72
-    max_steps: int = 0  # > 0 overrides epochs
-    grad_clip: float = 0.0  # 0 = off
+    max_steps: int = 2700  # > 0 overrides epochs
+    grad_clip: float = 5.0  # 0 = off
     shuffle: bool = True
     augment: bool = False
     mj_st_ratio: list[float] = field(default_factory=lambda: [0.5, 0.5])
@@ -169,37 +214,37 @@ class TrainConfig:
     compile: bool = False
     channels_last: bool = True  # NHWC activations: oneDNN's depthwise convolutions run much faster on CPU
     device: str = "auto"  # auto, cpu, cuda, cuda:N
-    nproc: int = 1  # > 1 launches torchrun with that many processes
-    num_workers: int = 2
-    threads: int = 0  # torch intra-op threads on CPU; 0 = leave torch's default
-    eval_every: int = 500
+    nproc: int = 2  # > 1 launches torchrun with that many processes
+    num_workers: int = 0
+    threads: int = 1  # torch intra-op threads on CPU; 0 = leave torch's default
+    eval_every: int = 450
     val_samples: int = 0  # validation samples scored every eval_every steps (evenly spaced); 0 = all
-    checkpoint_every: int = 500
+    checkpoint_every: int = 450
     log_every: int = 50
     max_bad_steps: int = 20  # consecutive non-finite losses before the run stops
     log_model: bool = True  # log the best model to MLflow (pytorch flavour) at the end
     out_dir: str = "runs/train"
 
     def validate(self, p: str) -> None:
-        _check(self.lr > 0, f"{p}.lr", self.lr, "must be > 0")
-        _check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), f"{p}.betas", self.betas,
+        check(self.lr > 0, f"{p}.lr", self.lr, "must be > 0")
+        check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), f"{p}.betas", self.betas,
                "must be two numbers in [0, 1)")
-        _check(self.batch_size >= 1, f"{p}.batch_size", self.batch_size, "must be at least 1")
-        _check(self.epochs >= 1 or self.max_steps >= 1, f"{p}.epochs", self.epochs,
+        check(self.batch_size >= 1, f"{p}.batch_size", self.batch_size, "must be at least 1")
+        check(self.epochs >= 1 or self.max_steps >= 1, f"{p}.epochs", self.epochs,
                "must be at least 1 unless max_steps is set")
-        _check(self.max_steps >= 0, f"{p}.max_steps", self.max_steps, "must be >= 0")
-        _check(self.warmup_steps >= 0, f"{p}.warmup_steps", self.warmup_steps, "must be >= 0")
-        _check(self.grad_clip >= 0, f"{p}.grad_clip", self.grad_clip, "must be >= 0")
-        _check(self.nproc >= 1, f"{p}.nproc", self.nproc, "must be at least 1")
-        _check(self.num_workers >= 0, f"{p}.num_workers", self.num_workers, "must be >= 0")
-        _check(len(self.mj_st_ratio) == 2 and all(r >= 0 for r in self.mj_st_ratio)
+        check(self.max_steps >= 0, f"{p}.max_steps", self.max_steps, "must be >= 0")
+        check(self.warmup_steps >= 0, f"{p}.warmup_steps", self.warmup_steps, "must be >= 0")
+        check(self.grad_clip >= 0, f"{p}.grad_clip", self.grad_clip, "must be >= 0")
+        check(self.nproc >= 1, f"{p}.nproc", self.nproc, "must be at least 1")
+        check(self.num_workers >= 0, f"{p}.num_workers", self.num_workers, "must be >= 0")
+        check(len(self.mj_st_ratio) == 2 and all(r >= 0 for r in self.mj_st_ratio)
                and sum(self.mj_st_ratio) > 0, f"{p}.mj_st_ratio", self.mj_st_ratio,
                "must be two non-negative weights, not both 0")
-        _check(self.val_samples >= 0, f"{p}.val_samples", self.val_samples, "must be >= 0")
-        _check(self.threads >= 0, f"{p}.threads", self.threads, "must be >= 0")
+        check(self.val_samples >= 0, f"{p}.val_samples", self.val_samples, "must be >= 0")
+        check(self.threads >= 0, f"{p}.threads", self.threads, "must be >= 0")
         for k in ("eval_every", "checkpoint_every", "log_every", "max_bad_steps"):
-            _check(getattr(self, k) >= 1, f"{p}.{k}", getattr(self, k), "must be at least 1")
-        _check(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
+            check(getattr(self, k) >= 1, f"{p}.{k}", getattr(self, k), "must be at least 1")
+        check(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
                f"{p}.device", self.device, "must be auto, cpu, cuda or cuda:N")
 
 
@@ -210,8 +255,8 @@ class EvalConfig:
     out_dir: str = "runs/eval"
 
     def validate(self, p: str) -> None:
-        _check(self.batch_size >= 1, f"{p}.batch_size", self.batch_size, "must be at least 1")
-        _check(self.gallery_size >= 0, f"{p}.gallery_size", self.gallery_size, "must be >= 0")
+        check(self.batch_size >= 1, f"{p}.batch_size", self.batch_size, "must be at least 1")
+        check(self.gallery_size >= 0, f"{p}.gallery_size", self.gallery_size, "must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -224,32 +269,36 @@ class ExportConfig:
     out_dir: str = "runs/export"
 
     def validate(self, p: str) -> None:
-        _check(self.opset >= 17, f"{p}.opset", self.opset, "must be at least 17")
-        _check(self.max_abs_diff > 0, f"{p}.max_abs_diff", self.max_abs_diff, "must be > 0")
-        _check(0 <= self.min_same_text <= 1, f"{p}.min_same_text", self.min_same_text,
+        check(self.opset >= 17, f"{p}.opset", self.opset, "must be at least 17")
+        check(self.max_abs_diff > 0, f"{p}.max_abs_diff", self.max_abs_diff, "must be > 0")
+        check(0 <= self.min_same_text <= 1, f"{p}.min_same_text", self.min_same_text,
                "must be between 0 and 1")
-        _check(self.parity_samples >= 1, f"{p}.parity_samples", self.parity_samples, "must be at least 1")
-        _check(self.batch_size >= 1, f"{p}.batch_size", self.batch_size, "must be at least 1")
+        check(self.parity_samples >= 1, f"{p}.parity_samples", self.parity_samples, "must be at least 1")
+        check(self.batch_size >= 1, f"{p}.batch_size", self.batch_size, "must be at least 1")
 
 
 @dataclass(frozen=True)
 class RegistryConfig:
     model_name: str = "rosetta"
-    metric: str = "accuracy_total"  # the benchmark score compared for promotion
+    # The benchmark score compared for promotion; auto = accuracy_real (the real sets' total) where the real
+    # benchmarks were scored, else accuracy_total.
+    metric: str = "auto"
     margin: float = 0.0  # a candidate must beat production by more than this
+    min_score: float = 0.3  # the absolute floor: below it no version is promoted, the first one included
     alias: str = "production"
     previous_alias: str = "previous"
     out_dir: str = "runs/register"
 
     def validate(self, p: str) -> None:
-        _check(bool(self.model_name), f"{p}.model_name", self.model_name, "must not be empty")
-        _check(bool(self.metric), f"{p}.metric", self.metric, "must name a benchmark metric")
-        _check(self.margin >= 0, f"{p}.margin", self.margin, "must be >= 0")
+        check(bool(self.model_name), f"{p}.model_name", self.model_name, "must not be empty")
+        check(bool(self.metric), f"{p}.metric", self.metric, "must name a benchmark metric")
+        check(self.margin >= 0, f"{p}.margin", self.margin, "must be >= 0")
+        check(math.isfinite(self.min_score), f"{p}.min_score", self.min_score, "must be a finite number")
         for k in ("alias", "previous_alias"):
             value = getattr(self, k)
-            _check(bool(value) and value.replace("_", "").replace("-", "").isalnum(), f"{p}.{k}", value,
+            check(bool(value) and value.replace("_", "").replace("-", "").isalnum(), f"{p}.{k}", value,
                    "must be a non-empty name of letters, digits, - and _")
-        _check(self.alias != self.previous_alias, f"{p}.previous_alias", self.previous_alias,
+        check(self.alias != self.previous_alias, f"{p}.previous_alias", self.previous_alias,
                "must differ from registry.alias")
 
 
@@ -260,8 +309,8 @@ class PrefectConfig:
     mlflow_ui_url: Optional[str] = "http://127.0.0.1:5000"  # where `mlflow ui` serves the store; null = no link
 
     def validate(self, p: str) -> None:
-        _check(self.data_retries >= 0, f"{p}.data_retries", self.data_retries, "must be >= 0")
-        _check(self.data_retry_delay_s >= 0, f"{p}.data_retry_delay_s", self.data_retry_delay_s, "must be >= 0")
+        check(self.data_retries >= 0, f"{p}.data_retries", self.data_retries, "must be >= 0")
+        check(self.data_retry_delay_s >= 0, f"{p}.data_retry_delay_s", self.data_retry_delay_s, "must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -308,128 +357,33 @@ class Config:
 # --------------------------------------------------------------------------- building
 
 
-def _type_name(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        return "one of " + ", ".join(map(str, typing.get_args(tp)))
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join("null" if a is type(None) else _type_name(a) for a in typing.get_args(tp))
-    if origin is list:
-        return f"a list of {_type_name(typing.get_args(tp)[0])}"
-    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(
-        tp, getattr(tp, "__name__", str(tp)))
-
-
-def _coerce(tp: Any, value: Any, key: str) -> Any:
-    origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping of settings, got {value!r}")
-        return _build(tp, value, key)
-    if origin is Literal:
-        _choice(key, value, typing.get_args(tp))
-        return value
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        for a in args:
-            if a is type(None):
-                continue
-            try:
-                return _coerce(a, value, key)
-            except ConfigError:
-                pass
-        raise ConfigError(f"{key}: {value!r} is not {_type_name(tp)}")
-    if origin is list:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: {value!r} is not {_type_name(tp)}")
-        (item,) = typing.get_args(tp)
-        return [_coerce(item, v, f"{key}[{i}]") for i, v in enumerate(value)]
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-    elif tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            # YAML 1.1 reads '1e-3' (no dot) as a string; accept it as the number it means.
-            try:
-                return float(value)
-            except ValueError:
-                pass
-    elif tp is str:
-        if isinstance(value, str):
-            return value
-    raise ConfigError(f"{key}: {value!r} is not {_type_name(tp)}")
-
-
-def _build(cls: type, data: dict, prefix: str) -> Any:
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    for k in data:
-        if k not in names:
-            where = f"{prefix}.{k}" if prefix else str(k)
-            raise ConfigError(f"{where}: unknown key (known keys: {', '.join(sorted(names))})")
-    kwargs = {k: _coerce(hints[k], v, f"{prefix}.{k}" if prefix else k) for k, v in data.items()}
-    obj = cls(**kwargs)
-    if hasattr(obj, "validate"):
-        obj.validate(prefix)
-    return obj
-
-
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """``a.b=c`` -> (["a", "b"], c), the value read as YAML (so 1e-3, true, [1, 2] work)."""
-    if "=" not in text:
-        raise ConfigError(f"override {text!r} must look like section.key=value")
-    key, raw = text.split("=", 1)
-    parts = key.strip().split(".")
-    if not all(parts):
-        raise ConfigError(f"override {text!r} must look like section.key=value")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        value = raw
-    return parts, value
-
-
-def apply_overrides(data: dict, overrides: list[str]) -> dict:
-    for text in overrides or []:
-        parts, value = parse_override(text)
-        node = data
-        for part in parts[:-1]:
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            if not isinstance(child, dict):
-                raise ConfigError(f"{'.'.join(parts)}: {part} is a value, not a section")
-            node = child
-        node[parts[-1]] = value
-    return data
+def _expand_backbone_preset(data: dict) -> None:
+    """``model.backbone: resnet34_vd`` (a BACKBONE_PRESETS name) stands for that preset's whole mapping."""
+    model = data.get("model")
+    backbone = model.get("backbone") if isinstance(model, dict) else None
+    if isinstance(backbone, str):
+        if backbone not in BACKBONE_PRESETS:
+            raise ConfigError(f"model.backbone: {backbone!r} is not one of {', '.join(BACKBONE_PRESETS)}, nor a "
+                              "mapping with a name (MobileNetV3, ResNet)")
+        data["model"] = {**model, "backbone": dataclasses.asdict(BACKBONE_PRESETS[backbone])}
 
 
 def config_from_dict(data: dict, overrides: list[str] | None = None) -> Config:
-    data = apply_overrides(dict(data or {}), overrides or [])
-    return _build(Config, data, "")
+    data = dict(data or {})
+    _expand_backbone_preset(data)
+    for override in overrides or []:  # one by one: -o model.backbone=resnet34_vd -o model.backbone.layers=34
+        apply_overrides(data, [override])
+        _expand_backbone_preset(data)
+    return build(Config, data)
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Read ``path`` (default: params.yaml in the working directory, else the project's)."""
+    """Read ``path`` (default: params.yaml in the working directory, else the project's), then apply
+    ``overrides``. A file with a top-level ``base:`` is an overlay (the profiles): only the keys it holds
+    change the file ``base`` names, relative to the overlay (``rosetta.params.read_params``)."""
     if path is None:
         path = Path("params.yaml") if Path("params.yaml").exists() else PROJECT_ROOT / "params.yaml"
-    path = Path(path)
-    if not path.exists():
-        raise ConfigError(f"{path}: configuration file not found; pass -c with the path to a params.yaml")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of sections at the top level")
-    return config_from_dict(copy.deepcopy(data), overrides)
+    return config_from_dict(read_params(Path(path)), overrides)
 
 
 def project_path(p: str | Path, root: Path | None = None) -> Path:
@@ -455,11 +409,107 @@ class DataLayout:
         """LMDBs of one source: ``train/``, ``val/`` and (where the source has one) ``test/``."""
         return self.root / "lmdb" / source
 
+    def validation_splits(self, sources: list[str]) -> list[Path]:
+        """The ``val/`` LMDB folder of each source that has one, in ``sources`` order."""
+        return [self.lmdb(s) / "val" for s in sources if (self.lmdb(s) / "val").is_dir()]
+
     @property
     def benchmarks(self) -> Path:
         """One LMDB per evaluation set, named by its folder."""
         return self.root / "lmdb" / "benchmarks"
 
     @property
+    def real_manifest(self) -> Path:
+        """The fingerprint of the data.real_benchmarks sets, rewritten on every ``dvc repro``."""
+        return self.root / "real" / "manifest.json"
+
+    @property
+    def real_benchmarks(self) -> Path:
+        """The data.real_benchmarks sets converted, one LMDB per set, beside a copy of the manifest."""
+        return self.root / "real" / "lmdb"
+
+    @property
     def reports(self) -> Path:
         return self.root / "reports"
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """Where the model stages write, below the ``<stage>.out_dir`` params: the one home of these file names.
+    Stages, the flow, the CLI and the tests take paths from here; ``dvc.yaml`` names the same files for the
+    default params, and a test holds the two together."""
+
+    train: Path
+    eval: Path
+    export: Path
+    register: Path
+
+    @classmethod
+    def from_config(cls, cfg: Config, root: Path | None = None) -> "RunLayout":
+        return cls(project_path(cfg.train.out_dir, root), project_path(cfg.eval.out_dir, root),
+                   project_path(cfg.export.out_dir, root), project_path(cfg.registry.out_dir, root))
+
+    # train: the best inference checkpoint, the resumable training state, the MLflow run record, metrics, plots
+    @property
+    def best_checkpoint(self) -> Path:
+        return self.train / "best.pt"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.train / "checkpoints"
+
+    @property
+    def last_checkpoint(self) -> Path:
+        return self.checkpoints / "last.pt"
+
+    @property
+    def run_json(self) -> Path:
+        return self.train / "run.json"
+
+    @property
+    def train_metrics(self) -> Path:
+        return self.train / "train_metrics.json"
+
+    @property
+    def loss_csv(self) -> Path:
+        return self.train / "plots" / "train_loss.csv"
+
+    @property
+    def val_csv(self) -> Path:
+        return self.train / "plots" / "val_accuracy.csv"
+
+    @property
+    def curve_png(self) -> Path:
+        return self.train / "curve.png"
+
+    # evaluate: benchmark metrics (a DVC metric), their Markdown table, the gallery of mistakes
+    @staticmethod
+    def eval_files(folder: str | Path) -> tuple[Path, Path, Path]:
+        """(metrics.json, metrics.md, gallery.png) in an evaluation folder: ``eval.out_dir``, or ``--out``."""
+        folder = Path(folder)
+        return folder / "metrics.json", folder / "metrics.md", folder / "gallery.png"
+
+    @property
+    def eval_metrics(self) -> Path:
+        return self.eval_files(self.eval)[0]
+
+    @property
+    def eval_table(self) -> Path:
+        return self.eval_files(self.eval)[1]
+
+    @property
+    def gallery_png(self) -> Path:
+        return self.eval_files(self.eval)[2]
+
+    # export and register
+    @property
+    def onnx(self) -> Path:
+        return self.export / "model.onnx"
+
+    @property
+    def parity(self) -> Path:
+        return self.export / "parity.json"
+
+    @property
+    def decision(self) -> Path:
+        return self.register / "decision.json"

@@ -1,135 +1,202 @@
 """Benchmark evaluation: every LMDB below a folder is one set, scored with PaddleOCR's RecMetric; the
-results go to a JSON (DVC metrics), a Markdown table, a gallery of the worst mistakes and, given a run
-id, into that MLflow run. The metric arithmetic lives in ``rosetta.metrics``.
+results go to a JSON (DVC metrics), a Markdown table, a gallery of the worst mistakes and MLflow, as a run
+nested under the model's training run. The metric arithmetic lives in ``rosetta.metrics``.
 """
 from __future__ import annotations
 
-import argparse
-import json
+import contextlib
+import itertools
+import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rosetta.charset import Charset
-from rosetta.cliutil import add_config_args, config_from_args, run_guarded
-from rosetta.config import Config, DataLayout, project_path
+from rosetta.config import Config, DataLayout, RunLayout
+from rosetta.data.benchmarks import benchmark_lmdbs, real_lmdbs
 from rosetta.data.dataset import LmdbDataset
 from rosetta.data.loader import EvalSet, eval_loader
 from rosetta.errors import RosettaError
-from rosetta.inference import ProbsFn, load_recognizer
-from rosetta.metrics import SetMetrics, flat_metrics, score_sample, set_metrics, summarize
+from rosetta.fsutil import write_json
+from rosetta.inference import ProbsFn
+from rosetta.metrics import SampleScore, SetMetrics, flat_metrics, score_sample, set_metrics, summarize
 from rosetta.plots import Mistake, mistakes_gallery
+from rosetta.postprocess import CTCLabelDecode
+from rosetta.predict import load_recognizer
+from rosetta.runtime import prepare_device
 
-METRICS_JSON = "metrics.json"
-METRICS_MD = "metrics.md"
-GALLERY_PNG = "gallery.png"
 
 
 def predict_dataset(probs_fn: ProbsFn, dataset, charset: Charset, batch_size: int, height: int = 32,
-                    width: int = 100) -> list[tuple[str, float]]:
+                    width: int = 100) -> list[tuple[str, float] | None]:
     """``(text, confidence)`` for every sample of a ``(PIL image, label)`` dataset, in order, at the fixed
-    training width as PaddleOCR's eval does (not predict_rec.py's widest-ratio batches)."""
-    out: list[tuple[str, float]] = []
-    for images, _ in eval_loader(EvalSet(dataset, height, width), batch_size):
-        out += charset.ctc_decode(probs_fn(images.numpy()))
+    training width as PaddleOCR's eval does (not predict_rec.py's widest-ratio batches); None for a sample
+    whose image the dataset gives as None (it does not decode)."""
+    out: list[tuple[str, float] | None] = []
+    for images, _, readable in eval_loader(EvalSet(dataset, height, width), batch_size):
+        texts = CTCLabelDecode(charset)(probs_fn(images.numpy()))
+        out += [p if ok else None for p, ok in zip(texts, readable.tolist())]
     return out
 
 
+@dataclass
+class _Scored:
+    """Every sample of the evaluated sets, in order: where it comes from, its prediction and its score."""
+
+    samples: list[tuple[LmdbDataset, int]] = field(default_factory=list)
+    preds: list[tuple[str, float] | None] = field(default_factory=list)
+    scores: list[SampleScore] = field(default_factory=list)
+    per_set: dict[str, SetMetrics] = field(default_factory=dict)
+    unreadable: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0  # spent reading images and running the model (not converting gt-file sets)
+
+
+def _score_folder(scored: _Scored, recognizer, lmdbs: Path, batch_size: int, shown_as: Path) -> list[str]:
+    """Score every set below ``lmdbs`` into ``scored``; returns the names of its sets."""
+    # Never a substitute for an image that does not decode: it counts as a wrong reading of its own sample.
+    dataset = LmdbDataset(lmdbs, recognizer.charset, substitute_bad_images=False)
+    if len(dataset) == 0:
+        raise RosettaError(f"{shown_as}: no sample survives the charset's label rules; nothing to evaluate")
+    start = time.perf_counter()
+    preds = predict_dataset(recognizer.probs_fn, dataset, recognizer.charset, batch_size, recognizer.height,
+                            recognizer.base_width)
+    scored.seconds += time.perf_counter() - start
+    names = []
+    for s in dataset.sets:
+        if not s.num_kept:
+            continue
+        if s.name in scored.per_set:
+            raise RosettaError(f"benchmark set {s.name} is in {shown_as} and in another evaluated folder; keep it "
+                               "in one (data.benchmarks or data.real_benchmarks)")
+        part = preds[s.offset:s.offset + s.num_kept]
+        scores = [score_sample(p[0] if p else "", t)
+                  for p, t in zip(part, dataset.labels[s.offset:s.offset + s.num_kept])]
+        scored.per_set[s.name] = set_metrics(scores)
+        if part.count(None):
+            scored.unreadable[s.name] = part.count(None)
+        scored.samples += [(dataset, i) for i in range(s.offset, s.offset + s.num_kept)]
+        scored.preds += part
+        scored.scores += scores
+        names.append(s.name)
+    return names
+
+
 def evaluate_benchmarks(checkpoint: Path, data_dir: Path, cfg: Config, out_dir: Path | None = None,
-                        run_id: str | None = None) -> dict:
-    """Score ``checkpoint`` (a ``.pt`` or an exported ``.onnx``) on every LMDB below ``data_dir``.
+                        run_id: str | None = None, real_dir: Path | None = None) -> dict:
+    """Score ``checkpoint`` (a ``.pt`` or an exported ``.onnx``) on every benchmark set below ``data_dir``
+    and, given ``real_dir``, below it too as the real benchmark sets. A folder of gt-file sets is converted
+    to LMDBs on the way (``benchmark_lmdbs``).
 
     Returns the metrics: ``sets`` (per set: accuracy, norm_edit_dis, count), ``accuracy_total``
     (sample-weighted), ``accuracy_mean`` (mean of the sets), ``norm_edit_dis_total``, ``count_total``,
-    ``accuracy_total7`` (DTRB's seven sets, when all are present) and ``images_per_s``. With ``out_dir``
-    writes metrics.json, metrics.md and gallery.png there; with ``run_id`` logs them into that MLflow run.
-    """
-    from rosetta.train import resolve_device, use_cpu_fast_paths
+    ``accuracy_total7`` (DTRB's seven sets, when all are present), with ``real_dir`` ``accuracy_real``,
+    ``norm_edit_dis_real``, ``count_real`` and ``real_sets``, ``unreadable`` (per set, images that do not
+    decode, scored as wrong) when there are any, and ``images_per_s``. With ``out_dir`` writes metrics.json,
+    metrics.md and gallery.png there.
 
-    device = resolve_device(cfg.train.device)
-    if device.type == "cpu":
-        use_cpu_fast_paths(cfg.train.threads)
+    The results are logged into MLflow as a nested run ``evaluate <sets>`` of the training run: ``run_id``,
+    else the run the model file names (``rosetta.tracking.parent_run``); the training run gets each set's
+    metrics beside, and with ``run_id`` (the pipeline's own evaluation) the totals and a line in its description.
+    """
+    from rosetta.tracking import parent_run
+
+    parent = parent_run(cfg, checkpoint, run_id)
+    device = prepare_device(cfg.train)
     recognizer = load_recognizer(checkpoint, str(device), batch_size=cfg.eval.batch_size)
-    dataset = LmdbDataset(data_dir, recognizer.charset)
-    if len(dataset) == 0:
-        raise RosettaError(f"{data_dir}: no sample survives the charset's label rules; nothing to evaluate")
-    start = time.perf_counter()
-    preds = predict_dataset(recognizer.probs_fn, dataset, recognizer.charset, cfg.eval.batch_size,
-                            recognizer.height, recognizer.base_width)
-    seconds = time.perf_counter() - start
-    scores = [score_sample(p, t) for (p, _), t in zip(preds, dataset.labels)]
-    per_set: dict[str, SetMetrics] = {
-        s.name: set_metrics(scores[s.offset:s.offset + s.num_kept]) for s in dataset.sets if s.num_kept}
-    summary = summarize(per_set)
-    summary["images_per_s"] = len(dataset) / seconds
-    if out_dir is not None:
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / METRICS_JSON).write_text(json.dumps(summary, indent=2) + "\n")
-        (out_dir / METRICS_MD).write_text(markdown_table(summary))
-        worst = worst_mistakes(preds, scores, cfg.eval.gallery_size)
-        mistakes_gallery([Mistake(dataset[i][0], dataset.labels[i], preds[i][0], preds[i][1], dataset.set_of(i))
-                          for i in worst], out_dir / GALLERY_PNG)
-    if run_id is not None:
-        _log_to_run(cfg, run_id, summary, out_dir)
+    scored = _Scored()
+    real: list[str] = []
+    with contextlib.ExitStack() as stack:
+        for folder, is_real in ((data_dir, False), (real_dir, True)):
+            if folder is not None:
+                lmdbs = stack.enter_context(benchmark_lmdbs(folder, cfg.data.workers))
+                names = _score_folder(scored, recognizer, lmdbs, cfg.eval.batch_size, Path(folder))
+                real += names if is_real else []
+        summary = summarize(scored.per_set, real)
+        if scored.unreadable:
+            summary["unreadable"] = scored.unreadable
+        summary["images_per_s"] = len(scored.preds) / scored.seconds
+        if out_dir is None and parent is not None:  # the files go to MLflow all the same
+            out_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="rosetta-eval-")))
+        if out_dir is not None:
+            metrics_json, metrics_md, gallery_png = RunLayout.eval_files(out_dir)
+            metrics_json.parent.mkdir(parents=True, exist_ok=True)
+            write_json(metrics_json, summary)
+            metrics_md.write_text(markdown_table(summary))
+            set_names = [dataset.set_of(index) for dataset, index in scored.samples]
+            mistakes = []
+            for i in worst_mistakes(scored.preds, scored.scores, set_names, cfg.eval.gallery_size):
+                dataset, index = scored.samples[i]
+                text, confidence = scored.preds[i]
+                mistakes.append(Mistake(dataset[index][0], dataset.labels[index], text, confidence, set_names[i]))
+            mistakes_gallery(mistakes, gallery_png, title=gallery_title(summary))
+        if parent is not None:
+            _log_evaluation(cfg, parent, summary, out_dir, Path(checkpoint), headline=run_id is not None)
     return summary
 
 
-def worst_mistakes(preds: list[tuple[str, float]], scores, limit: int) -> list[int]:
-    """Indices of wrong predictions, farthest from the truth first, then the most confident."""
-    wrong = [i for i, s in enumerate(scores) if not s.correct]
-    wrong.sort(key=lambda i: (-scores[i].edit_distance, -preds[i][1]))
-    return wrong[:limit]
+def worst_mistakes(preds: list[tuple[str, float] | None], scores: list[SampleScore], set_names: list[str],
+                   limit: int) -> list[int]:
+    """Indices of wrong readings (of images that decode), farthest from the truth first, then the most
+    confident, taken from each set in turn so that every set with mistakes shows."""
+    by_set: dict[str, list[int]] = {}
+    for i, (pred, score) in enumerate(zip(preds, scores)):
+        if pred is not None and not score.correct:
+            by_set.setdefault(set_names[i], []).append(i)
+    for wrong in by_set.values():
+        wrong.sort(key=lambda i: (-scores[i].edit_distance, -preds[i][1]))
+    picked = [i for rank in itertools.zip_longest(*by_set.values()) for i in rank if i is not None]
+    return picked[:limit]
+
+
+def gallery_title(summary: dict) -> str:
+    """Each set's accuracy in one line (and the real sets' total), above the gallery."""
+    parts = [f"{name} {m['accuracy']:.3f}" for name, m in summary["sets"].items()]
+    if "accuracy_real" in summary:
+        parts.append(f"real total {summary['accuracy_real']:.3f}")
+    return "accuracy: " + ", ".join(parts)
 
 
 def markdown_table(summary: dict) -> str:
+    """The metrics as a Markdown table; accuracy a fraction (0-1) with 4 decimals, as in MLflow and DVC."""
     lines = ["| set | count | accuracy | norm_edit_dis |", "|---|---:|---:|---:|"]
     for name, m in summary["sets"].items():
-        lines.append(f"| {name} | {m['count']} | {100 * m['accuracy']:.2f} % | {m['norm_edit_dis']:.4f} |")
-    lines.append(f"| **total** (sample-weighted) | {summary['count_total']} | {100 * summary['accuracy_total']:.2f} % "
+        lines.append(f"| {name} | {m['count']} | {m['accuracy']:.4f} | {m['norm_edit_dis']:.4f} |")
+    lines.append(f"| **total** (sample-weighted) | {summary['count_total']} | {summary['accuracy_total']:.4f} "
                  f"| {summary['norm_edit_dis_total']:.4f} |")
-    lines.append(f"| **mean** of the sets | | {100 * summary['accuracy_mean']:.2f} % | |")
+    lines.append(f"| **mean** of the sets | | {summary['accuracy_mean']:.4f} | |")
     if "accuracy_total7" in summary:
-        lines.append(f"| **total of DTRB's 7 sets** | | {100 * summary['accuracy_total7']:.2f} % | |")
-    return "\n".join(lines) + f"\n\n{summary['images_per_s']:.0f} images/s\n"
+        lines.append(f"| **total of DTRB's 7 sets** | | {summary['accuracy_total7']:.4f} | |")
+    if "accuracy_real" in summary:
+        lines.append(f"| **real total** ({', '.join(summary['real_sets'])}) | {summary['count_real']} | "
+                     f"{summary['accuracy_real']:.4f} | {summary['norm_edit_dis_real']:.4f} |")
+    notes = [f"{n} images of {name} do not decode: scored as wrong"
+             for name, n in summary.get("unreadable", {}).items()]
+    return "\n".join(lines + [""] + notes + [f"{summary['images_per_s']:.0f} images/s"]) + "\n"
 
 
-def _log_to_run(cfg: Config, run_id: str, summary: dict, out_dir: Path | None) -> None:
-    from rosetta.tracking import Tracker
-
-    tracker = Tracker(cfg, run_id)
-    tracker.log_metrics(flat_metrics(summary))
-    if out_dir is not None:
-        for name in (METRICS_JSON, METRICS_MD, GALLERY_PNG):
-            tracker.log_artifact(Path(out_dir) / name, "eval")
-    tracker.end()
+def pipeline_benchmarks(cfg: Config) -> tuple[Path, Path | None]:
+    """What the pipeline scores: the data.benchmarks LMDBs, and the data.real_benchmarks sets where the
+    ``convert_real`` stage found and converted some (else None)."""
+    layout = DataLayout.from_config(cfg)
+    return layout.benchmarks, real_lmdbs(layout.real_benchmarks)
 
 
-def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "evaluate", help="score a model on benchmark LMDBs",
-        description="Score a checkpoint (.pt) or an exported model (.onnx) on every LMDB below DIR (each is one "
-                    "set, named by its folder): accuracy and norm_edit_dis per set (PaddleOCR's RecMetric), the "
-                    "sample-weighted total, the mean of the sets and, with all of DTRB's seven sets, their total.")
-    p.add_argument("--model", metavar="CHECKPOINT", default=None,
-                   help="checkpoint or .onnx file (default: <train.out_dir>/best.pt)")
-    p.add_argument("--data", metavar="DIR", default=None,
-                   help="folder of benchmark LMDBs (default: <data.root>/lmdb/benchmarks)")
-    p.add_argument("--out", metavar="DIR", default=None,
-                   help="also write metrics.json, metrics.md and gallery.png there")
-    p.add_argument("--run-id", default=None, help="log the metrics into this MLflow run")
-    p.add_argument("--json", action="store_true", help="print the metrics as JSON")
-    add_config_args(p)
-    p.set_defaults(func=_evaluate_command)
+def _log_evaluation(cfg: Config, parent: str, summary: dict, out_dir: Path, model: Path, headline: bool) -> None:
+    """A nested run of training run ``parent`` holding every metric and the files; ``parent`` gets each set's
+    metrics (a set's name says what was scored) and, when ``headline``, the totals and its description line."""
+    from rosetta.tracking import Tracker, benchmark_description
 
-
-def _evaluate_command(args: argparse.Namespace) -> int:
-    def body() -> int:
-        cfg = config_from_args(args)
-        model = Path(args.model) if args.model else project_path(cfg.train.out_dir) / "best.pt"
-        data = Path(args.data) if args.data else DataLayout.from_config(cfg).benchmarks
-        summary = evaluate_benchmarks(model, data, cfg, Path(args.out) if args.out else None, args.run_id)
-        print(json.dumps(summary, indent=2) if args.json else markdown_table(summary), end="" if not args.json else "\n")
-        return 0
-
-    return run_guarded(body)
+    flat = flat_metrics(summary)
+    sets = ", ".join(summary["sets"])
+    child = Tracker(cfg, name=f"evaluate {sets if len(sets) <= 60 else sets[:57] + '...'}", parent_id=parent,
+                    tags={"model_file": str(model)})
+    child.log_metrics(flat)
+    for path in RunLayout.eval_files(out_dir):
+        child.log_artifact(path, "eval")
+    child.end()
+    training = Tracker(cfg, parent, reopen=False)
+    per_set = tuple(f"{name}/" for name in summary["sets"])
+    training.log_metrics({k: v for k, v in flat.items() if headline or k.startswith(per_set)})
+    if headline:
+        training.add_to_description(benchmark_description(summary))
 

@@ -7,7 +7,6 @@ is deleted, so an ``.onnx`` at the output path has always passed.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import warnings
@@ -20,12 +19,13 @@ import torch
 from PIL import Image
 
 from rosetta.charset import Charset
-from rosetta.cliutil import add_config_args, config_from_args, run_guarded
-from rosetta.config import Config, DataLayout, ExportConfig, ModelConfig, project_path
+from rosetta.config import Config, DataLayout, ExportConfig, ModelConfig
 from rosetta.errors import RosettaError
+from rosetta.fsutil import write_json
 from rosetta.inference import ProbsFn, Recognizer, torch_probs_fn
 from rosetta.onnx_runtime import (INPUT_NAME, META_CHARSET, META_MODEL, META_PREPROCESS, OUTPUT_NAME,
                                   onnx_session, ort_probs_fn, preprocess_spec, session_metadata)
+from rosetta.postprocess import CTCLabelDecode
 
 MIN_OPSET = 17
 
@@ -41,6 +41,7 @@ class ParityReport:
     same_text: float = float("nan")
     batch_widths: list[int] = field(default_factory=list)
     opset: int | None = None
+    provider: str | None = None  # the ONNX Runtime execution provider that ran the file
     limits: dict = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
 
@@ -61,13 +62,15 @@ class ParityReport:
         return head + ("" if self.passed else "; FAILED: " + "; ".join(self.failures))
 
 
-def metadata_props(charset: Charset, model_cfg: ModelConfig, source: str = "") -> dict[str, str]:
-    """What a runtime needs besides the graph: the charset, the preprocessing and the model's outline."""
-    model = {"algorithm": "Rosetta", "backbone": model_cfg.backbone, "neck": model_cfg.neck,
+def metadata_props(charset: Charset, model_cfg: ModelConfig, source: str = "",
+                   run_id: str | None = None) -> dict[str, str]:
+    """What a runtime needs besides the graph: the charset, the preprocessing and the model's outline, with
+    the MLflow training run (``run_id``) that results about the file nest under."""
+    model = {"algorithm": "Rosetta", "backbone": model_cfg.backbone.key, "neck": model_cfg.neck,
              "head": model_cfg.head, "num_classes": charset.num_classes, "blank": 0,
              "output": "softmax probabilities [batch, T, classes]",
              "postprocess": "greedy CTC: argmax, merge repeats, drop blank; confidence = mean kept max prob",
-             "source": source}
+             "source": source, "run_id": run_id}
     return {META_CHARSET: json.dumps(charset.to_dict()),
             META_PREPROCESS: json.dumps(preprocess_spec(model_cfg.image_height, model_cfg.image_width)),
             META_MODEL: json.dumps(model)}
@@ -150,8 +153,8 @@ def compare(torch_fn: ProbsFn, onnx_fn: ProbsFn, recognizer: Recognizer,
             return float("inf"), 0.0, widths + [batch.shape[3]]
         widths.append(int(batch.shape[3]))
         max_diff = max(max_diff, float(np.abs(p_torch - p_onnx).max()))
-        texts_torch = recognizer.charset.ctc_decode(p_torch)
-        texts_onnx = recognizer.charset.ctc_decode(p_onnx)
+        decode = CTCLabelDecode(recognizer.charset)
+        texts_torch, texts_onnx = decode(p_torch), decode(p_onnx)
         same += sum(a[0] == b[0] for a, b in zip(texts_torch, texts_onnx))
     return max_diff, same / max(1, len(images)), widths
 
@@ -168,6 +171,7 @@ def parity_gate(onnx_path: Path, model: torch.nn.Module, charset: Charset, model
     try:
         session = onnx_session(onnx_path)
         session_metadata(session, onnx_path)
+        report.provider = session.get_providers()[0]
     except RosettaError as exc:
         report.failures.append(str(exc))
         return report
@@ -188,17 +192,26 @@ def parity_gate(onnx_path: Path, model: torch.nn.Module, charset: Charset, model
 def validation_dir(cfg: Config) -> Path:
     """The validation split of the first training source that has one."""
     layout = DataLayout.from_config(cfg)
-    for source in cfg.data.sources:
-        if (layout.lmdb(source) / "val").is_dir():
-            return layout.lmdb(source) / "val"
+    splits = layout.validation_splits(cfg.data.sources)
+    if splits:
+        return splits[0]
     raise ExportError(f"{layout.lmdb(cfg.data.sources[0]) / 'val'}: no validation split for the parity gate; "
                       "run `dvc repro validate` first")
 
 
-def default_paths(cfg: Config) -> tuple[Path, Path]:
-    """(model.onnx, parity.json) under ``export.out_dir``: what the DVC stage and the flow write."""
-    out_dir = project_path(cfg.export.out_dir)
-    return out_dir / "model.onnx", out_dir / "parity.json"
+def _log_export(cfg: Config, checkpoint: str | Path, report: ParityReport, out: Path) -> None:
+    """The gate's figures and report as a run ``export`` nested under the checkpoint's training run, failed
+    when the gate failed; nothing when the checkpoint names no run the store holds."""
+    from rosetta.tracking import Tracker, parent_run
+
+    parent = parent_run(cfg, checkpoint)
+    if parent is None:
+        return
+    run = Tracker(cfg, name="export", parent_id=parent, tags={"onnx_file": str(out)})
+    run.log_metrics({f"parity/{k}": v for k, v in (("max_abs_diff", report.max_abs_diff),
+                                                    ("same_text", report.same_text)) if np.isfinite(v)})
+    run.client.log_dict(run.run_id, report.to_dict(), "export/parity.json")
+    run.end("FINISHED" if report.passed else "FAILED")
 
 
 def export_checkpoint(checkpoint: str | Path, out: str | Path, cfg: Config, parity_json: str | Path | None = None,
@@ -207,8 +220,10 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, cfg: Config, pari
 
     The model, charset and image size come from the checkpoint; the gate's settings and the
     validation data from ``cfg``. Raises ``ExportError`` (and leaves no ``out``) when the gate fails.
+    The file names the checkpoint's MLflow training run, and the gate is logged as a run nested under it.
     """
     from rosetta.checkpoint import load_for_inference
+    from rosetta.tracking import training_run_of
 
     out = Path(out)
     if out.suffix.lower() != ".onnx":
@@ -220,11 +235,13 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, cfg: Config, pari
     out.unlink(missing_ok=True)  # an older file would look like this export's result
     tmp = out.with_name(f".{out.name}.tmp")
     try:
-        write_onnx(model, metadata_props(charset, ckpt_cfg.model, Path(checkpoint).name), tmp,
+        metadata = metadata_props(charset, ckpt_cfg.model, Path(checkpoint).name, training_run_of(checkpoint))
+        write_onnx(model, metadata, tmp,
                    cfg.export.opset, ckpt_cfg.model.image_height, ckpt_cfg.model.image_width)
         report = parity_gate(tmp, model, charset, ckpt_cfg.model, images, cfg.export)
         if parity_json is not None:
             write_json(Path(parity_json), report.to_dict())
+        _log_export(cfg, checkpoint, report, out)
         if not report.passed:
             raise ExportError(f"{out}: the ONNX export failed the parity gate ({'; '.join(report.failures)}); "
                               "nothing was written")
@@ -232,43 +249,3 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, cfg: Config, pari
     finally:
         tmp.unlink(missing_ok=True)
     return report
-
-
-def write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
-# --------------------------------------------------------------------------- CLI
-
-
-def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "export", help="export a checkpoint to ONNX and gate it against PyTorch",
-        description="Write an ONNX file (input x [batch, 3, 32, width], dynamic batch and width; output "
-                    "probabilities [batch, T, classes]; opset export.opset) with the charset and preprocessing "
-                    "in its metadata, then compare it with PyTorch on the validation split. Below "
-                    "export.max_abs_diff / export.min_same_text nothing is written and the exit status is 2.")
-    add_config_args(p)
-    p.add_argument("--model", metavar="CHECKPOINT", required=True, help="PyTorch checkpoint (e.g. runs/train/best.pt)")
-    p.add_argument("--out", metavar="FILE.onnx", default=None, help="output (default: <export.out_dir>/model.onnx)")
-    p.add_argument("--parity", metavar="FILE.json", default=None,
-                   help="parity report (default: <export.out_dir>/parity.json)")
-    p.add_argument("--data", metavar="LMDB_DIR", default=None,
-                   help="validation images for the gate (default: data/lmdb/<first source>/val)")
-    p.set_defaults(func=_export_command)
-
-
-def _export_command(args: argparse.Namespace) -> int:
-    def body() -> int:
-        cfg = config_from_args(args)
-        out, parity = default_paths(cfg)
-        out = Path(args.out) if args.out else out
-        report = export_checkpoint(args.model, out, cfg, Path(args.parity) if args.parity else parity, args.data)
-        print(report.summary())
-        print(f"wrote {out}")
-        return 0
-
-    return run_guarded(body)

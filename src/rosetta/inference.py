@@ -1,7 +1,8 @@
 """Recognition of images with any backend that maps a (N, 3, 32, W) batch to (N, T, C) probabilities.
 
-The PyTorch checkpoint path and the ONNX Runtime path share preprocessing, batching and CTC
-decoding here, so their outputs can only differ by what the backends compute.
+The PyTorch checkpoint path and the ONNX Runtime path (``rosetta.onnx_runtime``) share preprocessing,
+batching and CTC decoding here, so their outputs can only differ by what the backends compute;
+``rosetta.predict.load_recognizer`` picks the backend for a file.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from PIL import Image
 
 from rosetta.charset import Charset
 from rosetta.data.preprocess import inference_width, resize_norm_img
+from rosetta.postprocess import CTCLabelDecode
 
 if TYPE_CHECKING:
     import torch
@@ -39,7 +41,7 @@ class Recognizer:
         for s in range(0, len(order), self.batch_size):
             idx = order[s:s + self.batch_size]
             probs = self.probs_fn(self.batch_tensor([images[i] for i in idx]))
-            for i, r in zip(idx, self.charset.ctc_decode(probs)):
+            for i, r in zip(idx, CTCLabelDecode(self.charset)(probs)):
                 results[i] = r
         return [results[i] for i in range(len(images))]
 
@@ -54,18 +56,3 @@ def torch_probs_fn(model: torch.nn.Module, device: str | torch.device = "cpu") -
         return model(torch.from_numpy(batch).to(device)).float().cpu().numpy()
 
     return run
-
-
-def load_recognizer(path, device: str = "cpu", batch_size: int = 64) -> Recognizer:
-    """A ``Recognizer`` for a PyTorch checkpoint (``.pt``/``.pth``) or an exported ``.onnx`` file."""
-    from pathlib import Path
-
-    if Path(path).suffix.lower() == ".onnx":
-        from rosetta.onnx_runtime import load_onnx_recognizer
-
-        return load_onnx_recognizer(path, batch_size=batch_size)
-    from rosetta.checkpoint import load_for_inference
-
-    model, charset, cfg = load_for_inference(path, device)
-    return Recognizer(torch_probs_fn(model, device), charset, cfg.model.image_height, cfg.model.image_width,
-                      batch_size)

@@ -72,9 +72,11 @@ def recognition_metrics(preds: Sequence[str], truths: Sequence[str]) -> SetMetri
     return set_metrics(score_sample(p, t) for p, t in zip(preds, truths))
 
 
-def summarize(sets: Mapping[str, SetMetrics]) -> dict:
+def summarize(sets: Mapping[str, SetMetrics], real: Sequence[str] = ()) -> dict:
     """Per-set accuracy, norm_edit_dis and count; the sample-weighted totals, the plain mean of the sets,
-    and ``accuracy_total7`` when all of DTRB's seven sets are present."""
+    ``accuracy_total7`` when all of DTRB's seven sets are present, and with ``real`` (the names of the real
+    benchmark sets among ``sets``) their own sample-weighted ``accuracy_real``, ``norm_edit_dis_real`` and
+    ``count_real``, listed in ``real_sets``."""
     out: dict = {"sets": {name: {"accuracy": m.accuracy, "norm_edit_dis": m.norm_edit_dis, "count": m.count}
                           for name, m in sets.items()}}
     pooled = _pool(sets.values())
@@ -86,6 +88,12 @@ def summarize(sets: Mapping[str, SetMetrics]) -> dict:
     by_leaf = {name.rsplit("/", 1)[-1]: m for name, m in sets.items()}
     if all(name in by_leaf for name in SEVEN_SETS):
         out["accuracy_total7"] = _pool(by_leaf[name] for name in SEVEN_SETS).accuracy
+    if real:
+        pooled_real = _pool(sets[name] for name in real)
+        out["real_sets"] = list(real)
+        out["accuracy_real"] = pooled_real.accuracy
+        out["norm_edit_dis_real"] = pooled_real.norm_edit_dis
+        out["count_real"] = pooled_real.count
     return out
 
 
@@ -96,15 +104,16 @@ def _pool(parts: Iterable[SetMetrics]) -> SetMetrics:
 
 
 def flat_metrics(summary: dict) -> dict[str, float]:
-    """``summary`` as MLflow metric names: ``<set>/accuracy``, ``<set>/norm_edit_dis``, the totals and
-    ``eval_images_per_s`` (apart from training's ``images_per_s`` in the same run)."""
+    """``summary`` as MLflow metric names: ``<set>/accuracy``, ``<set>/norm_edit_dis``, the totals (accuracy a
+    fraction, as everywhere) and ``eval/throughput_img_s`` (images per second, reading and inference)."""
     flat = {}
     for name, m in summary["sets"].items():
         flat[f"{name}/accuracy"] = m["accuracy"]
         flat[f"{name}/norm_edit_dis"] = m["norm_edit_dis"]
-    for key in ("accuracy_total", "accuracy_mean", "norm_edit_dis_total", "accuracy_total7"):
+    for key in ("accuracy_total", "accuracy_mean", "norm_edit_dis_total", "accuracy_total7", "accuracy_real",
+                "norm_edit_dis_real"):
         if key in summary:
             flat[key] = summary[key]
     if "images_per_s" in summary:
-        flat["eval_images_per_s"] = summary["images_per_s"]
+        flat["eval/throughput_img_s"] = summary["images_per_s"]
     return flat

@@ -48,7 +48,11 @@ def onnx_session(path: str | Path, threads: int = 0):
     # cores (the parity gate runs them in turn): 10x slower PyTorch on 2 cores.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     available = ort.get_available_providers()
-    providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+    # The CUDA provider rounds float convolutions to TF32 by default (on Ampere and newer): 1e-3 off
+    # the float32 model, ten times the parity gate's limit. Served results must be the ones gated.
+    providers: list = ["CPUExecutionProvider"]
+    if "CUDAExecutionProvider" in available:
+        providers.insert(0, ("CUDAExecutionProvider", {"use_tf32": "0"}))
     try:
         return ort.InferenceSession(str(path), options, providers=providers)
     except Exception as exc:  # ORT raises its own types (InvalidGraph, Fail, ...) for unusable files
@@ -67,6 +71,21 @@ def session_metadata(session, path: str | Path) -> dict[str, dict]:
                                "`rosetta export` can be run on their own")
         out[key] = json.loads(props[key])
     return out
+
+
+def onnx_model_info(onnx_path: Path) -> dict:
+    """The ``rosetta.model`` metadata of an exported file (backbone, classes, the training run, ...), read
+    without starting ONNX Runtime."""
+    import onnx
+
+    try:
+        proto = onnx.load(str(onnx_path), load_external_data=False)
+    except Exception:
+        raise RosettaError(f"{onnx_path}: not a readable ONNX file; export it again with `rosetta export`") from None
+    props = {p.key: p.value for p in proto.metadata_props}
+    if META_MODEL not in props:
+        raise RosettaError(f"{onnx_path}: no {META_MODEL!r} metadata; export it with `rosetta export`")
+    return json.loads(props[META_MODEL])
 
 
 def ort_probs_fn(session) -> ProbsFn:

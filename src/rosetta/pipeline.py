@@ -1,70 +1,94 @@
-"""The training pipeline as plain steps for the Prefect flow (``flows/train_rosetta.py``): make sure the
-data is there, then train, evaluate, export and register with the same functions the DVC stages call.
+"""The Prefect flow's hold on the DVC pipeline: ``dvc.yaml`` owns the sequence, the flow drives it.
 
-Paths resolve against the working directory, which must be the project (the deployment's pull step
-sets it), because ``dvc`` and the params' relative paths both assume it.
+A flow run writes its overrides into the project's ``params.yaml`` (as ``dvc exp run -S`` does), runs each
+stage with ``dvc repro <stage>`` in the project folder, and records the result as a DVC experiment
+(``dvc exp save``), so ``dvc.lock``, ``dvc status`` and ``dvc exp show`` know every flow run. What the
+flow reports is read back from the stage outputs (``RunLayout``).
 """
 from __future__ import annotations
 
 import collections
+import contextlib
+import fcntl
+import json
 import os
-import re
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
-from rosetta.config import Config, ConfigError, DataLayout, load_config, project_path
+import yaml
+
+from rosetta.config import Config, ConfigError, RunLayout, load_config
 from rosetta.errors import RosettaError
+from rosetta.params import parse_override
 
-# The params the DVC data stages read from params.yaml: the flow must see the same values.
-DATA_SECTIONS = ("seed", "charset", "data")
-
-
-class DataStageError(RosettaError):
-    """A DVC data command failed; ``stage`` names the stage that did, when DVC says so."""
-
-    def __init__(self, message: str, stage: str | None = None):
-        super().__init__(message)
-        self.stage = stage
-
-    @property
-    def retryable(self) -> bool:
-        """Only a download can heal by itself (the network); conversion or validation fail again."""
-        return self.stage == "download"
+PARAMS = "params.yaml"  # what dvc.yaml's stages read
+LOCK = Path(".dvc") / "tmp" / "rosetta-flow.lock"
 
 
-def flow_config(params: str | Path = "params.yaml", overrides: list[str] | None = None,
-                gpus: int | None = None) -> Config:
-    """The flow's configuration: ``params`` with ``overrides``; ``gpus`` sets train.nproc on CUDA."""
+def flow_overrides(overrides: list[str] | None, gpus: int | None) -> list[str]:
+    """The flow's overrides; ``gpus`` trains on that many CUDA devices (train.nproc)."""
     overrides = list(overrides or [])
     if gpus is not None:
         if gpus < 1:
             raise ConfigError(f"gpus: {gpus!r} must be at least 1 (leave it out to train on train.device)")
         overrides += [f"train.nproc={gpus}", "train.device=cuda"]
-    return load_config(params, overrides)
+    return overrides
 
 
-def _first_difference(a: Any, b: Any, key: str) -> str | None:
-    if isinstance(a, Mapping) and isinstance(b, Mapping):
-        for k in sorted(set(a) | set(b)):
-            found = _first_difference(a.get(k), b.get(k), f"{key}.{k}" if key else str(k))
-            if found:
-                return found
-        return None
-    return key if a != b else None
+def project_folder(project_dir: Path | None = None) -> Path:
+    """The DVC project the flow runs in: the working directory (the deployment's pull step sets it)."""
+    project_dir = Path(project_dir or Path.cwd()).resolve()
+    if not (project_dir / "dvc.yaml").is_file() or not (project_dir / PARAMS).is_file():
+        raise RosettaError(f"{project_dir}: no dvc.yaml and params.yaml there; run the flow from the project folder "
+                           "(deploy from it with `prefect deploy --all`)")
+    return project_dir
 
 
-def check_data_params(cfg: Config, project_dir: Path) -> None:
-    """``dvc repro`` reads ``project_dir/params.yaml``; data settings that differ from it would be ignored."""
-    dvc_cfg = load_config(project_dir / "params.yaml").to_dict()
-    mine = cfg.to_dict()
-    for section in DATA_SECTIONS:
-        key = _first_difference(mine[section], dvc_cfg[section], section)
-        if key:
-            raise ConfigError(f"{key}: the flow's value differs from params.yaml's, which the DVC data stages "
-                              "read; change it in params.yaml instead of overriding it")
+@contextlib.contextmanager
+def project_lock(project_dir: Path) -> Iterator[None]:
+    """One flow run at a time in a project folder: two would write the same params and checkpoints."""
+    path = project_dir / LOCK
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RosettaError(f"{project_dir}: another flow run is using this project folder; wait for it to end "
+                               "(the deployments' concurrency_limit queues runs) or run from another clone") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def apply_params(project_dir: Path, overrides: list[str]) -> Config:
+    """Check ``overrides`` against the project's params.yaml, then write them into it, comments kept, so
+    every DVC stage reads them; returns the configuration the stages will see."""
+    path = project_dir / PARAMS
+    cfg = load_config(path, overrides)  # a bad override stops here, before any file changes
+    if overrides:
+        from ruamel.yaml import YAML
+        from ruamel.yaml.comments import CommentedSeq
+
+        yaml = YAML()  # round trip: params.yaml keeps its comments, order and style, as with `dvc exp run -S`
+        yaml.preserve_quotes = True
+        yaml.representer.add_representer(type(None), lambda r, _: r.represent_scalar("tag:yaml.org,2002:null", "null"))
+        data = yaml.load(path.read_text())
+        for text in overrides:
+            parts, value = parse_override(text)
+            if isinstance(value, list):  # written [a, b] on one line, as params.yaml writes lists
+                value = CommentedSeq(value)
+                value.fa.set_flow_style()
+            node = data
+            for part in parts[:-1]:
+                node = node.setdefault(part, {})
+            node[parts[-1]] = value
+        with path.open("w") as fh:
+            yaml.dump(data, fh)
+    return cfg
 
 
 def _dvc_command(*args: str) -> tuple[list[str], dict[str, str]]:
@@ -75,8 +99,9 @@ def _dvc_command(*args: str) -> tuple[list[str], dict[str, str]]:
     return [str(exe) if exe.exists() else "dvc", *args], env
 
 
-def _dvc(project_dir: Path, *args: str) -> None:
-    """Run ``dvc args`` in ``project_dir``, echoing its output; a failure raises its own last error line."""
+def dvc(project_dir: Path, *args: str) -> str:
+    """Run ``dvc args`` in ``project_dir``, echoing its output into the flow's log; a failure raises the stage
+    script's own one sentence (its ``error: ...`` line) when it printed one."""
     cmd, env = _dvc_command(*args)
     proc = subprocess.Popen(cmd, cwd=project_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
@@ -86,80 +111,41 @@ def _dvc(project_dir: Path, *args: str) -> None:
         print(line.rstrip(), flush=True)
         tail.append(line.strip())
     if proc.wait() != 0:
-        # A stage script's own sentence ("error: ...") says more than DVC's wrapper line.
         ours = [line[len("error: "):] for line in tail if line.startswith("error: ")]
-        theirs = [line[len("ERROR: "):] for line in tail if line.startswith("ERROR: ")]
-        stage = next((m.group(1) for line in reversed(theirs)
-                      if (m := re.search(r"failed to reproduce '([^']+)'", line))), None)
-        if ours:
-            raise DataStageError(ours[-1], stage)
-        why = f" ({theirs[-1]})" if theirs else ""
-        raise DataStageError(f"`dvc {' '.join(args)}` failed{why}; see the log above", stage)
+        raise RosettaError(ours[-1] if ours else f"`dvc {' '.join(args)}` failed in {project_dir}; see the log above")
+    return "\n".join(tail)
 
 
-def _has_remote(project_dir: Path) -> bool:
+def pull_data(project_dir: Path) -> None:
+    """``dvc pull`` the data stages' outputs when a DVC remote is configured; what it misses, repro rebuilds."""
     cmd, env = _dvc_command("remote", "list")
-    out = subprocess.run(cmd, cwd=project_dir, env=env, capture_output=True, text=True)
-    return out.returncode == 0 and bool(out.stdout.strip())
+    remotes = subprocess.run(cmd, cwd=project_dir, env=env, capture_output=True, text=True)
+    if remotes.returncode == 0 and remotes.stdout.strip():
+        try:
+            dvc(project_dir, "pull", "validate")
+        except RosettaError as exc:
+            print(f"dvc pull did not bring everything ({exc}); dvc repro rebuilds the rest", flush=True)
 
 
-def ensure_data(cfg: Config, project_dir: Path | None = None) -> dict[str, str]:
-    """Pull (when a DVC remote is set) or rebuild the data with ``dvc repro validate``, then check that the
-    training, validation and benchmark LMDBs exist; returns them by name."""
-    from rosetta.data.lmdb_io import find_lmdbs
-
-    project_dir = Path(project_dir or Path.cwd())
-    if (project_dir / "dvc.yaml").is_file():
-        check_data_params(cfg, project_dir)
-        if _has_remote(project_dir):
-            try:
-                _dvc(project_dir, "pull", "validate")
-            except DataStageError as exc:
-                print(f"dvc pull did not bring everything ({exc}); rebuilding with dvc repro", flush=True)
-        _dvc(project_dir, "repro", "validate")
-    layout = DataLayout.from_config(cfg)
-    found = {}
-    for source in cfg.data.sources:
-        for split in ("train", "val"):
-            found[f"{source}/{split}"] = layout.lmdb(source) / split
-    found["benchmarks"] = layout.benchmarks
-    for name, path in found.items():
-        if not path.is_dir() or not find_lmdbs(path):
-            raise RosettaError(f"{path}: no {name} LMDB there; build the data with `dvc repro validate` in "
-                               "the project folder")
-    return {name: str(path) for name, path in found.items()}
+def metric_files(project_dir: Path) -> list[str]:
+    """The metrics files dvc.yaml declares that exist: git ignores them (runs/, data/), so an experiment
+    carries them only when named."""
+    stages = yaml.safe_load((project_dir / "dvc.yaml").read_text()).get("stages", {})
+    paths = [m if isinstance(m, str) else next(iter(m)) for stage in stages.values() for m in stage.get("metrics", [])]
+    return [p for p in paths if (project_dir / p).is_file()]
 
 
-def train(cfg: Config):
-    """``rosetta.train.run_training``: in this process on one device, through torchrun for train.nproc > 1."""
-    from rosetta.train import run_training
-
-    return run_training(cfg)
-
-
-def evaluate(cfg: Config, checkpoint: Path, run_id: str | None) -> dict:
-    from rosetta.evaluate import evaluate_benchmarks
-
-    return evaluate_benchmarks(Path(checkpoint), DataLayout.from_config(cfg).benchmarks, cfg,
-                               project_path(cfg.eval.out_dir), run_id)
+def save_experiment(project_dir: Path, name: str) -> str:
+    """Record the workspace (params, ``dvc.lock``, metrics) as DVC experiment ``name`` for ``dvc exp show``."""
+    included = [arg for path in metric_files(project_dir) for arg in ("--include-untracked", path)]
+    dvc(project_dir, "exp", "save", "--force", "--name", name, *included)
+    return name
 
 
-def export(cfg: Config, checkpoint: Path) -> dict:
-    """The gated ONNX export to ``<export.out_dir>/model.onnx``; returns the parity report."""
-    from rosetta.export import default_paths, export_checkpoint
-
-    onnx, parity = default_paths(cfg)
-    report = export_checkpoint(checkpoint, onnx, cfg, parity)
-    print(report.summary(), flush=True)
-    return report.to_dict()
-
-
-def register(cfg: Config, parity: dict, metrics: dict, run_id: str | None):
-    from rosetta.export import default_paths
-    from rosetta.registry import default_decision_path, register_and_promote
-
-    onnx, _ = default_paths(cfg)
-    return register_and_promote(cfg, onnx, parity, metrics, run_id, default_decision_path(cfg))
+def read_json(path: Path, stage: str) -> dict:
+    if not path.is_file():
+        raise RosettaError(f"{path}: not written; run the {stage} stage (`dvc repro {stage}`)")
+    return json.loads(path.read_text())
 
 
 @dataclass(frozen=True)
@@ -184,15 +170,19 @@ def mlflow_links(cfg: Config, run_id: str | None, version: str | None) -> Links:
     return Links(run, model)
 
 
-def report_markdown(cfg: Config, metrics: dict, parity: dict, decision, run_id: str | None, links: Links) -> str:
-    """The flow run's summary for the Prefect UI: benchmark table, parity, registry decision, MLflow links."""
+def report_markdown(cfg: Config, metrics: Mapping[str, Any], parity: Mapping[str, Any],
+                    decision: Mapping[str, Any], run: Mapping[str, Any], links: Links,
+                    experiment: str | None = None) -> str:
+    """The flow run's summary for the Prefect UI: benchmark table, parity, registry decision, MLflow links.
+    ``decision`` and ``run`` are what the register and train stages write (decision.json, run.json)."""
     from rosetta.evaluate import markdown_table
 
-    run = f"[{run_id}]({links.run})" if links.run else f"`{run_id}`"
-    version = f"v{decision.version}"
+    run_id = run.get("run_id")
+    run_text = f"[{run_id}]({links.run})" if links.run else f"`{run_id}`"
+    version = f"v{decision['version']}"
     version = f"[{version}]({links.version})" if links.version else version
-    return "\n".join([
-        f"# train-rosetta: {cfg.model.backbone}",
+    lines = [
+        f"# train-rosetta: {cfg.model.backbone.key}",
         "",
         "## Benchmarks",
         "",
@@ -205,9 +195,25 @@ def report_markdown(cfg: Config, metrics: dict, parity: dict, decision, run_id: 
         "",
         "## Registry",
         "",
-        f"{cfg.registry.model_name} {version}: **{'promoted' if decision.promoted else 'not promoted'}**: "
-        f"{decision.reason}",
+        f"{decision['model_name']} {version}: **{'promoted' if decision['promoted'] else 'not promoted'}**: "
+        f"{decision['reason']}",
         "",
-        f"MLflow run: {run}",
+        f"MLflow run: {run_text}",
         "",
-    ])
+    ]
+    store = run.get("tracking_uri")
+    if links.run or links.version:
+        lines += [f"The links open while `mlflow ui --backend-store-uri {store}` serves {cfg.prefect.mlflow_ui_url}; "
+                  f"the runs and models are stored in `{store}`.", ""]
+    elif store:
+        lines += [f"MLflow store: `{store}`", ""]
+    if experiment:
+        lines += [f"DVC experiment: `{experiment}` (`dvc exp show`)", ""]
+    return "\n".join(lines)
+
+
+def run_outputs(cfg: Config) -> dict[str, dict]:
+    """What the stages left for the report: the training run record, metrics, parity and decision."""
+    layout = RunLayout.from_config(cfg)
+    return {"run": read_json(layout.run_json, "train"), "metrics": read_json(layout.eval_metrics, "evaluate"),
+            "parity": read_json(layout.parity, "export"), "decision": read_json(layout.decision, "register")}

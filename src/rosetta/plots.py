@@ -48,11 +48,14 @@ class Mistake:
     set_name: str = ""
 
 
-def mistakes_gallery(mistakes: Sequence[Mistake], path: str | Path, columns: int = 4) -> Path:
-    """A grid of word images, each titled with its truth, the prediction and its confidence."""
+def mistakes_gallery(mistakes: Sequence[Mistake], path: str | Path, columns: int = 4, title: str = "") -> Path:
+    """A grid of word images, each titled with its truth, the prediction and its confidence, under ``title``."""
     n = max(1, len(mistakes))
     rows = (n + columns - 1) // columns
-    fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 1.3 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 1.3 * rows + (0.4 if title else 0)),
+                             squeeze=False)
+    if title:
+        fig.suptitle(title, fontsize=8, wrap=True)
     for ax in axes.flat:
         ax.axis("off")
     if not mistakes:

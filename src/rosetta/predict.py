@@ -2,15 +2,14 @@
 image as PaddleOCR's infer_rec.py prints them; an unreadable file is reported and skipped."""
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 from PIL import Image
 
-from rosetta.cliutil import run_guarded
 from rosetta.data.preprocess import ImageDecodeError, decode_image
 from rosetta.errors import RosettaError
+from rosetta.inference import Recognizer, torch_probs_fn
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
@@ -36,11 +35,22 @@ def read_image(path: Path) -> Image.Image:
     return decode_image(data, str(path))
 
 
+def load_recognizer(path: str | Path, device: str = "cpu", batch_size: int = 64) -> Recognizer:
+    """A ``Recognizer`` for a PyTorch checkpoint (``.pt``/``.pth``) or an exported ``.onnx`` file."""
+    if Path(path).suffix.lower() == ".onnx":
+        from rosetta.onnx_runtime import load_onnx_recognizer  # ONNX Runtime only: no torch needed
+
+        return load_onnx_recognizer(path, batch_size=batch_size)
+    from rosetta.checkpoint import load_for_inference
+
+    model, charset, cfg = load_for_inference(path, device)
+    return Recognizer(torch_probs_fn(model, device), charset, cfg.model.image_height, cfg.model.image_width,
+                      batch_size)
+
+
 def predict_files(model: str | Path, paths: list[str], device: str = "cpu", batch_size: int = 64) -> int:
     """Print ``path: (text, confidence)`` per readable image, an error line on stderr per other file;
     returns the number of failures."""
-    from rosetta.inference import load_recognizer
-
     files = expand_inputs(paths)
     if not files:
         raise RosettaError(f"no image found in {' '.join(paths)}")
@@ -60,21 +70,3 @@ def predict_files(model: str | Path, paths: list[str], device: str = "cpu", batc
             print(f"{f}: {(text, conf)!r}", flush=True)
     return failed
 
-
-def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "predict", help="recognize word images",
-        description="Recognize word images with a checkpoint (.pt) or an exported model (.onnx); prints "
-                    "`word_1.png: ('joint', 0.9999)` per image. Exit status 1 when any file could not be read.")
-    p.add_argument("--model", metavar="CHECKPOINT_OR_ONNX", required=True)
-    p.add_argument("images", metavar="IMAGE", nargs="+", help="image files or folders of images")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (PyTorch checkpoints)")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.set_defaults(func=_predict_command)
-
-
-def _predict_command(args: argparse.Namespace) -> int:
-    def body() -> int:
-        return 1 if predict_files(args.model, args.images, args.device, args.batch_size) else 0
-
-    return run_guarded(body)

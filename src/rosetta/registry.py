@@ -2,11 +2,10 @@
 its evidence as tags, and promotion moves aliases (``production``, ``previous``), never stages.
 
 ``decide`` is the rule (pure); ``promote``, ``rollback`` and ``register_and_promote`` apply it to a real
-registry, record every decision as tags on the version and print it.
+registry, record every decision on the version (its description, for people; tags, for code) and print it.
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import math
@@ -15,11 +14,11 @@ import warnings
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Collection, Mapping, Sequence
 
-from rosetta.cliutil import add_config_args, config_from_args, run_guarded
-from rosetta.config import Config, DataLayout, RegistryConfig, project_path
+from rosetta.config import Config, DataLayout, RegistryConfig, RunLayout
 from rosetta.errors import RosettaError
+from rosetta.fsutil import write_json
 
 TAG_DECISION = "promotion.decision"
 TAG_REASON = "promotion.reason"
@@ -28,8 +27,9 @@ TAG_REPLACED = "promotion.replaced"  # the production version this one replaced:
 TAG_BENCHMARK = "benchmark_set"
 TAG_PARITY = "parity.passed"
 METRIC_TAG_PREFIX = "metric."
+AUTO_METRIC = "auto"  # registry.metric: the real benchmark total where scored, else accuracy_total
+REAL_METRIC = "accuracy_real"
 MODEL_ARTIFACT = "model"
-DECISION_JSON = "decision.json"
 
 
 class RegistryError(RosettaError):
@@ -37,6 +37,14 @@ class RegistryError(RosettaError):
 
 
 # --------------------------------------------------------------------------- the rule
+
+
+def resolve_metric(metric: str, available: Collection[str]) -> str:
+    """The metric ``registry.metric`` means for a version scored on ``available`` metrics: ``auto`` is the
+    real benchmark sets' total (``accuracy_real``) where they were scored, else ``accuracy_total``."""
+    if metric != AUTO_METRIC:
+        return metric
+    return REAL_METRIC if REAL_METRIC in available else "accuracy_total"
 
 
 @dataclass(frozen=True)
@@ -47,16 +55,18 @@ class Evidence:
     score: float | None
     benchmark_set: str | None
     parity_passed: bool
+    metric: str | None = None  # what ``score`` is (registry.metric resolved); None = registry.metric as it is
 
     @classmethod
     def from_tags(cls, version: str, tags: Mapping[str, str], metric: str) -> "Evidence":
+        metric = resolve_metric(metric, [k[len(METRIC_TAG_PREFIX):] for k in tags if k.startswith(METRIC_TAG_PREFIX)])
         raw = tags.get(METRIC_TAG_PREFIX + metric)
         try:
             score = float(raw) if raw is not None else None
         except ValueError:
             score = None
         return cls(str(version), score if score is None or math.isfinite(score) else None,
-                   tags.get(TAG_BENCHMARK), tags.get(TAG_PARITY) == "true")
+                   tags.get(TAG_BENCHMARK), tags.get(TAG_PARITY) == "true", metric)
 
 
 @dataclass
@@ -87,9 +97,10 @@ def _fmt(x: float | None) -> str:
 
 def decide(candidate: Evidence, production: Evidence | None, registry: RegistryConfig,
            force: bool = False) -> Decision:
-    """Promote ``candidate`` over ``production`` only when its parity gate passed and its score on the same
-    benchmark set beats production's by more than ``registry.margin`` (``force`` skips the comparison)."""
-    metric = registry.metric
+    """Promote ``candidate`` over ``production`` only when its parity gate passed, its score reaches
+    ``registry.min_score`` and, on the same benchmark set, beats production's by more than ``registry.margin``
+    (``force`` skips the scores)."""
+    metric = candidate.metric or resolve_metric(registry.metric, ())
 
     def result(promoted: bool, reason: str) -> Decision:
         return Decision(registry.model_name, candidate.version, promoted, reason, metric, candidate.score,
@@ -104,9 +115,12 @@ def decide(candidate: Evidence, production: Evidence | None, registry: RegistryC
         return result(True, f"forced by hand{over}; its {metric} is {_fmt(candidate.score)}")
     if candidate.score is None:
         return result(False, f"it has no {metric} score; evaluate it on the benchmarks first")
+    if candidate.score < registry.min_score:
+        return result(False, f"{metric} {_fmt(candidate.score)} is below registry.min_score {registry.min_score:g}, "
+                             "the floor under which no version is promoted")
     if production is None:
         return result(True, f"no production version yet; this first one scores {metric} {_fmt(candidate.score)}")
-    if production.benchmark_set != candidate.benchmark_set:
+    if production.benchmark_set != candidate.benchmark_set or (production.metric or metric) != metric:
         return result(False, f"it was scored on another benchmark set ({candidate.benchmark_set}) than "
                              f"production v{production.version} ({production.benchmark_set}); compare on the same "
                              "set or promote it with --force")
@@ -137,42 +151,27 @@ def read_json(path: Path, what: str, fix: str) -> dict:
     return data
 
 
-def benchmark_set(root: Path) -> str:
-    """A name for the benchmark data at ``root``: a digest of every set's name, size and labels, then
+def benchmark_set(*roots: Path) -> str:
+    """A name for the benchmark data at ``roots``: a digest of every set's name, size and labels, then
     the sets, e.g. ``3f2a9c1b0d4e: IIIT5k_3000=3000, SVT=647``. Equal strings mean comparable scores."""
-    from rosetta.data.lmdb_io import find_lmdbs, label_key, lmdb_name, num_samples, open_lmdb
+    from rosetta.data.lmdb_io import find_lmdbs, iter_labels, lmdb_name
 
-    paths = find_lmdbs(root) if root.is_dir() else []
-    if not paths:
-        raise RegistryError(f"{root}: no benchmark LMDB there; run `dvc repro validate` (promotion compares "
-                            "scores on the same benchmark set)")
     digest = hashlib.sha256()
     sizes = []
-    for path in paths:
-        name = lmdb_name(path, root)
-        with open_lmdb(path).begin() as txn:
-            n = num_samples(txn, path)
-            digest.update(f"{name}\0{n}\0".encode())
-            for i in range(1, n + 1):
-                digest.update((txn.get(label_key(i)) or b"") + b"\0")
-        sizes.append(f"{name}={n}")
+    for root in roots:
+        paths = find_lmdbs(root) if root.is_dir() else []
+        if not paths:
+            raise RegistryError(f"{root}: no benchmark LMDB there; run `dvc repro evaluate` (promotion compares "
+                                "scores on the same benchmark set)")
+        for path in paths:
+            name = lmdb_name(path, root)
+            labels = [label for _, label in iter_labels(path)]
+            digest.update(f"{name}\0{len(labels)}\0".encode())
+            for label in labels:
+                digest.update(label.encode("utf-8") + b"\0")
+            n = len(labels)
+            sizes.append(f"{name}={n}")
     return f"{digest.hexdigest()[:12]}: {', '.join(sizes)}"
-
-
-def onnx_model_info(onnx_path: Path) -> dict:
-    """The ``rosetta.model`` metadata of an exported file (backbone, classes, ...)."""
-    import onnx
-
-    from rosetta.onnx_runtime import META_MODEL
-
-    try:
-        proto = onnx.load(str(onnx_path), load_external_data=False)
-    except Exception:
-        raise RegistryError(f"{onnx_path}: not a readable ONNX file; export it again with `rosetta export`") from None
-    props = {p.key: p.value for p in proto.metadata_props}
-    if META_MODEL not in props:
-        raise RegistryError(f"{onnx_path}: no {META_MODEL!r} metadata; export it with `rosetta export`")
-    return json.loads(props[META_MODEL])
 
 
 # --------------------------------------------------------------------------- the registry
@@ -193,8 +192,10 @@ def _pip_requirements() -> list[str]:
 
 
 def register_model(cfg: Config, onnx_path: Path, parity: Mapping[str, Any], metrics: Mapping[str, float],
-                   run_id: str | None, benchmark_dir: Path) -> str:
-    """Log ``onnx_path`` as a pyfunc model in the MLflow run ``run_id`` and register it; returns the version.
+                   run_id: str | None, benchmark_dirs: Sequence[Path]) -> str:
+    """Log ``onnx_path`` as a pyfunc model in a run ``register`` nested under the training run ``run_id`` (a
+    run of its own without one) and register it; returns the version. ``benchmark_dirs`` are the LMDB folders
+    ``metrics`` were scored on.
 
     Refuses a file whose parity gate did not pass, and metrics without ``registry.metric``.
     """
@@ -202,8 +203,9 @@ def register_model(cfg: Config, onnx_path: Path, parity: Mapping[str, Any], metr
 
     import rosetta
     from rosetta import serving_model
+    from rosetta.onnx_runtime import onnx_model_info
     from rosetta.serving import ONNX_ARTIFACT, signature
-    from rosetta.tracking import ensure_experiment, provenance_tags, tracking_uri
+    from rosetta.tracking import Tracker, provenance_tags, tracking_uri
 
     reg = cfg.registry
     if not parity.get("passed"):
@@ -211,13 +213,13 @@ def register_model(cfg: Config, onnx_path: Path, parity: Mapping[str, Any], metr
                             " nothing was registered")
     if not onnx_path.is_file():
         raise RegistryError(f"{onnx_path}: ONNX model not found; run `rosetta export` (or `dvc repro export`) first")
-    if reg.metric not in metrics:
+    if resolve_metric(reg.metric, metrics) not in metrics:
         known = ", ".join(sorted(metrics)[:10]) or "none"
         raise RegistryError(f"registry.metric: {reg.metric!r} is not among the benchmark metrics ({known}); "
                             "pick one of them")
-    info = onnx_model_info(onnx_path)
+    info = onnx_model_info(onnx_path)  # before anything is logged: a file that is not ours stops here
     tags = {k: v for k, v in provenance_tags().items() if not k.startswith("mlflow.")}
-    tags.update({"backbone": info.get("backbone", "unknown"), TAG_BENCHMARK: benchmark_set(benchmark_dir),
+    tags.update({"backbone": info.get("backbone", "unknown"), TAG_BENCHMARK: benchmark_set(*benchmark_dirs),
                  TAG_PARITY: "true", "parity.max_abs_diff": f"{parity.get('max_abs_diff'):.3g}",
                  "parity.same_text": f"{parity.get('same_text'):.4f}", "parity.samples": str(parity.get("samples"))})
     tags.update({METRIC_TAG_PREFIX + k: f"{v:.6g}" for k, v in metrics.items()})
@@ -226,27 +228,24 @@ def register_model(cfg: Config, onnx_path: Path, parity: Mapping[str, Any], metr
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     client = registry_client(cfg)
-    if run_id is None:
-        exp_id = ensure_experiment(client, cfg.mlflow.experiment, uri)
-        run_id = client.create_run(exp_id, run_name="register", tags=provenance_tags()).info.run_id
-    else:
+    if run_id is not None:
         try:
             client.get_run(run_id)
         except Exception:
             raise RegistryError(f"MLflow run {run_id} not found at {uri}; check mlflow.tracking_uri (or "
                                 "MLFLOW_TRACKING_URI) against the store the training run used") from None
-    with mlflow.start_run(run_id=run_id), warnings.catch_warnings():
+    run = Tracker(cfg, name=f"register {reg.model_name}", parent_id=run_id, tags=provenance_tags())
+    with mlflow.start_run(run_id=run.run_id), warnings.catch_warnings():
         # The signature documents the input; an example would only add a model load to validate it.
         warnings.filterwarnings("ignore", message=".*input example was not provided")
         logged = mlflow.pyfunc.log_model(
             name=MODEL_ARTIFACT, python_model=serving_model.__file__, artifacts={ONNX_ARTIFACT: str(onnx_path)},
             code_paths=[str(Path(rosetta.__file__).parent)], pip_requirements=_pip_requirements(),
             signature=signature())
-        mlflow.log_metrics({"parity/max_abs_diff": float(parity["max_abs_diff"]),
-                            "parity/same_text": float(parity["same_text"])})
-        mlflow.log_dict(dict(parity), "export/parity.json")
     # Registered with its tags in one call: a promotion never sees a version without its evidence.
-    return str(mlflow.register_model(logged.model_uri, reg.model_name, tags=tags).version)
+    version = str(mlflow.register_model(logged.model_uri, reg.model_name, tags=tags).version)
+    client.set_tag(run.run_id, "registered_version", f"{reg.model_name} v{version}")
+    return version
 
 
 def _aliases(client, name: str) -> dict[str, str]:
@@ -271,9 +270,13 @@ def _evidence(client, name: str, version: str, metric: str) -> Evidence:
 
 
 def _record(client, name: str, version: str, decision: str, reason: str, **extra: str) -> None:
-    tags = {TAG_DECISION: decision, TAG_REASON: reason, TAG_TIME: time.strftime("%Y-%m-%dT%H:%M:%S%z"), **extra}
+    """The decision as tags (for code) and as the version's description, which the registry page shows
+    whole at the top (for people)."""
+    when = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    tags = {TAG_DECISION: decision, TAG_REASON: reason, TAG_TIME: when, **extra}
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, value)
+    client.update_model_version(name, version, description=f"**{decision}**: {reason} ({when})")
 
 
 def promote(cfg: Config, version: str | int | None = None, force: bool = False) -> Decision:
@@ -332,10 +335,9 @@ def rollback(cfg: Config) -> Decision:
     _record(client, reg.model_name, current, "rolled back", f"replaced by v{previous} with `rosetta rollback`")
     reason = f"rolled back from v{current} with `rosetta rollback`"
     _record(client, reg.model_name, previous, "promoted", reason)
-    metric = reg.metric
-    decision = Decision(reg.model_name, previous, True, reason, metric,
-                        Evidence.from_tags(previous, restored.tags, metric).score, current,
-                        _evidence(client, reg.model_name, current, metric).score, action="rollback")
+    evidence = Evidence.from_tags(previous, restored.tags, reg.metric)
+    decision = Decision(reg.model_name, previous, True, reason, evidence.metric, evidence.score, current,
+                        _evidence(client, reg.model_name, current, reg.metric).score, action="rollback")
     print(decision.summary(), flush=True)
     return decision
 
@@ -351,89 +353,25 @@ def register_and_promote(cfg: Config, onnx_path: Path, parity: Mapping[str, Any]
     if not isinstance(metrics.get("sets"), Mapping):
         raise RegistryError("the benchmark metrics have no 'sets' section; evaluate the model again with the "
                             "evaluate stage (`dvc repro evaluate`)")
-    version = register_model(cfg, Path(onnx_path), parity, flat_metrics(metrics), run_id,
-                             DataLayout.from_config(cfg).benchmarks)
+    layout = DataLayout.from_config(cfg)
+    scored = [layout.benchmarks] + ([layout.real_benchmarks] if metrics.get("real_sets") else [])
+    version = register_model(cfg, Path(onnx_path), parity, flat_metrics(metrics), run_id, scored)
     decision = promote(cfg, version)
     if decision_json is not None:
-        from rosetta.export import write_json
-
         write_json(Path(decision_json), {**decision.to_dict(), "run_id": run_id})
     return decision
-
-
-def default_decision_path(cfg: Config) -> Path:
-    return project_path(cfg.registry.out_dir) / DECISION_JSON
-
-
-# --------------------------------------------------------------------------- CLI
-
-
-def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "register", help="register the exported model in MLflow and decide its promotion",
-        description="Log the gated ONNX file as a pyfunc model in the training run, register it as a version of "
-                    "registry.model_name tagged with its evidence, and give it alias registry.alias when it beats "
-                    "production. Inputs default to the pipeline's files under runs/.")
-    add_config_args(p)
-    p.add_argument("--onnx", metavar="FILE", help="exported model (default: <export.out_dir>/model.onnx)")
-    p.add_argument("--parity", metavar="FILE", help="parity report (default: <export.out_dir>/parity.json)")
-    p.add_argument("--metrics", metavar="FILE", help="benchmark metrics (default: <eval.out_dir>/metrics.json)")
-    p.add_argument("--run-json", metavar="FILE", help="training run record (default: <train.out_dir>/run.json)")
-    p.set_defaults(func=_register_command)
-
-    p = subparsers.add_parser(
-        "promote", help="give a registered version the production alias (if it beats production)",
-        description="Compare a version's benchmark score with production's (registry.metric, registry.margin) and "
-                    "move the alias when it wins; the replaced version gets registry.previous_alias. The decision "
-                    "is tagged on the version and printed. Exit status 1 when not promoted.")
-    add_config_args(p)
-    p.add_argument("--version", metavar="N", type=int, default=None, help="the version (default: the newest)")
-    p.add_argument("--force", action="store_true", help="promote without comparing scores (parity must have passed)")
-    p.set_defaults(func=_promote_command)
-
-    p = subparsers.add_parser(
-        "rollback", help="give the production alias back to the previous version",
-        description="Move registry.alias to the version holding registry.previous_alias; repeatable.")
-    add_config_args(p)
-    p.set_defaults(func=_rollback_command)
 
 
 def pipeline_inputs(cfg: Config, onnx: str | None = None, parity: str | None = None, metrics: str | None = None,
                     run_json: str | None = None) -> tuple[Path, dict, dict, str | None]:
     """(onnx, parity report, metrics, run id) from the files the export, evaluate and train stages write."""
-    from rosetta.export import default_paths
-
-    onnx_default, parity_default = default_paths(cfg)
-    parity_path = Path(parity) if parity else parity_default
-    metrics_path = Path(metrics) if metrics else project_path(cfg.eval.out_dir) / "metrics.json"
-    run_path = Path(run_json) if run_json else project_path(cfg.train.out_dir) / "run.json"
+    runs = RunLayout.from_config(cfg)
+    parity_path = Path(parity) if parity else runs.parity
+    metrics_path = Path(metrics) if metrics else runs.eval_metrics
+    run_path = Path(run_json) if run_json else runs.run_json
     run = read_json(run_path, "the training run record", "run the train stage (`dvc repro train`) first")
-    return (Path(onnx) if onnx else onnx_default,
+    return (Path(onnx) if onnx else runs.onnx,
             read_json(parity_path, "the parity report", "run `rosetta export` (or `dvc repro export`) first"),
             read_json(metrics_path, "the benchmark metrics", "run the evaluate stage (`dvc repro evaluate`) first"),
             run.get("run_id"))
 
-
-def _register_command(args: argparse.Namespace) -> int:
-    def body() -> int:
-        cfg = config_from_args(args)
-        onnx, parity, metrics, run_id = pipeline_inputs(cfg, args.onnx, args.parity, args.metrics, args.run_json)
-        register_and_promote(cfg, onnx, parity, metrics, run_id, default_decision_path(cfg))
-        return 0
-
-    return run_guarded(body)
-
-
-def _promote_command(args: argparse.Namespace) -> int:
-    def body() -> int:
-        return 0 if promote(config_from_args(args), args.version, args.force).promoted else 1
-
-    return run_guarded(body)
-
-
-def _rollback_command(args: argparse.Namespace) -> int:
-    def body() -> int:
-        rollback(config_from_args(args))
-        return 0
-
-    return run_guarded(body)

@@ -16,7 +16,7 @@ def model_summary(cfg: Config) -> dict:
     with torch.inference_mode(), FlopCounterMode(display=False) as counter:
         y = model(x)
     return {
-        "backbone": cfg.model.backbone,
+        "backbone": cfg.model.backbone.key,
         "params": sum(p.numel() for p in model.parameters()),
         "backbone_params": sum(p.numel() for p in model.backbone.parameters()),
         "flops": int(counter.get_total_flops()),  # 2 x multiply-accumulates, convs and matmuls

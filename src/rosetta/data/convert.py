@@ -15,12 +15,13 @@ import numpy as np
 from PIL import Image
 
 from rosetta.config import DataConfig, DataLayout
-from rosetta.data.download import atomic_dir
 from rosetta.data.lmdb_io import FileSample, Record, copy_lmdb, find_lmdbs, write_lmdb
 from rosetta.data.preprocess import ImageDecodeError, decode_image
 from rosetta.errors import RosettaError
+from rosetta.fsutil import atomic_dir
 
 FORMATS = ("mjsynth", "synthtext", "gt-file")
+GT_FILE = "gt.txt"  # a benchmark set in DTRB's layout: <SET>/gt.txt listing images/x.png<TAB>label
 MJSYNTH_SPLITS = {"train": "annotation_train.txt", "val": "annotation_val.txt", "test": "annotation_test.txt"}
 # DTRB's data_lmdb_release folder names -> our split names.
 _SPLIT_FOLDERS = {"training": "train", "train": "train", "validation": "val", "valid": "val", "val": "val",
@@ -191,7 +192,7 @@ def convert_gt_file(gt_file: str | Path, output: str | Path, workers: int = 0) -
     if not gt_file.is_file():
         raise RosettaError(f"{gt_file}: gt file not found; give the text file listing path<TAB>label lines")
     report = write_lmdb(Path(output), _gt_samples(gt_file), total=_count_lines(gt_file), workers=workers,
-                        desc=f"convert {gt_file.name}")
+                        desc=f"convert {gt_file.parent.name}/{gt_file.name}")
     return {Path(output).name: report}
 
 
@@ -217,16 +218,40 @@ def import_lmdbs(src: str | Path, output: str | Path) -> list[Path]:
     return copied
 
 
-def import_benchmarks(src: str | Path, output: str | Path) -> list[Path]:
-    """Copy every benchmark LMDB below ``src`` to ``output/<its folder name>`` (IIIT5k_3000, SVT, ...)."""
-    paths = find_lmdbs(src)
-    names = [p.name for p in paths]
-    copied = []
-    for path in paths:
-        # Leaf names are the benchmark names; fall back to the relative path when two leaves clash.
-        name = path.name if names.count(path.name) == 1 else "_".join(path.relative_to(src).parts)
-        copied.append(copy_lmdb(path, Path(output) / name))
-    return copied
+def find_benchmark_sets(root: str | Path) -> dict[str, tuple[str, Path]]:
+    """Every benchmark set at or below ``root`` by name: ``(kind, folder)`` with kind ``lmdb`` (a folder
+    holding data.mdb) or ``gt-file`` (a folder holding DTRB's gt.txt). Names are the folders' own names
+    (IIIT5k_3000, SVT, ...), or their paths joined by ``_`` where two leaves clash."""
+    root = Path(root)
+    found: dict[Path, str] = {}
+    if root.is_dir():
+        for marker, kind in ((GT_FILE, "gt-file"), ("data.mdb", "lmdb")):  # an LMDB wins over a gt file beside it
+            for path in root.glob(f"**/{marker}"):
+                if not any(part.startswith(".") for part in path.relative_to(root).parts):
+                    found[path.parent] = kind
+    leaves = [p.name for p in found]
+    sets = {}
+    for folder in sorted(found):
+        rel = folder.relative_to(root).parts
+        name = folder.name if not rel or leaves.count(folder.name) == 1 else "_".join(rel)
+        sets[name] = (found[folder], folder)
+    return sets
+
+
+def import_benchmarks(src: str | Path, output: str | Path, workers: int = 0) -> dict[str, dict]:
+    """Every benchmark set below ``src`` (``find_benchmark_sets``) into ``output/<name>``: LMDBs copied as
+    they are, gt-file sets converted. Returns the writer's report of each converted set."""
+    sets = find_benchmark_sets(src)
+    if not sets:
+        raise RosettaError(f"{src}: no benchmark set there (a folder holding data.mdb, or a gt-file set holding "
+                           f"{GT_FILE}); point at the folder of the evaluation sets")
+    reports = {}
+    for name, (kind, folder) in sets.items():
+        if kind == "lmdb":
+            copy_lmdb(folder, Path(output) / name)
+        else:
+            reports.update(convert_gt_file(folder / GT_FILE, Path(output) / name, workers))
+    return reports
 
 
 def convert_sources(data: DataConfig, layout: DataLayout) -> dict[str, dict]:
@@ -249,7 +274,8 @@ def convert_sources(data: DataConfig, layout: DataLayout) -> dict[str, dict]:
         reports.update({f"{source}/{split}": report for split, report in done.items()})
     with atomic_dir(layout.benchmarks, marker=False) as tmp:
         if data.benchmarks.url:
-            import_benchmarks(layout.raw("benchmarks"), tmp)
+            reports.update({f"benchmarks/{name}": report for name, report in
+                            import_benchmarks(layout.raw("benchmarks"), tmp, data.workers).items()})
         else:
             tests = [s for s in data.sources if (layout.lmdb(s) / "test" / "data.mdb").is_file()]
             if not tests:

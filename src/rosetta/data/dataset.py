@@ -12,7 +12,7 @@ from typing import Callable
 import numpy as np
 
 from rosetta.charset import Charset
-from rosetta.data.lmdb_io import find_lmdbs, image_key, label_key, lmdb_name, num_samples, open_lmdb
+from rosetta.data.lmdb_io import find_lmdbs, image_key, iter_labels, lmdb_name, open_lmdb
 from rosetta.data.preprocess import ImageDecodeError, decode_image
 from rosetta.errors import RosettaError
 
@@ -40,29 +40,31 @@ class LmdbDataset:
 
     The LMDBs are opened on first access in each process (read-only, no lock file), so DataLoader
     workers each get their own handles. An image that does not decode never stops a run: the next
-    index that decodes is returned instead, and ``num_bad_images`` counts the skips in this process.
+    index that decodes is returned instead (training), or with ``substitute_bad_images=False`` the image
+    comes back as None (evaluation, which must score the sample itself, never a neighbour); either way
+    ``num_bad_images`` counts them in this process.
     """
 
-    def __init__(self, root: str | Path, charset: Charset, transform: Callable | None = None):
+    def __init__(self, root: str | Path, charset: Charset, transform: Callable | None = None,
+                 substitute_bad_images: bool = True):
         self.root = Path(root)
         self.charset = charset
         self.transform = transform
+        self.substitute_bad_images = substitute_bad_images
         self.sets: list[LmdbSet] = []
         self.num_rejected = 0
         self.num_bad_images = 0
         db_ids, keys, self._labels = [], [], []
         for db_id, path in enumerate(find_lmdbs(self.root)):
-            with open_lmdb(path).begin() as txn:
-                n = num_samples(txn, path)
-                kept_before = len(self._labels)
-                for key in range(1, n + 1):
-                    raw = txn.get(label_key(key))
-                    label = self.charset.normalize(raw.decode("utf-8", errors="replace")) if raw else None
-                    if label is None:
-                        continue
-                    db_ids.append(db_id)
-                    keys.append(key)
-                    self._labels.append(label)
+            n, kept_before = 0, len(self._labels)
+            for key, raw in iter_labels(path):
+                n += 1
+                label = self.charset.normalize(raw)
+                if label is None:
+                    continue
+                db_ids.append(db_id)
+                keys.append(key)
+                self._labels.append(label)
             kept = len(self._labels) - kept_before
             self.num_rejected += n - kept
             self.sets.append(LmdbSet(lmdb_name(path, self.root), path, n, kept, kept_before))
@@ -107,6 +109,9 @@ class LmdbDataset:
                 img = decode_image(data or b"", f"{self.sets[db_id].path} image-{key:09d}")
             except ImageDecodeError as exc:
                 self.num_bad_images += 1
+                if not self.substitute_bad_images:
+                    log.warning("%s; counted as unreadable", exc)
+                    return None, self._labels[i]
                 log.warning("%s; using the next sample instead", exc)
                 continue
             label = self._labels[i]

@@ -6,7 +6,6 @@ Nothing here leaves a half-written file or tree under its final name: downloads 
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -16,7 +15,6 @@ import tarfile
 import time
 import zipfile
 from pathlib import Path, PurePosixPath
-from typing import Iterator
 from urllib.parse import unquote, urlparse
 
 import requests
@@ -24,8 +22,8 @@ from tqdm import tqdm
 
 from rosetta.config import DataConfig, DataLayout
 from rosetta.errors import RosettaError
+from rosetta.fsutil import COMPLETE_MARKER, atomic_dir, write_json
 
-COMPLETE_MARKER = ".rosetta-complete"
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".zip")
 _RETRY_STATUS = {408, 429, 500, 502, 503, 504}
 
@@ -88,7 +86,7 @@ def download(url: str, dest: Path, sha256: str | None = None, *, retries: int = 
         if recorded is None:
             recorded = _check_sha256(dest, url, sha256,
                                      f"delete {dest} to download it again, or fix the sha256")
-            _write_json(sidecar, {"url": url, "sha256": recorded, "bytes": dest.stat().st_size})
+            write_json(sidecar, {"url": url, "sha256": recorded, "bytes": dest.stat().st_size}, sort_keys=True)
         if not sha256 or recorded.lower() == sha256.lower():
             return dest
         raise RosettaError(f"{url}: {dest} has sha256 {recorded}, expected {sha256}; delete it to download "
@@ -111,7 +109,7 @@ def download(url: str, dest: Path, sha256: str | None = None, *, retries: int = 
     except RosettaError:
         part.unlink(missing_ok=True)
         raise
-    _write_json(sidecar, {"url": url, "sha256": got, "bytes": part.stat().st_size})
+    write_json(sidecar, {"url": url, "sha256": got, "bytes": part.stat().st_size}, sort_keys=True)
     os.replace(part, dest)
     return dest
 
@@ -155,41 +153,6 @@ def _fetch_into(url: str, part: Path, timeout: float, chunk_size: int) -> None:
     size = part.stat().st_size
     if total is not None and size != total:
         raise _Retryable(f"got {size} of {total} bytes")
-
-
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-
-
-@contextlib.contextmanager
-def atomic_dir(dest: Path, marker: bool = True) -> Iterator[Path]:
-    """Yield an empty folder beside ``dest``; on success it becomes ``dest`` (replacing an old one).
-
-    With ``marker`` a completion file is written last, so a tree without it is never taken as done.
-    On failure the temporary folder is removed and ``dest`` is left untouched.
-    """
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    for stale in dest.parent.glob(f".{dest.name}.partial-*"):
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp = dest.parent / f".{dest.name}.partial-{os.getpid()}"
-    tmp.mkdir()
-    try:
-        yield tmp
-        if marker:
-            (tmp / COMPLETE_MARKER).write_text("complete\n")
-        if dest.exists():
-            old = dest.parent / f".{dest.name}.old-{os.getpid()}"
-            os.replace(dest, old)
-            os.replace(tmp, dest)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def is_complete(path: Path) -> bool:

@@ -18,9 +18,9 @@ from typing import Callable, Iterable, Iterator, NamedTuple, Protocol, TypeVar
 import lmdb
 from tqdm import tqdm
 
-from rosetta.data.download import atomic_dir
 from rosetta.data.preprocess import ImageDecodeError, decode_image
 from rosetta.errors import RosettaError
+from rosetta.fsutil import atomic_dir
 
 NUM_SAMPLES_KEY = b"num-samples"
 REPORT_NAME = "report.json"
@@ -73,6 +73,19 @@ def num_samples(txn: lmdb.Transaction, path: Path) -> int:
         raise RosettaError(f"{path}: not a text-recognition LMDB (no num-samples key); convert the dataset "
                            "with `rosetta data convert`")
     return int(raw)
+
+
+def read_label(txn: lmdb.Transaction, index: int) -> str:
+    """Sample ``index``'s label as stored (case and punctuation kept); a missing one reads as ''."""
+    raw = txn.get(label_key(index))
+    return raw.decode("utf-8", errors="replace") if raw is not None else ""
+
+
+def iter_labels(path: str | Path) -> Iterator[tuple[int, str]]:
+    """``(index, label)`` for every sample of the LMDB at ``path``, without decoding an image."""
+    with open_lmdb(path).begin() as txn:
+        for index in range(1, num_samples(txn, Path(path)) + 1):
+            yield index, read_label(txn, index)
 
 
 def find_lmdbs(root: str | Path) -> list[Path]:

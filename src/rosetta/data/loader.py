@@ -13,7 +13,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 import torch
-from PIL import Image, ImageFilter
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from rosetta.charset import Charset
@@ -116,38 +116,44 @@ class PlanSampler(Sampler):
             yield keys[self.rank::self.world_size]
 
 
-def rec_aug(img: Image.Image, rng: np.random.Generator, prob: float = 0.4) -> Image.Image:
-    """A light RecAug (PaddleOCR's ``warp``): each of perspective, crop, blur, colour shift, noise and
-    inversion applies with probability ``prob``."""
-    w, h = img.size
-    if rng.random() < prob and w >= 8 and h >= 8:
-        # Move each corner inward or outward by up to a quarter of the height: TIA-like perspective.
-        d = 0.25 * h
-        quad = np.array([0, 0, 0, h, w, h, w, 0], dtype=np.float64) + rng.uniform(-d, d, 8)
-        img = img.transform((w, h), Image.QUAD, quad.tolist(), Image.BILINEAR, fillcolor=_mean_color(img))
-    if rng.random() < prob and h >= 16:
-        top, bottom = rng.integers(0, h // 8 + 1, 2)
-        img = img.crop((0, int(top), w, h - int(bottom)))
-    if rng.random() < prob and h >= 20 and w >= 20:
-        img = img.filter(ImageFilter.GaussianBlur(radius=float(rng.uniform(0.5, 1.2))))
-    arr = np.asarray(img, dtype=np.float32)
-    changed = False
-    if rng.random() < prob:
-        arr = arr[..., rng.permutation(3)] * rng.uniform(0.7, 1.3, 3) + rng.uniform(-30, 30)
-        changed = True
-    if rng.random() < prob:
-        arr = arr + rng.normal(0, rng.uniform(2, 12), arr.shape)
-        changed = True
-    if rng.random() < prob:
-        arr = 255.0 - arr
-        changed = True
-    if changed:
-        img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
-    return img
+class RecAug:
+    """PaddleOCR's RecAug (TIA-like perspective, crop, blur, colour jitter, noise, inversion) with
+    ``torchvision.transforms.v2``'s functional ops; each step applies with probability ``prob``.
 
+    The parameters come from the sample's own numpy generator, not from torch's global one (seeding that
+    per sample costs more than the ops), so a sample and epoch give the same pixels in any worker.
+    """
 
-def _mean_color(img: Image.Image) -> tuple[int, int, int]:
-    return tuple(int(v) for v in np.asarray(img).reshape(-1, 3).mean(0))
+    def __init__(self, prob: float = 0.4):
+        self.prob = prob
+
+    def __call__(self, img: Image.Image, rng: np.random.Generator) -> Image.Image:
+        from torchvision.transforms.v2 import functional as F
+
+        p = self.prob
+        w, h = img.size
+        x = F.pil_to_tensor(img)
+        if rng.random() < p and w >= 8 and h >= 8:
+            d = 0.25 * h  # each corner moves in or out by up to a quarter of the height
+            start = [[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]]
+            end = (np.asarray(start, np.float64) + rng.uniform(-d, d, (4, 2))).round().astype(int).tolist()
+            fill = [float(v) for v in x.float().mean((1, 2))]
+            x = F.perspective(x, start, end, fill=fill)
+        if rng.random() < p and h >= 16:
+            top, bottom = rng.integers(0, h // 8 + 1, 2).tolist()
+            x = x[:, top:h - bottom]
+        if rng.random() < p:
+            x = F.gaussian_blur(x, [5, 5], [float(rng.uniform(0.5, 1.5))])
+        if rng.random() < p:
+            b, c, s = rng.uniform(0.6, 1.4, 3).tolist()
+            x = F.adjust_saturation(F.adjust_contrast(F.adjust_brightness(x, b), c), s)
+            x = x[torch.from_numpy(rng.permutation(3))]  # a colour shift: channels swapped
+        if rng.random() < p:
+            noise = torch.from_numpy(rng.normal(0, rng.uniform(2, 12), tuple(x.shape)).astype(np.float32))
+            x = (x.float() + noise).clamp(0, 255).round().to(torch.uint8)
+        if rng.random() < p / 2:
+            x = F.invert(x)
+        return F.to_pil_image(x)
 
 
 class RecTrainSet(Dataset):
@@ -155,7 +161,8 @@ class RecTrainSet(Dataset):
 
     def __init__(self, base: Dataset, charset: Charset, height: int = 32, width: int = 100,
                  augment: bool = False):
-        self.base, self.charset, self.height, self.width, self.augment = base, charset, height, width, augment
+        self.base, self.charset, self.height, self.width = base, charset, height, width
+        self.augment = RecAug() if augment else None
 
     def __len__(self) -> int:
         return len(self.base)
@@ -163,8 +170,8 @@ class RecTrainSet(Dataset):
     def __getitem__(self, key: SampleKey):
         index, seed = key
         img, label = self.base[index]
-        if self.augment:
-            img = rec_aug(img, np.random.default_rng(seed))
+        if self.augment is not None:
+            img = self.augment(img, np.random.default_rng(seed))
         return resize_norm_img(img, self.height, self.width), self.charset.encode(label)
 
 
@@ -197,8 +204,9 @@ def train_loader(dataset: RecTrainSet, sampler: PlanSampler, num_workers: int, p
 
 
 class EvalSet(Dataset):
-    """``index -> (image tensor, index)`` over a dataset of ``(PIL image, label)``, fixed width as in
-    PaddleOCR's eval (the labels stay with the caller)."""
+    """``index -> (image tensor, index, readable)`` over a dataset of ``(PIL image, label)``, fixed width as
+    in PaddleOCR's eval (the labels stay with the caller). An image given as None (it does not decode) is a
+    blank tensor with ``readable`` False, for the caller to score as unreadable."""
 
     def __init__(self, base: Dataset, height: int = 32, width: int = 100):
         self.base, self.height, self.width = base, height, width
@@ -208,7 +216,9 @@ class EvalSet(Dataset):
 
     def __getitem__(self, index: int):
         img, _ = self.base[index]
-        return resize_norm_img(img, self.height, self.width), index
+        if img is None:
+            return np.zeros((3, self.height, self.width), dtype=np.float32), index, False
+        return resize_norm_img(img, self.height, self.width), index, True
 
 
 def eval_loader(dataset: EvalSet, batch_size: int) -> DataLoader:

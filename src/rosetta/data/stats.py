@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Iterable
 
 from rosetta.charset import Charset
-from rosetta.data.lmdb_io import find_lmdbs, label_key, lmdb_name, num_samples, open_lmdb
+from rosetta.data.lmdb_io import find_lmdbs, iter_labels, lmdb_name
 
 
 def label_stats(labels: Iterable[str], charset: Charset) -> dict:
@@ -54,17 +54,10 @@ def merge_stats(parts: Iterable[dict]) -> dict:
     return _finish(samples, trainable, in_charset, lengths, chars)
 
 
-def _labels(path: Path) -> Iterable[str]:
-    with open_lmdb(path).begin() as txn:
-        for key in range(1, num_samples(txn, path) + 1):
-            raw = txn.get(label_key(key))
-            yield raw.decode("utf-8", errors="replace") if raw is not None else ""
-
-
 def lmdb_stats(root: str | Path, charset: Charset) -> dict:
     """Statistics of every LMDB at or below ``root`` (``sets``, by name) and of all of them (``total``)."""
     root = Path(root)
-    sets = {lmdb_name(p, root): label_stats(_labels(p), charset) for p in find_lmdbs(root)}
+    sets = {lmdb_name(p, root): label_stats((label for _, label in iter_labels(p)), charset) for p in find_lmdbs(root)}
     return {"root": str(root), "sets": sets, "total": merge_stats(sets.values())}
 
 

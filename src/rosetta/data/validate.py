@@ -6,7 +6,6 @@ failed check and by how much it missed.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -16,10 +15,11 @@ import pandas as pd
 
 from rosetta.charset import Charset
 from rosetta.config import ValidationConfig
-from rosetta.data.lmdb_io import (find_lmdbs, image_key, label_key, lmdb_name, num_samples, open_lmdb,
-                                  parallel_map, read_report)
+from rosetta.data.lmdb_io import (find_lmdbs, image_key, lmdb_name, num_samples, open_lmdb, parallel_map,
+                                  read_label, read_report)
 from rosetta.data.preprocess import ImageDecodeError, decode_image
 from rosetta.data.stats import lmdb_stats, summary, write_plots
+from rosetta.fsutil import write_json
 
 RESULTS_DIR = "validation"  # below the reports folder: one GX result JSON per LMDB
 PLOTS_DIR = "plots"
@@ -36,8 +36,7 @@ def _manifest_rows(task: tuple[str, int, int, Charset]) -> list[tuple]:
     rows = []
     with open_lmdb(path).begin() as txn:
         for key in range(start, stop):
-            raw = txn.get(label_key(key))
-            label = raw.decode("utf-8", errors="replace") if raw is not None else ""
+            label = read_label(txn, key)
             try:
                 img = decode_image(txn.get(image_key(key)) or b"", f"image-{key:09d}")
                 w, h = img.size
@@ -167,10 +166,8 @@ def validate_lmdb(lmdb_dir: str | Path, charset: Charset, cfg: ValidationConfig,
     if conversion is not None:
         metrics["rejected_at_conversion"] = conversion["rejected_total"]
         metrics["rejected_by_reason"] = conversion["rejected"]
-    result_path = Path(result_path)
-    result_path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"lmdb": str(lmdb_dir), "metrics": metrics, "failed": failed, "gx": gx_result.to_json_dict()}
-    result_path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    write_json(result_path, payload, default=str)
     if failed:
         summary = f"{name}: {len(failed)} of {len(checks)} checks failed: " + "; ".join(failed)
     else:
@@ -209,5 +206,5 @@ def validate_datasets(roots: dict[str, Path], charset: Charset, cfg: ValidationC
             write_plots(stats, reports / PLOTS_DIR, result.slug)
             metrics[result.slug] = {**result.metrics, **summary(stats)}
             results.append(result)
-    (reports / METRICS_FILE).write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    write_json(reports / METRICS_FILE, metrics, sort_keys=True)
     return results

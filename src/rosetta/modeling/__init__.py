@@ -23,7 +23,7 @@ class RecModel(nn.Module):
 
 
 def build_model(model_cfg, num_classes: int) -> RecModel:
-    backbone = build_backbone(model_cfg)
+    backbone = build_backbone(model_cfg.backbone)
     neck = build_neck(model_cfg.neck, backbone.out_channels)
     head = build_head(model_cfg.head, neck.out_channels, num_classes)
     return RecModel(backbone, neck, head)

@@ -1,24 +1,9 @@
-"""Heads: PaddleOCR's CTC head, one Linear C -> classes, softmax outside training."""
+"""Heads by the name ``model.head`` gives, one file each as in PaddleOCR: ``ctc`` -> ``rec_ctc_head.CTCHead``."""
 from __future__ import annotations
 
-import math
-
-import torch
 from torch import nn
 
-
-class CTCHead(nn.Module):
-    def __init__(self, in_channels: int, num_classes: int):
-        super().__init__()
-        self.fc = nn.Linear(in_channels, num_classes)
-        # PaddleOCR's get_para_bias_attr: weight and bias uniform(+-1/sqrt(fan_in)).
-        stdv = 1.0 / math.sqrt(in_channels)
-        nn.init.uniform_(self.fc.weight, -stdv, stdv)
-        nn.init.uniform_(self.fc.bias, -stdv, stdv)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits = self.fc(x)
-        return logits if self.training else torch.softmax(logits, dim=2)
+from rosetta.modeling.heads.rec_ctc_head import CTCHead
 
 
 def build_head(name: str, in_channels: int, num_classes: int) -> nn.Module:

@@ -1,20 +1,9 @@
-"""Necks: PaddleOCR's ``reshape`` (Im2Seq) turns (N, C, 1, W) features into a (N, W, C) sequence."""
+"""Necks by the name ``model.neck`` gives, in PaddleOCR's files: ``reshape`` -> ``rnn.Im2Seq``."""
 from __future__ import annotations
 
-import torch
 from torch import nn
 
-
-class Im2Seq(nn.Module):
-    def __init__(self, in_channels: int):
-        super().__init__()
-        self.out_channels = in_channels
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[2] != 1:
-            raise ValueError(f"the reshape neck needs feature height 1, got {x.shape[2]}: "
-                             "the input height must be 32")
-        return x.squeeze(2).transpose(1, 2)
+from rosetta.modeling.necks.rnn import Im2Seq
 
 
 def build_neck(name: str, in_channels: int) -> nn.Module:

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from rosetta.charset import Charset
-from rosetta.cliutil import add_config_args, config_from_args, run_guarded
+from rosetta.cli.common import add_config_args, config_from_args
 from rosetta.config import DataLayout
 from rosetta.errors import RosettaError
 
@@ -25,6 +25,14 @@ def register(subparsers) -> None:
     p.add_argument("out", metavar="OUT", help="output folder (replaced when complete)")
     add_config_args(p)
     p.set_defaults(func=_synth)
+
+    p = sub.add_parser("samples", help="a picture of the renderer's effects, one row each",
+                       description="Render a few words once per effect of data.synth.effects (that effect "
+                                   "always on, the others off), plus 'none' and the configured mix 'all', "
+                                   "into one PNG, for a person to see what training looks at.")
+    p.add_argument("out", metavar="OUT.png", help="the picture to write")
+    add_config_args(p)
+    p.set_defaults(func=_samples)
 
     p = sub.add_parser("download", help="download (resumably) and extract a dataset",
                        description="Download URL_OR_NAME with resume, retries and sha256 check, then extract "
@@ -70,77 +78,74 @@ def register(subparsers) -> None:
 
 
 def _synth(args: argparse.Namespace) -> int:
-    def body() -> int:
-        from rosetta.data.synth import render_dataset
+    from rosetta.data.synth import render_dataset
 
-        cfg = config_from_args(args)
-        render_dataset(args.out, cfg.data.synth, cfg.seed, cfg.data.workers)
-        return 0
+    cfg = config_from_args(args)
+    render_dataset(args.out, cfg.data.synth, cfg.seed, cfg.data.workers)
+    return 0
 
-    return run_guarded(body)
+
+def _samples(args: argparse.Namespace) -> int:
+    from rosetta.data.synth import effect_samples, sample_sheet
+
+    cfg = config_from_args(args)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sample_sheet(effect_samples(cfg.data.synth, cfg.seed)).save(out)
+    print(f"samples: {out}")
+    return 0
 
 
 def _download(args: argparse.Namespace) -> int:
-    def body() -> int:
-        from rosetta.data.download import fetch
+    from rosetta.data.download import fetch
 
-        cfg = config_from_args(args)
-        url, sha256 = args.source, args.sha256
-        if args.source in SOURCE_NAMES:
-            spec = getattr(cfg.data, args.source)
-            if not spec.url:
-                raise RosettaError(f"data.{args.source}.url is empty; set it in params.yaml or give a URL")
-            url, sha256 = spec.url, sha256 or spec.sha256
-        out = fetch(url, Path(args.out), DataLayout.from_config(cfg).root / "downloads", sha256)
-        print(f"{url} -> {out}")
-        return 0
-
-    return run_guarded(body)
+    cfg = config_from_args(args)
+    url, sha256 = args.source, args.sha256
+    if args.source in SOURCE_NAMES:
+        spec = getattr(cfg.data, args.source)
+        if not spec.url:
+            raise RosettaError(f"data.{args.source}.url is empty; set it in params.yaml or give a URL")
+        url, sha256 = spec.url, sha256 or spec.sha256
+    out = fetch(url, Path(args.out), DataLayout.from_config(cfg).root / "downloads", sha256)
+    print(f"{url} -> {out}")
+    return 0
 
 
 def _convert(args: argparse.Namespace) -> int:
-    def body() -> int:
-        from rosetta.data.convert import convert
+    from rosetta.data.convert import convert
 
-        cfg = config_from_args(args)
-        for name, report in convert(args.format, args.input, args.output, cfg.data.workers).items():
-            rejected = ", ".join(f"{k} {v}" for k, v in report["rejected"].items()) or "none"
-            print(f"{name}: {report['written']} samples written, rejected: {rejected}")
-        return 0
-
-    return run_guarded(body)
+    cfg = config_from_args(args)
+    for name, report in convert(args.format, args.input, args.output, cfg.data.workers).items():
+        rejected = ", ".join(f"{k} {v}" for k, v in report["rejected"].items()) or "none"
+        print(f"{name}: {report['written']} samples written, rejected: {rejected}")
+    return 0
 
 
 def _validate(args: argparse.Namespace) -> int:
-    def body() -> int:
-        from rosetta.data.validate import RESULTS_DIR, validate_tree
+    from rosetta.data.validate import RESULTS_DIR, validate_tree
 
-        cfg = config_from_args(args)
-        results_dir = Path(args.results) if args.results else DataLayout.from_config(cfg).reports / RESULTS_DIR
-        results = validate_tree(args.lmdb_dir, Charset.from_config(cfg.charset), cfg.data.validation,
-                                results_dir, cfg.data.workers)
-        for result in results:
-            print(result.summary)
-        print(f"GX results written to {results_dir}")
-        return 0 if all(r.success for r in results) else 1
-
-    return run_guarded(body)
+    cfg = config_from_args(args)
+    results_dir = Path(args.results) if args.results else DataLayout.from_config(cfg).reports / RESULTS_DIR
+    results = validate_tree(args.lmdb_dir, Charset.from_config(cfg.charset), cfg.data.validation,
+                            results_dir, cfg.data.workers)
+    for result in results:
+        print(result.summary)
+    print(f"GX results written to {results_dir}")
+    return 0 if all(r.success for r in results) else 1
 
 
 def _stats(args: argparse.Namespace) -> int:
-    def body() -> int:
-        from rosetta.data.stats import lmdb_stats, summary
+    from rosetta.data.stats import lmdb_stats, summary
 
-        cfg = config_from_args(args)
-        stats = lmdb_stats(args.lmdb_dir, Charset.from_config(cfg.charset))
-        if args.json:
-            print(json.dumps(stats, indent=2, ensure_ascii=False))
-            return 0
-        for name, part in [*stats["sets"].items(), ("total", stats["total"])]:
-            line = ", ".join(f"{k} {v}" for k, v in summary(part).items())
-            print(f"{name}: {line}")
-        top = list(stats["total"]["characters"].items())[:20]
-        print("most frequent characters: " + " ".join(f"{c!r}:{n}" for c, n in top))
+    cfg = config_from_args(args)
+    stats = lmdb_stats(args.lmdb_dir, Charset.from_config(cfg.charset))
+    if args.json:
+        print(json.dumps(stats, indent=2, ensure_ascii=False))
         return 0
+    for name, part in [*stats["sets"].items(), ("total", stats["total"])]:
+        line = ", ".join(f"{k} {v}" for k, v in summary(part).items())
+        print(f"{name}: {line}")
+    top = list(stats["total"]["characters"].items())[:20]
+    print("most frequent characters: " + " ".join(f"{c!r}:{n}" for c, n in top))
+    return 0
 
-    return run_guarded(body)

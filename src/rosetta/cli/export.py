@@ -1,0 +1,37 @@
+"""``rosetta export``: a checkpoint to ONNX, gated against PyTorch."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rosetta.cli.common import add_config_args, config_from_args
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "export", help="export a checkpoint to ONNX and gate it against PyTorch",
+        description="Write an ONNX file (input x [batch, 3, 32, width], dynamic batch and width; output "
+                    "probabilities [batch, T, classes]; opset export.opset) with the charset and preprocessing "
+                    "in its metadata, then compare it with PyTorch on the validation split. Below "
+                    "export.max_abs_diff / export.min_same_text nothing is written and the exit status is 2.")
+    add_config_args(p)
+    p.add_argument("--model", metavar="CHECKPOINT", required=True, help="PyTorch checkpoint (e.g. runs/train/best.pt)")
+    p.add_argument("--out", metavar="FILE.onnx", default=None, help="output (default: <export.out_dir>/model.onnx)")
+    p.add_argument("--parity", metavar="FILE.json", default=None,
+                   help="parity report (default: <export.out_dir>/parity.json)")
+    p.add_argument("--data", metavar="LMDB_DIR", default=None,
+                   help="validation images for the gate (default: data/lmdb/<first source>/val)")
+    p.set_defaults(func=_export)
+
+
+def _export(args: argparse.Namespace) -> int:
+    from rosetta.config import RunLayout
+    from rosetta.export import export_checkpoint
+
+    cfg = config_from_args(args)
+    runs = RunLayout.from_config(cfg)
+    out = Path(args.out) if args.out else runs.onnx
+    report = export_checkpoint(args.model, out, cfg, Path(args.parity) if args.parity else runs.parity, args.data)
+    print(report.summary())
+    print(f"wrote {out}")
+    return 0

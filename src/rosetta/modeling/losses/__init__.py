@@ -1,0 +1,1 @@
+"""Losses, one file each as in PaddleOCR's ``ppocr/losses``: ``rec_ctc_loss.CTCLoss``."""

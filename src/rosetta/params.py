@@ -1,0 +1,197 @@
+"""Reading params files into typed, frozen dataclasses: type coercion with one-sentence ``ConfigError``s
+naming the key, tagged unions told apart by ``name``, PaddleOCR-style ``-o key=value`` overrides, and
+overlays (a file with ``base:`` merged over the file it names). ``rosetta.config`` holds the schema.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from rosetta.errors import RosettaError
+
+
+class ConfigError(RosettaError, ValueError):
+    """A user-fixable problem in params.yaml or an override; the message is one sentence."""
+
+
+def choice(key: str, value: Any, allowed: tuple) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(str, allowed))}")
+
+
+def check(cond: bool, key: str, value: Any, must: str) -> None:
+    if not cond:
+        raise ConfigError(f"{key}: {value!r} {must}")
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(map(str, typing.get_args(tp)))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join("null" if a is type(None) else _type_name(a) for a in typing.get_args(tp))
+    if origin is list:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(
+        tp, getattr(tp, "__name__", str(tp)))
+
+
+def _coerce(tp: Any, value: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping of settings, got {value!r}")
+        return build(tp, value, key)
+    if origin is Literal:
+        choice(key, value, typing.get_args(tp))
+        return value
+    if origin in (typing.Union, types.UnionType) and all(dataclasses.is_dataclass(a) for a in typing.get_args(tp)):
+        return _tagged(tp, value, key)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(a, value, key)
+            except ConfigError:
+                pass
+        raise ConfigError(f"{key}: {value!r} is not {_type_name(tp)}")
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: {value!r} is not {_type_name(tp)}")
+        (item,) = typing.get_args(tp)
+        return [_coerce(item, v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            # YAML 1.1 reads '1e-3' (no dot) as a string; accept it as the number it means.
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    raise ConfigError(f"{key}: {value!r} is not {_type_name(tp)}")
+
+
+def _tagged(tp: Any, value: Any, key: str) -> Any:
+    """A union of dataclasses (PaddleOCR's ``Backbone:`` sections) built from a mapping by its ``name``."""
+    kinds = {typing.get_args(typing.get_type_hints(a)["name"])[0]: a for a in typing.get_args(tp)}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{key}: expected a mapping with a name ({', '.join(kinds)}), got {value!r}")
+    choice(f"{key}.name", value.get("name"), tuple(kinds))
+    return build(kinds[value["name"]], value, key)
+
+
+def build(cls: type, data: dict, prefix: str = "") -> Any:
+    """An instance of the dataclass ``cls`` from ``data``; each section's ``validate(prefix)`` runs once built."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for k in data:
+        if k not in names:
+            where = f"{prefix}.{k}" if prefix else str(k)
+            raise ConfigError(f"{where}: unknown key (known keys: {', '.join(sorted(names))})")
+    defaults = {f.name: f.default_factory for f in dataclasses.fields(cls)
+                if f.default_factory is not dataclasses.MISSING}
+    kwargs = {}
+    for k, v in data.items():
+        if isinstance(v, dict) and "name" not in v and k in defaults and hasattr(default := defaults[k](), "name"):
+            v = {"name": default.name, **v}  # a tagged section without a name is of its default's kind
+        kwargs[k] = _coerce(hints[k], v, f"{prefix}.{k}" if prefix else k)
+    obj = cls(**kwargs)
+    if hasattr(obj, "validate"):
+        obj.validate(prefix)
+    return obj
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``a.b=c`` -> (["a", "b"], c), the value read as YAML (so 1e-3, true, [1, 2] work)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like section.key=value")
+    key, raw = text.split("=", 1)
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise ConfigError(f"override {text!r} must look like section.key=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return parts, value
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    for text in overrides or []:
+        parts, value = parse_override(text)
+        node = data
+        for part in parts[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"{'.'.join(parts)}: {part} is a value, not a section")
+            node = child
+        node[parts[-1]] = value
+    return data
+
+
+def param_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """``key: old -> new`` for every dotted key whose value differs between two params dicts."""
+    out = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += param_differences(a, b, f"{prefix}{k}.")
+        elif a != b:
+            out.append(f"{prefix}{k}: {a!r} -> {b!r}")
+    return out
+
+
+def merge_params(base: dict, overlay: dict) -> dict:
+    """``overlay`` merged over ``base``: mappings key by key, anything else replaced. A mapping whose ``name``
+    differs from the base's (a backbone of another kind) replaces the base's whole, so none of its keys linger."""
+    out = dict(base)
+    for key, value in overlay.items():
+        old = out.get(key)
+        if isinstance(old, dict) and isinstance(value, dict) and value.get("name", old.get("name")) == old.get("name"):
+            out[key] = merge_params(old, value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def read_params(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    """The params in ``path``; a file with a top-level ``base:`` is an overlay, merged over the file ``base``
+    names (relative to the overlay's folder), which may itself be an overlay."""
+    if not path.exists():
+        raise ConfigError(f"{path}: configuration file not found; pass -c with the path to a params.yaml")
+    if path.resolve() in seen:
+        raise ConfigError(f"{path}: its base: chain comes back to itself; point base: at params.yaml")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    if not isinstance(base, str) or not base:
+        raise ConfigError(f"{path}: base: {base!r} must name the params file this overlay changes")
+    return merge_params(read_params(path.parent / base, (*seen, path.resolve())), data)

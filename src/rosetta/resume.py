@@ -1,0 +1,48 @@
+"""What makes a training run resumable: the RNG states (torch, numpy, python, CUDA) as ``weights_only``
+checkpoint data, and the fingerprint a checkpoint must share with the current params to be resumed.
+"""
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+
+from rosetta.config import Config
+from rosetta.data.loader import Stream
+
+# Settings that change how a run is executed or reported, not what it computes: a checkpoint written
+# under other values of these still resumes.
+_OPERATIONAL = {"num_workers", "threads", "log_every", "eval_every", "checkpoint_every", "max_bad_steps",
+                "device", "compile", "out_dir", "log_model", "nproc", "val_samples"}
+
+
+def rng_state() -> dict:
+    """Torch, numpy and python RNG states as tensors and primitives (``weights_only`` loadable)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    version, py_state, gauss_next = random.getstate()
+    state = {"torch": torch.get_rng_state(),
+             "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+             "python": {"version": version, "state": list(py_state), "gauss_next": gauss_next}}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["state"]), p["gauss_next"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def fingerprint(cfg: Config, streams: list[Stream], world_size: int) -> dict:
+    """What a checkpoint must share with the current params to be resumed."""
+    train = {k: v for k, v in cfg.to_dict()["train"].items() if k not in _OPERATIONAL}
+    return {"seed": cfg.seed, "charset": cfg.to_dict()["charset"], "model": cfg.to_dict()["model"], "train": train,
+            "world_size": world_size, "data": [[s.name, s.size] for s in streams]}

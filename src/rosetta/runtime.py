@@ -1,0 +1,84 @@
+"""Where and how fast training runs: the device, the process's rank under torchrun, CPU tuning and
+autocast. Training, evaluation and the benchmarks set up their device here.
+"""
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+from dataclasses import dataclass
+
+import torch
+
+from rosetta.config import TrainConfig
+from rosetta.errors import RosettaError
+
+
+@dataclass
+class Dist:
+    """This process's place among the training processes; rank 0 writes files and talks to MLflow."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def from_env(cls) -> "Dist":
+        """This process's place under torchrun (RANK, WORLD_SIZE, LOCAL_RANK), else a single process."""
+        return cls(int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")),
+                   int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise RosettaError(f"train.device is {name!r} but no CUDA device is available; use auto or cpu")
+        return torch.device(name if ":" in name else f"cuda:{local_rank}")
+    return torch.device(name)
+
+
+def prepare_device(train: TrainConfig, local_rank: int = 0) -> torch.device:
+    """``train.device`` resolved, with the CPU tuned (``use_cpu_fast_paths``) when that is where it runs."""
+    device = resolve_device(train.device, local_rank)
+    if device.type == "cpu":
+        use_cpu_fast_paths(train.threads)
+    return device
+
+
+def use_cpu_fast_paths(threads: int = 0) -> None:
+    """Settings that make CPU training steps about twice as fast, without changing what they compute:
+
+    - ``threads`` intra-op threads (0 = torch's default);
+    - denormals flushed to zero: MobileNetV3's small activations and gradients otherwise fall into
+      denormal floats, which cost x86 a third of a step;
+    - glibc keeps freed memory: by default it returns every large freed block to the OS and faults the
+      pages in again at the next step, a third of the step spent in the kernel.
+    """
+    if threads > 0:
+        torch.set_num_threads(threads)
+    torch.set_flush_denormal(True)
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc: nothing to tune
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    libc.mallopt(m_mmap_threshold, 1 << 30)
+    libc.mallopt(m_trim_threshold, 2**31 - 1)
+
+
+def autocast_context(precision: str, device: torch.device):
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if precision == "fp16" and device.type != "cuda":
+        raise RosettaError("train.precision fp16 needs a CUDA device; use bf16 or fp32 on the CPU")
+    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        # torch.autocast would stop with a traceback; GPUs before Ampere have no bfloat16 arithmetic.
+        raise RosettaError(f"train.precision bf16 needs a GPU with bfloat16 (Ampere or newer), and "
+                           f"{torch.cuda.get_device_name(device)} has none; use fp16 there")
+    return torch.autocast(device.type, dtype=torch.float16 if precision == "fp16" else torch.bfloat16)

@@ -1,0 +1,169 @@
+"""dvc.yaml's code deps cannot drift from the code, and the committed dvc.lock cannot drift from dvc.yaml.
+
+Each stage's deps must list every ``rosetta`` module its script can import (the import closure, read with
+``ast``, function-level imports included), so editing any of them makes ``dvc status`` report the stage;
+the committed ``dvc.lock`` must record exactly those files with their current hashes, so a fresh clone
+sees the pipeline as the commit left it. The run paths in dvc.yaml are ``RunLayout``'s.
+"""
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from rosetta.config import PROJECT_ROOT, RunLayout, load_config
+
+SRC = PROJECT_ROOT / "src"
+CODE_PREFIXES = ("src/", "stages/")
+REFRESH = ("refresh the lock: `dvc repro` in the project (or `dvc commit -f <stage>` when the outputs are "
+           "known to be unchanged), then commit dvc.lock")
+
+
+def _stages() -> dict[str, dict]:
+    return yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())["stages"]
+
+
+def _dep_paths(stage: dict) -> list[str]:
+    return [d if isinstance(d, str) else next(iter(d)) for d in stage.get("deps", [])]
+
+
+def _module_file(name: str) -> Path | None:
+    base = SRC.joinpath(*name.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _imports(path: Path, package: tuple[str, ...] | None = None) -> set[str]:
+    """``rosetta`` modules ``path`` imports anywhere in its body, with the packages that run on the way;
+    relative imports resolve against ``package`` (default: the package the file is in)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            module = node.module or ""
+            if node.level:  # relative: from the package the file is in
+                package = package or path.relative_to(SRC).parent.parts
+                module = ".".join(package[:len(package) - node.level + 1] + ((module,) if module else ()))
+            names = [module] + [f"{module}.{a.name}" for a in node.names]
+        for name in names:
+            parts = name.split(".")
+            if parts[0] == "rosetta":
+                found.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
+    return {n for n in found if _module_file(n) is not None}
+
+
+def import_closure(script: Path) -> set[str]:
+    """Project-relative paths of the script and every ``rosetta`` module it can load."""
+    files = {script}
+    todo = [script]
+    while todo:
+        for name in _imports(todo.pop()):
+            path = _module_file(name)
+            if path not in files:
+                files.add(path)
+                todo.append(path)
+    return {p.relative_to(PROJECT_ROOT).as_posix() if p.is_relative_to(PROJECT_ROOT) else str(p) for p in files}
+
+
+def _script(stage: dict) -> Path | None:
+    parts = stage["cmd"].split()
+    return PROJECT_ROOT / parts[1] if parts[0] == "python" and parts[1].endswith(".py") else None
+
+
+def test_every_stage_depends_on_its_whole_import_closure():
+    problems = []
+    for name, stage in _stages().items():
+        script = _script(stage)
+        assert script is not None, f"stage {name}: cmd {stage['cmd']!r} is not `python stages/<script>.py`"
+        deps = _dep_paths(stage)
+        code = {d for d in deps if d.startswith(CODE_PREFIXES)}
+        for dep in code:
+            if not (PROJECT_ROOT / dep).is_file():
+                problems.append(f"{name}: dep {dep} is not a file (list modules one by one)")
+        missing = sorted(import_closure(script) - code)
+        if missing:
+            problems.append(f"{name}: add to deps " + ", ".join(missing))
+    assert not problems, "dvc.yaml's code deps differ from the stage scripts' imports:\n" + "\n".join(problems)
+
+
+def test_the_closure_follows_function_level_and_relative_imports(tmp_path):
+    script = tmp_path / "stage.py"
+    script.write_text("def main():\n    from rosetta.data import lmdb_io\n")
+    closure = import_closure(script)
+    assert {"src/rosetta/__init__.py", "src/rosetta/data/__init__.py", "src/rosetta/data/lmdb_io.py"} <= closure
+    relative = tmp_path / "module.py"
+    relative.write_text("from . import lmdb_io\nfrom ..charset import Charset\n")
+    assert {"rosetta.data.lmdb_io", "rosetta.charset"} <= _imports(relative, ("rosetta", "data"))
+
+
+def _md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def test_the_committed_lock_records_the_code_as_it_is():
+    """A fresh clone must see no stage changed by code: the lock's code deps are dvc.yaml's, hashes current."""
+    lock = yaml.safe_load((PROJECT_ROOT / "dvc.lock").read_text())["stages"]
+    problems = []
+    for name, stage in _stages().items():
+        wanted = {d for d in _dep_paths(stage) if d.startswith(CODE_PREFIXES)}
+        recorded = {d["path"]: d for d in lock.get(name, {}).get("deps", []) if d["path"].startswith(CODE_PREFIXES)}
+        for path in sorted(wanted - set(recorded)):
+            problems.append(f"{name}: {path} is a dep in dvc.yaml but not in dvc.lock")
+        for path in sorted(set(recorded) - wanted):
+            problems.append(f"{name}: {path} is in dvc.lock but no longer a dep in dvc.yaml")
+        for path in sorted(wanted & set(recorded)):
+            if recorded[path].get("md5") != _md5(PROJECT_ROOT / path):
+                problems.append(f"{name}: {path} differs from the hash dvc.lock records")
+    assert not problems, "the committed dvc.lock is stale:\n" + "\n".join(problems) + f"\n{REFRESH}"
+
+
+def test_dvc_yaml_names_the_run_layout_files():
+    """dvc.yaml's run outputs are the files RunLayout gives the code (default params)."""
+    layout = RunLayout.from_config(load_config(PROJECT_ROOT / "params.yaml"), root=Path("."))
+    named = set()
+    for stage in _stages().values():
+        for kind in ("outs", "metrics", "plots"):
+            named.update(o if isinstance(o, str) else next(iter(o)) for o in stage.get(kind, []))
+    expected = {layout.best_checkpoint, layout.checkpoints, layout.run_json, layout.train_metrics, layout.loss_csv,
+                layout.val_csv, layout.curve_png, layout.eval_metrics, layout.eval_table, layout.gallery_png,
+                layout.onnx, layout.parity, layout.decision}
+    assert {p.as_posix() for p in expected} <= named
+    assert {p for p in named if p.startswith("runs/")} == {p.as_posix() for p in expected}
+
+
+def test_editing_charset_changes_train_and_evaluate(tmp_path):
+    """A real ``dvc status`` in a copy of the project, after editing src/rosetta/charset.py."""
+    repo = tmp_path / "project"
+    repo.mkdir()
+    for name in ("dvc.yaml", "dvc.lock", "params.yaml"):
+        shutil.copy(PROJECT_ROOT / name, repo / name)
+    skip = shutil.ignore_patterns("__pycache__", "*.egg-info")
+    for folder in ("stages", "src"):
+        shutil.copytree(PROJECT_ROOT / folder, repo / folder, ignore=skip)
+    env = {**os.environ, "GIT_CONFIG_NOSYSTEM": "1", "DVC_NO_ANALYTICS": "1"}
+    dvc = str(Path(sys.executable).parent / "dvc")
+    for cmd in (["git", "init", "-q"], [dvc, "init", "-q"]):
+        subprocess.run(cmd, cwd=repo, env=env, check=True, capture_output=True)
+    with (repo / "src" / "rosetta" / "charset.py").open("a") as fh:
+        fh.write("\n# edited\n")
+    out = subprocess.run([dvc, "status", "--json"], cwd=repo, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    status = json.loads(out.stdout)
+
+    def charset_changed(stage: str) -> bool:
+        return any("src/rosetta/charset.py" in entry.get("changed deps", {}) for entry in status.get(stage, [])
+                   if isinstance(entry, dict))
+
+    assert charset_changed("train") and charset_changed("evaluate"), status
+    assert not charset_changed("download"), status
