@@ -101,7 +101,7 @@ def _glyph_problem(font: ImageFont.FreeTypeFont) -> str | None:
 
 
 @lru_cache(maxsize=None)
-def _probe(path: Path, size: int, mtime_ns: int) -> tuple[str, str] | str:
+def _probe(path: Path, file_size: int, mtime_ns: int) -> tuple[str, str] | str:
     """(family, style) of a usable font file, or why it is not usable. Cached per file version: the glyph
     check draws 62 characters, and a process may look at the same few hundred fonts several times."""
     try:

@@ -14,6 +14,7 @@ import re
 import string
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
 
@@ -106,14 +107,10 @@ def _render_job(job: _Job) -> int:
     return img.width
 
 
-_PHOTO_LIST: list[Path] | None = None
-
-
+@lru_cache(maxsize=1)
 def _photos() -> list[Path]:
-    global _PHOTO_LIST
-    if _PHOTO_LIST is None:
-        _PHOTO_LIST = photo_paths()
-    return _PHOTO_LIST
+    """The background photographs, looked up once per process."""
+    return photo_paths()
 
 
 # --------------------------------------------------------------------------- the dataset
