@@ -204,7 +204,7 @@ def main() -> int:
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "mlflow_compare.png")
     p.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "rosetta-mlflow-screenshot",
                    help="where the tiny data, the runs and their store go (replaced)")
-    p.add_argument("--steps", type=int, default=60, help="training steps of each run")
+    p.add_argument("--steps", type=int, default=800, help="training steps of each run (about 4 min each on 2 cores)")
     p.add_argument("--width", type=int, default=1400)
     p.add_argument("--height", type=int, default=1150)
     p.add_argument("--reuse", action="store_true", help="photograph the runs already in --work")
