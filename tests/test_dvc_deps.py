@@ -7,7 +7,6 @@ sees the pipeline as the commit left it. The run paths in dvc.yaml are ``RunLayo
 """
 from __future__ import annotations
 
-import ast
 import hashlib
 import json
 import os
@@ -18,9 +17,9 @@ from pathlib import Path
 
 import yaml
 
+from import_graph import SRC, imported_modules, module_file, modules
 from rosetta.config import PROJECT_ROOT, RunLayout, load_config
 
-SRC = PROJECT_ROOT / "src"
 CODE_PREFIXES = ("src/", "stages/")
 REFRESH = ("refresh the lock: `dvc repro` in the project (or `dvc commit -f <stage>` when the outputs are "
            "known to be unchanged), then commit dvc.lock")
@@ -34,33 +33,14 @@ def _dep_paths(stage: dict) -> list[str]:
     return [d if isinstance(d, str) else next(iter(d)) for d in stage.get("deps", [])]
 
 
-def _module_file(name: str) -> Path | None:
-    base = SRC.joinpath(*name.split("."))
-    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def _imports(path: Path, package: tuple[str, ...] | None = None) -> set[str]:
-    """``rosetta`` modules ``path`` imports anywhere in its body, with the packages that run on the way;
-    relative imports resolve against ``package`` (default: the package the file is in)."""
-    found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        names: list[str] = []
-        if isinstance(node, ast.Import):
-            names = [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            module = node.module or ""
-            if node.level:  # relative: from the package the file is in
-                package = package or path.relative_to(SRC).parent.parts
-                module = ".".join(package[:len(package) - node.level + 1] + ((module,) if module else ()))
-            names = [module] + [f"{module}.{a.name}" for a in node.names]
-        for name in names:
-            parts = name.split(".")
-            if parts[0] == "rosetta":
-                found.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
-    return {n for n in found if _module_file(n) is not None}
+def _imports(path: Path, package: str | None = None) -> set[str]:
+    """``rosetta`` modules ``path`` imports anywhere in its body, with the packages that run on the way
+    (importing ``rosetta.data.x`` runs ``rosetta`` and ``rosetta.data`` too); relative imports resolve
+    against ``package`` (default: the package the file is in)."""
+    if package is None:
+        package = ".".join(path.relative_to(SRC).parent.parts) if path.is_relative_to(SRC) else ""
+    direct = imported_modules(path, package, set(modules()))
+    return {".".join(n.split(".")[:i]) for n in direct for i in range(1, n.count(".") + 2)}
 
 
 def import_closure(script: Path) -> set[str]:
@@ -69,7 +49,7 @@ def import_closure(script: Path) -> set[str]:
     todo = [script]
     while todo:
         for name in _imports(todo.pop()):
-            path = _module_file(name)
+            path = module_file(name)
             if path not in files:
                 files.add(path)
                 todo.append(path)
@@ -104,7 +84,7 @@ def test_the_closure_follows_function_level_and_relative_imports(tmp_path):
     assert {"src/rosetta/__init__.py", "src/rosetta/data/__init__.py", "src/rosetta/data/lmdb_io.py"} <= closure
     relative = tmp_path / "module.py"
     relative.write_text("from . import lmdb_io\nfrom ..charset import Charset\n")
-    assert {"rosetta.data.lmdb_io", "rosetta.charset"} <= _imports(relative, ("rosetta", "data"))
+    assert {"rosetta.data.lmdb_io", "rosetta.charset"} <= _imports(relative, "rosetta.data")
 
 
 def _md5(path: Path) -> str:

@@ -5,46 +5,22 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from rosetta.config import PROJECT_ROOT
+from import_graph import PACKAGE, SRC, imported_modules, modules
 
-SRC = PROJECT_ROOT / "src"
-PACKAGE = SRC / "rosetta"
 CLI = PACKAGE / "cli"
 MAX_LINES = 400
 LONG_REASON = "Longer than 400 lines because"
 
 
-def _modules() -> dict[str, Path]:
-    out = {}
-    for path in sorted(PACKAGE.rglob("*.py")):
-        parts = list(path.relative_to(SRC).with_suffix("").parts)
-        if parts[-1] == "__init__":
-            parts.pop()
-        out[".".join(parts)] = path
-    return out
-
-
 def _imports(name: str, path: Path, known: set[str]) -> set[str]:
-    """The rosetta modules ``name`` imports anywhere in its file: at the top, in functions, under
-    TYPE_CHECKING. ``from a import b`` counts as importing ``a.b`` when that is a module, else ``a``."""
+    """The modules ``name`` imports, itself aside (a package's file imports from its own package)."""
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                parts = package.split(".")[:len(package.split(".")) - node.level + 1]
-                base = ".".join(parts + ([base] if base else []))
-            for alias in node.names:
-                found.add(f"{base}.{alias.name}" if f"{base}.{alias.name}" in known else base)
-    return {m for m in found if m in known and m != name}
+    return imported_modules(path, package, known) - {name}
 
 
 def import_graph() -> dict[str, set[str]]:
-    modules = _modules()
-    return {name: _imports(name, path, set(modules)) for name, path in modules.items()}
+    found = modules()
+    return {name: _imports(name, path, set(found)) for name, path in found.items()}
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -100,7 +76,7 @@ def test_the_cycle_finder_sees_function_level_imports(tmp_path):
 
 def test_long_modules_say_why():
     long = []
-    for name, path in _modules().items():
+    for name, path in modules().items():
         text = path.read_text()
         doc = ast.get_docstring(ast.parse(text)) or ""
         if text.count("\n") > MAX_LINES and LONG_REASON not in doc:
