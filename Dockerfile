@@ -1,29 +1,60 @@
-# Rosetta pipeline image: a CUDA runtime with the project installed the way the README does it
-# (`make install`: .venv, then `pip install -e '.[dev]'`), running as a non-root user.
+# Two images of the Rosetta pipeline, both on python:3.11-slim (Debian bookworm, as the Makefile expects),
+# both running as the non-root user rosetta (uid 1000):
 #
-#   docker build -t rosetta-pipeline:latest .
+#   docker build -t rosetta-pipeline:latest .                     # training: a Prefect worker for the GPU pool
 #   docker run --gpus all -e PREFECT_API_URL=http://<server>:4200/api rosetta-pipeline:latest
 #
-# The default command is a Prefect worker for the process pool `gpu` (prefect.yaml's train-rosetta/gpu).
-# Docker pool variant: `prefect work-pool create gpu --type docker`, a worker with prefect-docker on the
-# GPU host, and in the gpu deployment `job_variables: {image: rosetta-pipeline:latest,
+#   docker build --target serve-onnx -t rosetta-serve:latest .    # serving the ONNX model on the CPU, no torch
+#   docker run -p 5001:5001 -v $PWD:/store -e MLFLOW_TRACKING_URI=sqlite:////store/mlflow.db rosetta-serve:latest
+#
+# One CUDA stack: the torch wheel from PyPI brings its own CUDA runtime libraries (the nvidia-* wheels), so no
+# CUDA base image is needed; the host needs only the NVIDIA driver and the container toolkit (--gpus all).
+# No dev extras in either image (`make install EXTRAS=`; the serving image installs pyproject's serve-onnx group).
+#
+# The training image's default command is a Prefect worker for the process pool `gpu` (prefect.yaml's
+# train-rosetta/gpu). Docker pool variant: `prefect work-pool create gpu --type docker`, a worker with
+# prefect-docker on the GPU host, and in the gpu deployment `job_variables: {image: rosetta-pipeline:latest,
 # container_create_kwargs: {device_requests: [{driver: nvidia, count: -1, capabilities: [[gpu]]}]}}` plus a
 # `set_working_directory: {directory: /opt/rosetta}` pull step (commented in prefect.yaml).
-FROM nvidia/cuda:12.8.1-runtime-ubuntu22.04
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
-ENV DEBIAN_FRONTEND=noninteractive \
-    PYTHONUNBUFFERED=1 \
+FROM ${PYTHON_IMAGE} AS base
+ENV PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    LANG=C.UTF-8
+    LANG=C.UTF-8 \
+    MPLCONFIGDIR=/tmp/matplotlib
+RUN useradd --create-home --uid 1000 --shell /bin/bash rosetta \
+    && install -d -o rosetta -g rosetta /opt/rosetta
+WORKDIR /opt/rosetta
 
-# Python 3.11 as the Makefile expects it; git because DVC stages and the provenance tags read the repository.
+# ---------------------------------------------------------------- serving: ONNX Runtime on the CPU, no torch
+FROM base AS serve-onnx-build
+# make runs the same install a test runs (`make install-serve-onnx`); it stays in this build stage.
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends python3.11 python3.11-venv make git ca-certificates \
-    && rm -rf /var/lib/apt/lists/* \
-    && useradd --create-home --uid 1000 --shell /bin/bash rosetta \
-    && install -d -o rosetta -g rosetta /opt/rosetta
+    && apt-get install -y --no-install-recommends make \
+    && rm -rf /var/lib/apt/lists/*
+USER 1000:1000
+COPY --chown=1000:1000 pyproject.toml Makefile README.md ./
+COPY --chown=1000:1000 src ./src
+RUN make install-serve-onnx
+
+FROM base AS serve-onnx
+COPY --from=serve-onnx-build --chown=1000:1000 /opt/rosetta/.venv /opt/rosetta/.venv
+USER 1000:1000
+ENV PATH="/opt/rosetta/.venv/bin:${PATH}"
+EXPOSE 5001
+CMD ["mlflow", "models", "serve", "-m", "models:/rosetta@production", "--env-manager", "local", \
+     "--host", "0.0.0.0", "--port", "5001"]
+
+# ---------------------------------------------------------------- training (the default target: built last)
+FROM base AS train
+# git because DVC stages and the provenance tags read the repository; make for `make install`.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends make git ca-certificates \
+    && rm -rf /var/lib/apt/lists/*
 
 # The synthetic renderer's fonts (data.synth.font_packages), as root: `make install` then finds them installed.
 COPY packages/debian-fonts.txt /tmp/debian-fonts.txt
@@ -31,21 +62,18 @@ SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 # hadolint ignore=DL3008
 RUN apt-get update \
     && sed 's/#.*//' /tmp/debian-fonts.txt | xargs apt-get install -y --no-install-recommends \
-    && rm -rf /var/lib/apt/lists/*
+    && rm -rf /var/lib/apt/lists/* /tmp/debian-fonts.txt
 
-WORKDIR /opt/rosetta
 USER 1000:1000
-
 # The install layer first, so code and params edits reuse it.
 COPY --chown=1000:1000 pyproject.toml Makefile README.md ./
 COPY --chown=1000:1000 packages ./packages
 COPY --chown=1000:1000 scripts/install_debian_packages.sh ./scripts/
 COPY --chown=1000:1000 src ./src
-RUN make install
+RUN make install EXTRAS=
 
 COPY --chown=1000:1000 . .
 
-ENV PATH="/opt/rosetta/.venv/bin:${PATH}" \
-    MPLCONFIGDIR=/tmp/matplotlib
+ENV PATH="/opt/rosetta/.venv/bin:${PATH}"
 
 CMD ["prefect", "worker", "start", "--pool", "gpu"]

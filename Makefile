@@ -6,13 +6,27 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 FONTS := $(VENV)/.fonts-installed
+# pyproject's optional dependencies to install with the project; the Dockerfile's image sets EXTRAS= (none).
+EXTRAS ?= dev
 
-.PHONY: install demo test bench gpu-check mlflow-screenshot prefect-up prefect-down clean
+.PHONY: install install-serve-onnx demo test bench gpu-check mlflow-screenshot prefect-up prefect-down clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -e '.[dev]'
+	$(BIN)/python -m pip install -e '.$(if $(EXTRAS),[$(EXTRAS)])'
 	touch $(STAMP)
+
+# The CPU-only ONNX serving install (the Dockerfile's serve-onnx target): pyproject's serve-onnx requirements,
+# then the package itself without its dependencies, so torch (and the rest of the training stack) never comes.
+SERVE_STAMP := $(VENV)/.serve-onnx-installed
+$(SERVE_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['serve-onnx'], sep=chr(10))" > $(VENV)/serve-onnx.txt
+	$(BIN)/python -m pip install -r $(VENV)/serve-onnx.txt
+	$(BIN)/python -m pip install --no-deps .
+	touch $(SERVE_STAMP)
+
+install-serve-onnx: $(SERVE_STAMP)
 
 # The renderer's Debian font packages (data.synth.font_packages), so every machine renders the same bytes.
 $(FONTS): packages/debian-fonts.txt | $(STAMP)

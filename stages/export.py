@@ -1,10 +1,11 @@
 """DVC stage ``export``: ``runs/train/best.pt`` to ``runs/export/model.onnx``, gated by ONNX Runtime vs PyTorch
-parity on the validation split; the parity figures go to ``runs/export/parity.json`` (a DVC metric)."""
+parity on the validation split; the parity figures go to ``runs/export/parity.json`` (a DVC metric). With
+``export.int8: true`` also ``runs/export/model.int8.onnx``, gated on its own (``runs/export/int8.json``)."""
 import sys
 
 from rosetta.errors import run_guarded
 from rosetta.config import RunLayout, load_config
-from rosetta.export import export_checkpoint
+from rosetta.export import export_checkpoint, export_int8
 
 
 def main() -> int:
@@ -12,6 +13,8 @@ def main() -> int:
     runs = RunLayout.from_config(cfg)
     report = export_checkpoint(runs.best_checkpoint, runs.onnx, cfg, runs.parity)
     print(report.summary())
+    if cfg.export.int8:
+        print(export_int8(runs.onnx, cfg, runs.int8_report).summary())
     return 0
 
 

@@ -116,3 +116,20 @@ def test_cli_reports_config_error_in_one_line(rosetta_cli):
     assert proc.returncode == 2
     assert proc.stderr.strip() == ("error: model.backbone: 'resnet35' is not one of mobilenet_v3, resnet34_vd, nor a "
                                    "mapping with a name (MobileNetV3, ResNet)")
+
+
+def test_project_root_is_the_working_directorys_project_not_the_installed_checkout(tmp_path, monkeypatch):
+    from rosetta.config import PROJECT_ROOT, project_root
+    from rosetta.tracking import tracking_uri
+
+    second = tmp_path / "second-checkout"  # a clone sharing this checkout's virtual environment
+    (second / "stages").mkdir(parents=True)
+    (second / "params.yaml").write_text((ROOT / "params.yaml").read_text().replace("seed: 42", "seed: 7", 1))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(second / "stages")
+    assert project_root() == second.resolve()
+    cfg = load_config()
+    assert cfg.seed == 7
+    assert tracking_uri(cfg) == f"sqlite:///{second.resolve() / 'mlflow.db'}"
+    monkeypatch.chdir(tmp_path)  # in no project: the checkout the package is installed from
+    assert project_root() == PROJECT_ROOT and load_config().seed == 42

@@ -135,11 +135,58 @@ def test_part_left_by_a_failed_run_is_resumed_by_the_next(server, tmp_path):
     server.cuts = 5
     with pytest.raises(RosettaError, match="run again to resume"):
         download(server.url + "/f.bin", tmp_path / "f.bin", retries=0)
-    have = (tmp_path / "f.bin.part").stat().st_size
+    (part,) = tmp_path.glob("f.bin.*.part")
+    have = part.stat().st_size
     assert 0 < have <= len(payload) // 2
     server.cuts = 0
     assert download(server.url + "/f.bin", tmp_path / "f.bin").read_bytes() == payload
     assert server.requests[-1]["range"] == f"bytes={have}-"
+
+
+def test_cache_is_keyed_by_url_and_a_part_never_takes_another_urls_bytes(server, tmp_path):
+    first, second = b"first url " * 20_000, b"second url" * 20_000
+    server.files["/plain.bin"], server.files["/other/plain.bin"] = first, second
+    downloads = tmp_path / "downloads"
+    assert (fetch(server.url + "/plain.bin", tmp_path / "a", downloads) / "plain.bin").read_bytes() == first
+    assert (fetch(server.url + "/other/plain.bin", tmp_path / "b", downloads) / "plain.bin").read_bytes() == second
+    # download() into one file name: a .part of one URL is not resumed by another, a file of another URL
+    # is replaced.
+    server.cuts = 1
+    with pytest.raises(RosettaError, match="run again to resume"):
+        download(server.url + "/plain.bin", tmp_path / "one.bin", retries=0)
+    assert download(server.url + "/other/plain.bin", tmp_path / "one.bin").read_bytes() == second
+    assert server.requests[-1]["range"] is None
+    assert download(server.url + "/plain.bin", tmp_path / "one.bin").read_bytes() == first
+
+
+def test_refused_archive_is_not_kept_in_the_cache(server, tmp_path):
+    server.files["/x.tar"] = _tar({"../evil.txt": b"escaped"}, gz=False)
+    downloads = tmp_path / "downloads"
+    with pytest.raises(RosettaError, match="download was deleted"):
+        fetch(server.url + "/x.tar", tmp_path / "x", downloads)
+    assert [p for p in downloads.rglob("*") if p.is_file()] == []
+    server.files["/x.tar"] = _tar({"ok.txt": b"fine"}, gz=False)  # fixed upstream: the next run fetches it
+    assert (fetch(server.url + "/x.tar", tmp_path / "x", downloads) / "ok.txt").read_bytes() == b"fine"
+    local = tmp_path / "local.tar"  # a local archive is the user's: refused, never deleted
+    local.write_bytes(_tar({"/abs.txt": b"x"}, gz=False))
+    with pytest.raises(RosettaError, match="absolute"):
+        fetch(str(local), tmp_path / "y", downloads)
+    assert local.is_file()
+
+
+def test_output_that_is_not_ours_is_refused_before_downloading(server, tmp_path):
+    server.files["/a.tar"] = _tar({"ok.txt": b"fine"}, gz=False)
+    thesis = tmp_path / "thesis"
+    thesis.mkdir()
+    (thesis / "chapter1.tex").write_text("years of work")
+    with pytest.raises(RosettaError, match="not empty and was not written by rosetta"):
+        fetch(server.url + "/a.tar", thesis, tmp_path / "downloads")
+    notes = tmp_path / "notes.txt"
+    notes.write_text("keep me")
+    with pytest.raises(RosettaError, match="is not a folder"):
+        fetch(server.url + "/a.tar", notes, tmp_path / "downloads")
+    assert (thesis / "chapter1.tex").read_text() == "years of work" and notes.read_text() == "keep me"
+    assert server.requests == [] and sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "thesis"]
 
 
 def test_checksum_mismatch_leaves_nothing_behind(server, tmp_path):

@@ -80,7 +80,7 @@ def test_writer_skips_and_counts_bad_samples(tmp_path):
     assert items[b"label-000000001"].decode() == "Hello, World!"  # stored as is: case, punctuation
     assert items[b"label-000000002"].decode() == "ÉCOLE 42"
     assert items[b"image-000000001"] == good.read_bytes()  # bytes as read, not re-encoded
-    assert sorted(os.listdir(tmp_path / "out")) == ["data.mdb", "report.json"]  # no lock.mdb
+    assert sorted(os.listdir(tmp_path / "out")) == [".rosetta-complete", "data.mdb", "report.json"]  # no lock.mdb
 
 
 def test_writer_is_deterministic_across_runs_workers_and_map_growth(tmp_path):
@@ -107,6 +107,44 @@ def test_gt_file_converter_reads_paths_relative_to_the_file(tmp_path):
     assert report["written"] == 2 and report["rejected"] == {"bad_line": 1, "missing": 1}
     items = _read_all(tmp_path / "lmdb")
     assert [items[b"label-000000001"].decode(), items[b"label-000000002"].decode()] == ["New York", "café"]
+
+
+def test_convert_never_replaces_an_output_that_is_not_ours(tmp_path, capsys):
+    from rosetta.cli import main
+
+    _image(tmp_path / "a.jpg")
+    gt = tmp_path / "gt.txt"
+    gt.write_text("a.jpg\thello\n", encoding="utf-8")
+    thesis = tmp_path / "thesis"
+    thesis.mkdir()
+    (thesis / "chapter1.tex").write_text("years of work")
+    notes = tmp_path / "notes.txt"
+    notes.write_text("keep me")
+    (tmp_path / "mj").mkdir()
+    (tmp_path / "mj" / "annotation_train.txt").write_text("./1_hello_1.jpg 1\n")
+    params = ["-o", "data.workers=1"]
+    for fmt, output in (("gt-file", thesis), ("mjsynth", thesis), ("gt-file", notes)):
+        capsys.readouterr()
+        assert main(["data", "convert", "--format", fmt, str(gt if fmt == "gt-file" else tmp_path / "mj"),
+                     str(output), *params]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {output}: ") and err.count("\n") == 1
+    assert (thesis / "chapter1.tex").read_text() == "years of work" and notes.read_text() == "keep me"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.jpg", "gt.txt", "mj", "notes.txt", "thesis"]  # none hidden
+    # Our own output, and an empty folder, are replaced as before.
+    (tmp_path / "empty").mkdir()
+    for output in (tmp_path / "lmdb", tmp_path / "lmdb", tmp_path / "empty"):
+        assert main(["data", "convert", "--format", "gt-file", str(gt), str(output), *params]) == 0
+        assert len(_read_all(output)) == 3
+
+
+def test_gt_file_that_is_not_utf8_is_one_sentence(tmp_path):
+    _image(tmp_path / "a.jpg")
+    gt = tmp_path / "gt.txt"
+    gt.write_bytes("a.jpg\thello\na.jpg\tcaf\u00e9\n".encode("latin-1"))
+    with pytest.raises(RosettaError, match=r"gt.txt: line 2 is not UTF-8 text; save the gt file as UTF-8"):
+        convert_gt_file(gt, tmp_path / "lmdb", workers=1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.jpg", "gt.txt"]
 
 
 # --------------------------------------------------------------------------- LmdbDataset

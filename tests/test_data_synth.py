@@ -15,7 +15,7 @@ from PIL import Image
 
 from rosetta.config import PROJECT_ROOT, SynthConfig, SynthEffects
 from rosetta.data import fonts as fonts_mod
-from rosetta.data.fonts import debian_package_fonts, discover_fonts, font_files, split_families
+from rosetta.data.fonts import debian_package_fonts, discover_fonts, font_files, split_families, synth_fonts
 from rosetta.data.render import photo_paths, render_word
 from rosetta.data.synth import MJSYNTH_DIR, REPORT_NAME, build_lexicon, effect_samples, render_dataset, sample_sheet
 from rosetta.errors import RosettaError
@@ -154,6 +154,18 @@ def test_declared_debian_packages_bring_many_families():
     assert all(debian_package_fonts(p) for p in listed)  # each package installs at least one font file
     fonts, _ = discover_fonts(font_files(TINY))
     assert len({f.family for f in fonts}) >= 60
+
+
+def test_excluded_families_are_never_drawn_and_say_why():
+    all_fonts, _ = discover_fonts(font_files(TINY))
+    family = all_fonts[0].family
+    fonts, skipped = synth_fonts(dataclasses.replace(TINY, exclude_families=[family]))
+    assert family not in {f.family for f in fonts}
+    assert len(fonts) == len([f for f in all_fonts if f.family != family])
+    assert {skipped[f.path] for f in all_fonts if f.family == family} == {"family in data.synth.exclude_families"}
+    # the embedded default drops the script faces that the declared packages bring
+    default_families = {f.family for f in synth_fonts(TINY)[0]}
+    assert not default_families & set(TINY.exclude_families)
 
 
 def test_every_effect_changes_the_image_and_is_saved_for_a_person():

@@ -26,7 +26,8 @@ def two_runs(tmp_path_factory, tiny_data, rosetta_cli):
     from rosetta.train import run_training
 
     root = tmp_path_factory.mktemp("compare")
-    common = [*TINY, "train.max_steps=6", "train.eval_every=6", f"data.root={tiny_data}",
+    default_lr = load_config(ROOT / "params.yaml").train.lr  # run a keeps the default rate, run b changes it
+    common = [*TINY, f"train.lr={default_lr}", "train.max_steps=6", "train.eval_every=6", f"data.root={tiny_data}",
               f"mlflow.tracking_uri=sqlite:///{root / 'mlflow.db'}", "export.parity_samples=4",
               "export.batch_size=4"]
 

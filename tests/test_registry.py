@@ -11,6 +11,7 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
+import onnx
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
@@ -49,6 +50,16 @@ def store(tmp_path_factory, tiny_data):
         yield {"root": root, "cfg": cfg, "overrides": overrides, "onnx": root / "model.onnx", "parity": parity}
 
 
+def _model_file(store, name: str) -> Path:
+    """Another model file, as another training run exports one: the store's ONNX with other bytes (its
+    doc_string), since one file on one data version is registered once."""
+    model = onnx.load(str(store["onnx"]))
+    model.doc_string = name
+    path = store["root"] / f"model-{name}.onnx"
+    onnx.save(model, str(path))
+    return path
+
+
 def _candidate(store, accuracy: float, model_name: str = "rosetta") -> tuple:
     """A training run with its benchmark metrics, registered and decided as the pipeline does it: the
     decision, what it printed and the decision file it wrote."""
@@ -58,8 +69,8 @@ def _candidate(store, accuracy: float, model_name: str = "rosetta") -> tuple:
     tracker.end()
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        decision = register_and_promote(cfg, store["onnx"], store["parity"], _summary(accuracy), tracker.run_id,
-                                        store["root"] / f"{model_name}.json")
+        decision = register_and_promote(cfg, _model_file(store, f"{model_name}-{accuracy}"), store["parity"],
+                                        _summary(accuracy), tracker.run_id, store["root"] / f"{model_name}.json")
     return decision, out.getvalue(), json.loads((store["root"] / f"{model_name}.json").read_text())
 
 
@@ -144,20 +155,24 @@ def test_promote_by_hand_needs_force_to_skip_the_comparison(store, rosetta_cli):
     assert _aliases(_client(store), name) == {"production": "2", "previous": "1"}
 
 
-def test_production_alias_loads_as_pyfunc_and_reads_images(store, lifecycle, tmp_path):
+def test_production_alias_loads_as_pyfunc_and_reads_image_bytes_only(store, lifecycle, tmp_path):
     mlflow.set_tracking_uri(store["cfg"].mlflow.tracking_uri)
     mlflow.set_registry_uri(store["cfg"].mlflow.tracking_uri)
     model = mlflow.pyfunc.load_model("models:/rosetta@production")
     rng = np.random.default_rng(5)
     images = [word_image(w, rng) for w in ("joint", "street")]
     (tmp_path / "street.png").write_bytes(png_bytes(images[1]))
-    as_base64 = base64.b64encode(png_bytes(images[0])).decode()  # what JSON brings to `mlflow models serve`
-    frame = pd.DataFrame({"image": [png_bytes(images[0]), str(tmp_path / "street.png"), as_base64]})
+    frame = pd.DataFrame({"image": [png_bytes(images[0]), str(tmp_path / "street.png"), png_bytes(images[1])]})
     got = model.predict(frame)
-    assert list(got.columns) == ["text", "confidence"] and len(got) == 3
-    expected = load_onnx_recognizer(store["onnx"]).recognize(images + images[:1])
-    assert got["text"].tolist() == [t for t, _ in expected]
-    assert got["confidence"].tolist() == pytest.approx([c for _, c in expected], abs=1e-6)
+    assert list(got.columns) == ["text", "confidence", "error"] and len(got) == 3
+    expected = load_onnx_recognizer(store["onnx"]).recognize(images)
+    assert got["text"].tolist() == [expected[0][0], "", expected[1][0]]
+    assert got["confidence"].tolist() == pytest.approx([expected[0][1], 0.0, expected[1][1]], abs=1e-6)
+    # A path is never opened: the row gets its sentence, the others are read.
+    assert got["error"].tolist()[0] == got["error"].tolist()[2] == ""
+    assert got["error"][1].startswith("row 1: a string, not image bytes") and "never opened" in got["error"][1]
+    artifacts = Path(mlflow.artifacts.download_artifacts("models:/rosetta@production", dst_path=str(tmp_path / "m")))
+    assert (artifacts / "serving_input_example.json").is_file()
 
 
 def test_registration_refuses_failed_parity_and_unknown_metric(store):
@@ -183,6 +198,18 @@ def test_a_first_version_below_the_floor_is_registered_not_promoted(store, capsy
     assert client.get_registered_model("floored").aliases == {}
     assert client.get_model_version("floored", "1").tags[TAG_DECISION] == "not promoted"
     assert json.loads((store["root"] / "floored.json").read_text())["promoted"] is False
+
+
+def test_the_same_file_on_the_same_data_is_registered_once(store, capsys):
+    cfg = config(*store["overrides"], "registry.model_name=once")
+    onnx_path = _model_file(store, "once")
+    first = register_and_promote(cfg, onnx_path, store["parity"], _summary(0.5), None)
+    again = register_and_promote(cfg, onnx_path, store["parity"], _summary(0.5), None)
+    assert first.version == again.version == "1" and first.promoted
+    assert "once v1 already holds" in capsys.readouterr().out
+    assert [str(v.version) for v in _client(store).search_model_versions("name='once'")] == ["1"]
+    other = register_and_promote(cfg, _model_file(store, "once-retrained"), store["parity"], _summary(0.6), None)
+    assert other.version == "2"
 
 
 def test_rollback_without_a_registered_model_is_one_sentence(store):
@@ -268,8 +295,8 @@ def test_a_synth_gain_with_a_real_loss_is_registered_but_not_promoted(store, cap
     def candidate(synth: float, real: float):
         tracker = Tracker(cfg)
         tracker.end()
-        decision = register_and_promote(cfg, store["onnx"], store["parity"], _real_summary(synth, real),
-                                        tracker.run_id)
+        decision = register_and_promote(cfg, _model_file(store, f"real-{synth}-{real}"), store["parity"],
+                                        _real_summary(synth, real), tracker.run_id)
         return decision, capsys.readouterr().out
 
     first, _ = candidate(0.80, 0.70)
@@ -282,6 +309,15 @@ def test_a_synth_gain_with_a_real_loss_is_registered_but_not_promoted(store, cap
     real_gain, out = candidate(0.75, 0.72)
     assert real_gain.promoted and "accuracy_real 0.7200 beats production v1's 0.7000" in out
     assert _aliases_of(_client(store), "rosetta-real") == {"production": "3", "previous": "1"}
+    assert _client(store).get_model_version("rosetta-real", "3").tags["benchmark_set.real"].endswith(": REAL_tiny=6")
+    # A renderer change gives a new synth test split; the real sets are the same, so the real totals compare.
+    write_word_lmdb(tmp_path / "lmdb" / "benchmarks" / "synth_test", 14, seed=5)
+    new_synth, out = candidate(0.70, 0.74)
+    assert new_synth.promoted and "accuracy_real 0.7400 beats production v3's 0.7200" in out
+    # accuracy_total mixes in the synth split, which differs now: not comparable.
+    total = Evidence.from_tags("9", _client(store).get_model_version("rosetta-real", "4").tags, "accuracy_total")
+    previous = Evidence.from_tags("3", _client(store).get_model_version("rosetta-real", "3").tags, "accuracy_total")
+    assert "another benchmark set" in decide(total, previous, REG).reason
 
 
 def _aliases_of(client: MlflowClient, name: str) -> dict[str, str]:

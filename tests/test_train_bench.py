@@ -28,3 +28,15 @@ def test_bench_without_data_says_what_to_do(tmp_path, rosetta_cli):
     proc = rosetta_cli("bench", "train", "--data", str(tmp_path / "nothing"), cwd=tmp_path)
     assert proc.returncode == 2
     assert "no training LMDB" in proc.stderr and proc.stderr.count("\n") == 1
+
+
+def test_bench_train_measures_processes_together(tmp_path, rosetta_cli):
+    proc = rosetta_cli("bench", "train", "--backbones", "mobilenet_v3", "--batch-size", "4", "--steps", "2",
+                       "--warmup", "1", "--modes", "synthetic", "--processes", "2", "--json",
+                       "-o", "train.threads=1", "-o", "train.device=cpu", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "2 processes x batch 4" in proc.stdout.splitlines()[0]
+    (row,) = json.loads("\n".join(proc.stdout.splitlines()[1:]))
+    assert row["processes"] == 2 and row["threads"] == 1 and row["batch_size"] == 4
+    # two ranks' images over the slower rank's time
+    assert row["ms_per_image"] == pytest.approx(1000 / row["images_per_s"])

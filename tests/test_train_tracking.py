@@ -42,6 +42,7 @@ def test_training_and_evaluation_land_in_one_mlflow_run(tmp_path, monkeypatch, t
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.chdir(tmp_path)
     (tmp_path / "dvc.lock").write_text(DVC_LOCK)
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")  # a project folder: rosetta.config.project_root finds it
     assert data_version() == {"data/lmdb": "0123456789abcdef0123456789abcdef.dir"}
     cfg = tiny_config(tmp_path, f"data.root={tiny_data}", "train.log_model=true",
                       "mlflow.experiment=tiny")

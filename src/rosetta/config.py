@@ -20,7 +20,24 @@ from typing import Any, Literal, Optional
 
 from rosetta.params import ConfigError, apply_overrides, build, check, choice, read_params
 
+# The checkout this package is installed from (editable): the project only where the working directory is in none.
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def project_root() -> Path:
+    """The project the working directory is in: the nearest folder at or above it holding params.yaml or
+    dvc.yaml, else ``PROJECT_ROOT``. So a second checkout sharing one virtual environment reads its own
+    params and writes its own ``mlflow.db``, not those of the checkout the package is installed from."""
+    cwd = Path.cwd().resolve()
+    for folder in (cwd, *cwd.parents):
+        if (folder / "params.yaml").is_file() or (folder / "dvc.yaml").is_file():
+            return folder
+    return PROJECT_ROOT
+
+
+def check_out_dir(out_dir: str, p: str) -> None:
+    """A stage's ``out_dir`` names a folder: an empty one would write (and clear) outputs in the project root."""
+    check(bool(out_dir.strip()), f"{p}.out_dir", out_dir, "must name a folder (e.g. runs/<stage>)")
 
 
 @dataclass(frozen=True)
@@ -88,16 +105,16 @@ class ModelConfig:
 class SynthEffects:
     """Probability of each optional rendering step of rosetta.data.render (0 = never)."""
 
-    photo_background: float = 0.3  # a crop of a natural photograph under the text (else flat or ramped colour)
-    border: float = 0.075          # an outline around the strokes in a third colour
-    shadow: float = 0.075          # a blurred, offset copy of the text under it
-    curve: float = 0.05            # an arced or wavy baseline (CUTE80-like)
-    perspective: float = 0.125     # a strong projective distortion (IC15-like)
-    lighting: float = 0.15         # a brightness gradient across the image
-    occlusion: float = 0.04        # a bar or blob covering part of the word
-    blur: float = 0.1              # strong Gaussian or motion blur
-    low_resolution: float = 0.1    # down to 10-19 px high and back up, with harsher JPEG
-    invert: float = 0.2            # a negative of the whole picture: dark and light swap
+    photo_background: float = 0.6  # a crop of a natural photograph under the text (else flat or ramped colour)
+    border: float = 0.15          # an outline around the strokes in a third colour
+    shadow: float = 0.15          # a blurred, offset copy of the text under it
+    curve: float = 0.1            # an arced or wavy baseline (CUTE80-like)
+    perspective: float = 0.25     # a strong projective distortion (IC15-like)
+    lighting: float = 0.3         # a brightness gradient across the image
+    occlusion: float = 0.08        # a bar or blob covering part of the word
+    blur: float = 0.2              # strong Gaussian or motion blur
+    low_resolution: float = 0.2    # down to 10-19 px high and back up, with harsher JPEG
+    invert: float = 0.4            # a negative of the whole picture: dark and light swap
 
     def validate(self, p: str) -> None:
         for f in dataclasses.fields(self):
@@ -107,7 +124,7 @@ class SynthEffects:
 
 @dataclass(frozen=True)
 class SynthConfig:
-    train_size: int = 20000
+    train_size: int = 30000
     val_size: int = 1000
     test_size: int = 1000
     vocabulary_size: int = 30000  # most frequent English words (wordfreq) to draw from
@@ -115,6 +132,8 @@ class SynthConfig:
     fonts_dirs: list[str] = field(default_factory=list)
     font_packages: str = "packages/debian-fonts.txt"  # Debian font packages `make install` installs; "" = none
     system_fonts: bool = False  # also every font under /usr/share/fonts (machine-dependent bytes)
+    # script faces found inside the declared packages; scene text is print, and joined letters teach little
+    exclude_families: list[str] = field(default_factory=lambda: ["TeX Gyre Chorus", "Z003"])
     effects: SynthEffects = field(default_factory=SynthEffects)
     clean_fraction: float = 0.5  # share of words drawn plainly (no effect): the model learns glyphs from these first
     test_font_fraction: float = 0.25  # share of font families held out for the test split
@@ -198,14 +217,14 @@ class TrainConfig:
     # Defaults equal params.yaml's (the embedded CPU recipe; tests/test_config.py holds them together);
     # PaddleOCR's recipe is in profiles/.
     optimizer: Literal["adam", "adamw"] = "adamw"
-    lr: float = 2e-3
+    lr: float = 3e-3
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     weight_decay: float = 0.01  # decoupled decay for AdamW (all params); Adam uses model.head_l2_decay
     scheduler: Literal["constant", "cosine", "onecycle"] = "cosine"
-    warmup_steps: int = 300
-    batch_size: int = 16
+    warmup_steps: int = 200
+    batch_size: int = 32
     epochs: int = 72
-    max_steps: int = 2700  # > 0 overrides epochs
+    max_steps: int = 1500  # > 0 overrides epochs
     grad_clip: float = 5.0  # 0 = off
     shuffle: bool = True
     augment: bool = False
@@ -217,9 +236,9 @@ class TrainConfig:
     nproc: int = 2  # > 1 launches torchrun with that many processes
     num_workers: int = 0
     threads: int = 1  # torch intra-op threads on CPU; 0 = leave torch's default
-    eval_every: int = 450
+    eval_every: int = 500
     val_samples: int = 0  # validation samples scored every eval_every steps (evenly spaced); 0 = all
-    checkpoint_every: int = 450
+    checkpoint_every: int = 500
     log_every: int = 50
     max_bad_steps: int = 20  # consecutive non-finite losses before the run stops
     log_model: bool = True  # log the best model to MLflow (pytorch flavour) at the end
@@ -246,17 +265,21 @@ class TrainConfig:
             check(getattr(self, k) >= 1, f"{p}.{k}", getattr(self, k), "must be at least 1")
         check(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
                f"{p}.device", self.device, "must be auto, cpu, cuda or cuda:N")
+        check_out_dir(self.out_dir, p)
 
 
 @dataclass(frozen=True)
 class EvalConfig:
     batch_size: int = 256
     gallery_size: int = 24  # worst mistakes shown in the PNG gallery
+    threads: int = 0  # CPU threads of inference (evaluate, predict, export's int8 gate); 0 = all cores
     out_dir: str = "runs/eval"
 
     def validate(self, p: str) -> None:
         check(self.batch_size >= 1, f"{p}.batch_size", self.batch_size, "must be at least 1")
         check(self.gallery_size >= 0, f"{p}.gallery_size", self.gallery_size, "must be >= 0")
+        check_out_dir(self.out_dir, p)
+        check(self.threads >= 0, f"{p}.threads", self.threads, "must be >= 0 (0 = all cores)")
 
 
 @dataclass(frozen=True)
@@ -265,16 +288,24 @@ class ExportConfig:
     max_abs_diff: float = 1e-4
     min_same_text: float = 0.999
     parity_samples: int = 512
-    batch_size: int = 32  # parity batches: each batch has its own width, so the dynamic width gets exercised
+    batch_size: int = 32  # parity batches, each image at the inference contract's width (rosetta.data.preprocess)
+    int8: bool = False  # also a statically quantized model.int8.onnx, calibrated on validation images
+    int8_min_same_text: float = 0.99  # int8 gate: share of validation images read as the float model reads them
+    int8_max_accuracy_drop: float = 0.005  # int8 gate: accuracy lost on any benchmark set, at most
     out_dir: str = "runs/export"
 
     def validate(self, p: str) -> None:
         check(self.opset >= 17, f"{p}.opset", self.opset, "must be at least 17")
+        check_out_dir(self.out_dir, p)
         check(self.max_abs_diff > 0, f"{p}.max_abs_diff", self.max_abs_diff, "must be > 0")
         check(0 <= self.min_same_text <= 1, f"{p}.min_same_text", self.min_same_text,
                "must be between 0 and 1")
         check(self.parity_samples >= 1, f"{p}.parity_samples", self.parity_samples, "must be at least 1")
         check(self.batch_size >= 1, f"{p}.batch_size", self.batch_size, "must be at least 1")
+        check(0 <= self.int8_min_same_text <= 1, f"{p}.int8_min_same_text", self.int8_min_same_text,
+               "must be between 0 and 1")
+        check(0 <= self.int8_max_accuracy_drop <= 1, f"{p}.int8_max_accuracy_drop", self.int8_max_accuracy_drop,
+               "must be between 0 and 1")
 
 
 @dataclass(frozen=True)
@@ -300,6 +331,23 @@ class RegistryConfig:
                    "must be a non-empty name of letters, digits, - and _")
         check(self.alias != self.previous_alias, f"{p}.previous_alias", self.previous_alias,
                "must differ from registry.alias")
+        check_out_dir(self.out_dir, p)
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """What one request to the served model may hold; recorded in the registered pyfunc (its model_config)."""
+
+    max_image_side: int = 8192  # pixels, width or height
+    max_image_pixels: int = 16_000_000  # width x height, checked before decoding
+    max_request_images: int = 256
+    max_request_mb: int = 32  # encoded image bytes in one request
+    precision: str = "fp32"  # the registered ONNX file served: fp32, or int8 (the export's model.int8.onnx)
+
+    def validate(self, p: str) -> None:
+        for k in ("max_image_side", "max_image_pixels", "max_request_images", "max_request_mb"):
+            check(getattr(self, k) >= 1, f"{p}.{k}", getattr(self, k), "must be at least 1")
+        check(self.precision in ("fp32", "int8"), f"{p}.precision", self.precision, "must be fp32 or int8")
 
 
 @dataclass(frozen=True)
@@ -315,12 +363,12 @@ class PrefectConfig:
 
 @dataclass(frozen=True)
 class MlflowConfig:
-    tracking_uri: Optional[str] = None  # None = sqlite file at the project root (absolute)
+    tracking_uri: Optional[str] = None  # None = sqlite file at the project root (``project_root()``, absolute)
     experiment: str = "rosetta"
     run_name: Optional[str] = None
 
-    def resolved_tracking_uri(self, root: Path = PROJECT_ROOT) -> str:
-        return self.tracking_uri or f"sqlite:///{(root / 'mlflow.db').resolve()}"
+    def resolved_tracking_uri(self, root: Path | None = None) -> str:
+        return self.tracking_uri or f"sqlite:///{((root or project_root()) / 'mlflow.db').resolve()}"
 
 
 @dataclass(frozen=True)
@@ -333,6 +381,7 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     registry: RegistryConfig = field(default_factory=RegistryConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
     prefect: PrefectConfig = field(default_factory=PrefectConfig)
 
@@ -378,11 +427,11 @@ def config_from_dict(data: dict, overrides: list[str] | None = None) -> Config:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Read ``path`` (default: params.yaml in the working directory, else the project's), then apply
+    """Read ``path`` (default: the params.yaml of ``project_root()``), then apply
     ``overrides``. A file with a top-level ``base:`` is an overlay (the profiles): only the keys it holds
     change the file ``base`` names, relative to the overlay (``rosetta.params.read_params``)."""
     if path is None:
-        path = Path("params.yaml") if Path("params.yaml").exists() else PROJECT_ROOT / "params.yaml"
+        path = project_root() / "params.yaml"
     return config_from_dict(read_params(Path(path)), overrides)
 
 
@@ -463,6 +512,11 @@ class RunLayout:
         return self.checkpoints / "last.pt"
 
     @property
+    def train_lock(self) -> Path:
+        """Held (flock) by the process training into this folder: one training per ``train.out_dir``."""
+        return self.train / ".train.lock"
+
+    @property
     def run_json(self) -> Path:
         return self.train / "run.json"
 
@@ -509,6 +563,10 @@ class RunLayout:
     @property
     def parity(self) -> Path:
         return self.export / "parity.json"
+
+    @property
+    def int8_report(self) -> Path:
+        return self.export / "int8.json"
 
     @property
     def decision(self) -> Path:

@@ -18,7 +18,7 @@ from rosetta.data.dataset import LmdbDataset
 from rosetta.data.loader import EvalSet, eval_loader
 from rosetta.errors import RosettaError
 from rosetta.fsutil import write_json
-from rosetta.inference import ProbsFn
+from rosetta.inference import ProbsFn, Recognizer
 from rosetta.metrics import SampleScore, SetMetrics, flat_metrics, score_sample, set_metrics, summarize
 from rosetta.plots import Mistake, mistakes_gallery
 from rosetta.postprocess import CTCLabelDecode
@@ -29,9 +29,9 @@ from rosetta.runtime import prepare_device
 
 def predict_dataset(probs_fn: ProbsFn, dataset, charset: Charset, batch_size: int, height: int = 32,
                     width: int = 100) -> list[tuple[str, float] | None]:
-    """``(text, confidence)`` for every sample of a ``(PIL image, label)`` dataset, in order, at the fixed
-    training width as PaddleOCR's eval does (not predict_rec.py's widest-ratio batches); None for a sample
-    whose image the dataset gives as None (it does not decode)."""
+    """``(text, confidence)`` for every sample of a ``(PIL image, label)`` dataset, in order, under the
+    inference contract (``rosetta.data.preprocess``: each image on its own at the training width, as
+    PaddleOCR's eval does); None for a sample whose image the dataset gives as None (it does not decode)."""
     out: list[tuple[str, float] | None] = []
     for images, _, readable in eval_loader(EvalSet(dataset, height, width), batch_size):
         texts = CTCLabelDecode(charset)(probs_fn(images.numpy()))
@@ -59,7 +59,7 @@ def _score_folder(scored: _Scored, recognizer, lmdbs: Path, batch_size: int, sho
         raise RosettaError(f"{shown_as}: no sample survives the charset's label rules; nothing to evaluate")
     start = time.perf_counter()
     preds = predict_dataset(recognizer.probs_fn, dataset, recognizer.charset, batch_size, recognizer.height,
-                            recognizer.base_width)
+                            recognizer.width)
     scored.seconds += time.perf_counter() - start
     names = []
     for s in dataset.sets:
@@ -79,6 +79,18 @@ def _score_folder(scored: _Scored, recognizer, lmdbs: Path, batch_size: int, sho
         scored.scores += scores
         names.append(s.name)
     return names
+
+
+def set_accuracies(recognizers: dict[str, Recognizer], folders: list[Path], batch_size: int,
+                   workers: int = 0) -> dict[str, dict[str, float]]:
+    """Per recognizer (by name), the accuracy of each benchmark set below ``folders``; gt-file sets are
+    converted once for all of them. No files, no MLflow: what a gate compares."""
+    scored = {name: _Scored() for name in recognizers}
+    for folder in folders:
+        with benchmark_lmdbs(folder, workers) as lmdbs:
+            for name, recognizer in recognizers.items():
+                _score_folder(scored[name], recognizer, lmdbs, batch_size, Path(folder))
+    return {name: {s: m.accuracy for s, m in sc.per_set.items()} for name, sc in scored.items()}
 
 
 def evaluate_benchmarks(checkpoint: Path, data_dir: Path, cfg: Config, out_dir: Path | None = None,
@@ -102,7 +114,7 @@ def evaluate_benchmarks(checkpoint: Path, data_dir: Path, cfg: Config, out_dir: 
 
     parent = parent_run(cfg, checkpoint, run_id)
     device = prepare_device(cfg.train)
-    recognizer = load_recognizer(checkpoint, str(device), batch_size=cfg.eval.batch_size)
+    recognizer = load_recognizer(checkpoint, str(device), cfg.eval.batch_size, cfg.eval.threads)
     scored = _Scored()
     real: list[str] = []
     with contextlib.ExitStack() as stack:

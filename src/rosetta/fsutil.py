@@ -1,27 +1,53 @@
 """Writing files and folders so that a reader never sees half of one: a folder is built beside its target
 and renamed into place (``atomic_dir``), a JSON file is written to a temporary name and renamed
-(``write_json``). Every module that writes outputs others read uses these two.
+(``write_json``). Every module that writes outputs others read uses these two; ``exclusive_lock`` keeps
+two processes from writing one folder at a time.
 """
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
+import shlex
 import shutil
+import socket
+import sys
+import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
+
+from rosetta.errors import RosettaError
 
 COMPLETE_MARKER = ".rosetta-complete"
 
 
-@contextlib.contextmanager
-def atomic_dir(dest: Path, marker: bool = True) -> Iterator[Path]:
-    """Yield an empty folder beside ``dest``; on success it becomes ``dest`` (replacing an old one).
+def check_replaceable(dest: Path) -> None:
+    """Refuse a ``dest`` that ``atomic_dir`` must not replace: a file, or a non-empty folder it did not write.
 
-    With ``marker`` a completion file is written last, so a tree without it is never taken as done.
+    Only a folder holding the completion marker (every folder ``atomic_dir`` builds holds one) or an
+    empty one may be replaced: an OUTPUT argument pointing at someone's work must never delete it.
+    """
+    dest = Path(dest)
+    if dest.is_symlink() or (dest.exists() and not dest.is_dir()):
+        raise RosettaError(f"{dest}: exists and is not a folder; give a folder path for the output (or move "
+                           "that file away)")
+    if dest.is_dir() and not (dest / COMPLETE_MARKER).is_file() and any(dest.iterdir()):
+        raise RosettaError(f"{dest}: the folder is not empty and was not written by rosetta (no "
+                           f"{COMPLETE_MARKER} in it); give a new or empty folder for the output, or empty it "
+                           "yourself")
+
+
+@contextlib.contextmanager
+def atomic_dir(dest: Path) -> Iterator[Path]:
+    """Yield an empty folder beside ``dest``; on success it becomes ``dest`` (replacing an earlier output).
+
+    A completion marker is written last, so a tree without it is never taken as done, and it marks
+    the folder as rosetta's: ``check_replaceable`` refuses, before any work, to replace anything else.
     On failure the temporary folder is removed and ``dest`` is left untouched.
     """
     dest = Path(dest)
+    check_replaceable(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     for stale in dest.parent.glob(f".{dest.name}.partial-*"):
         shutil.rmtree(stale, ignore_errors=True)
@@ -29,8 +55,8 @@ def atomic_dir(dest: Path, marker: bool = True) -> Iterator[Path]:
     tmp.mkdir()
     try:
         yield tmp
-        if marker:
-            (tmp / COMPLETE_MARKER).write_text("complete\n")
+        (tmp / COMPLETE_MARKER).write_text("complete\n")
+        check_replaceable(dest)  # something may have appeared there while the output was built
         if dest.exists():
             old = dest.parent / f".{dest.name}.old-{os.getpid()}"
             os.replace(dest, old)
@@ -41,6 +67,32 @@ def atomic_dir(dest: Path, marker: bool = True) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: Path, busy: str) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` while the block runs, or raise ``busy`` (a message with
+    ``{holder}``) naming the process that holds it. The kernel drops the lock when its process ends,
+    however it ends, so a killed holder never leaves a stale lock behind.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT, 0o644), "r+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = fh.read().strip() or "another process"
+            raise RosettaError(busy.format(holder=holder)) from None
+        try:
+            fh.truncate(0)  # what a killed holder wrote
+            started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+            fh.write(f"pid {os.getpid()} on {socket.gethostname()}, started {started}: "
+                     f"{shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])}\n")
+            fh.flush()
+            yield
+        finally:
+            fh.truncate(0)
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def write_json(path: str | Path, data: Any, *, sort_keys: bool = False,

@@ -2,18 +2,19 @@
 
 The PyTorch checkpoint path and the ONNX Runtime path (``rosetta.onnx_runtime``) share preprocessing,
 batching and CTC decoding here, so their outputs can only differ by what the backends compute;
-``rosetta.predict.load_recognizer`` picks the backend for a file.
+``rosetta.predict.load_recognizer`` picks the backend for a file. Each image is preprocessed on its own
+(``rosetta.data.preprocess``), so its text does not depend on the batch it is in.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 import numpy as np
 from PIL import Image
 
 from rosetta.charset import Charset
-from rosetta.data.preprocess import inference_width, resize_norm_img
+from rosetta.data.preprocess import resize_norm_img
 from rosetta.postprocess import CTCLabelDecode
 
 if TYPE_CHECKING:
@@ -27,23 +28,26 @@ class Recognizer:
     probs_fn: ProbsFn
     charset: Charset
     height: int = 32
-    base_width: int = 100
+    width: int = 100
     batch_size: int = 64
 
     def batch_tensor(self, images: Sequence[Image.Image]) -> np.ndarray:
-        width = inference_width(list(images), self.height, self.base_width)
-        return np.stack([resize_norm_img(im, self.height, width) for im in images])
+        return np.stack([resize_norm_img(im, self.height, self.width) for im in images])
 
-    def recognize(self, images: Sequence[Image.Image]) -> list[tuple[str, float]]:
-        # Sorting by aspect ratio keeps padding small when widths vary, as predict_rec.py does.
-        order = sorted(range(len(images)), key=lambda i: images[i].width / images[i].height)
-        results: dict[int, tuple[str, float]] = {}
-        for s in range(0, len(order), self.batch_size):
-            idx = order[s:s + self.batch_size]
-            probs = self.probs_fn(self.batch_tensor([images[i] for i in idx]))
-            for i, r in zip(idx, CTCLabelDecode(self.charset)(probs)):
-                results[i] = r
-        return [results[i] for i in range(len(images))]
+    def recognize(self, images: Iterable[Image.Image]) -> list[tuple[str, float]]:
+        """``(text, confidence)`` per image, in order. Images are taken one at a time, so a generator that
+        decodes them keeps one decoded image and one batch of (3, 32, 100) tensors in memory."""
+        results: list[tuple[str, float]] = []
+        batch: list[np.ndarray] = []
+        for img in images:
+            batch.append(resize_norm_img(img, self.height, self.width))
+            if len(batch) == self.batch_size:
+                results += self._decode(batch)
+                batch = []
+        return results + (self._decode(batch) if batch else [])
+
+    def _decode(self, tensors: list[np.ndarray]) -> list[tuple[str, float]]:
+        return CTCLabelDecode(self.charset)(self.probs_fn(np.stack(tensors)))
 
 
 def torch_probs_fn(model: torch.nn.Module, device: str | torch.device = "cpu") -> ProbsFn:

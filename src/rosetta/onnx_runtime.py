@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from rosetta.charset import Charset
-from rosetta.data.preprocess import MEAN, STD
+from rosetta.data.preprocess import preprocess_spec
 from rosetta.errors import RosettaError
 from rosetta.inference import ProbsFn, Recognizer
 
@@ -23,15 +23,10 @@ META_PREPROCESS = "rosetta.preprocess"
 META_MODEL = "rosetta.model"
 
 
-def preprocess_spec(height: int, base_width: int) -> dict:
-    """What ``rosetta.data.preprocess`` does to an image, in words another runtime can follow."""
-    return {
-        "color": "RGB", "height": height, "base_width": base_width, "keep_ratio": True,
-        "resize": "bilinear", "width": "min(batch_width, ceil(height * w / h))",
-        "batch_width": "max(base_width, ceil(height * widest w / h in the batch))",
-        "normalize": "(pixel / 255 - mean) / std", "mean": MEAN, "std": STD, "pad": "zeros on the right",
-        "layout": "NCHW float32",
-    }
+def int8_path(onnx_path: str | Path) -> Path:
+    """Where the int8 model of ``onnx_path`` lives: beside it, ``model.onnx`` -> ``model.int8.onnx``."""
+    onnx_path = Path(onnx_path)
+    return onnx_path.with_name(f"{onnx_path.stem}.int8{onnx_path.suffix}")
 
 
 def onnx_session(path: str | Path, threads: int = 0):
@@ -100,10 +95,10 @@ def load_onnx_recognizer(path: str | Path, batch_size: int = 64, threads: int = 
     session = onnx_session(path, threads)
     meta = session_metadata(session, path)
     pre = meta[META_PREPROCESS]
-    expected = preprocess_spec(pre.get("height"), pre.get("base_width"))
+    expected = preprocess_spec(pre.get("height"), pre.get("width"))
     if pre != expected:
         differ = sorted(k for k in expected.keys() | pre.keys() if pre.get(k) != expected.get(k))
         raise RosettaError(f"{path}: the file asks for preprocessing this version does not implement "
-                           f"({', '.join(differ)} differ); run it with the rosetta version that exported it")
+                           f"({', '.join(differ)} differ); export it again with `rosetta export`")
     return Recognizer(ort_probs_fn(session), Charset.from_dict(meta[META_CHARSET]), int(pre["height"]),
-                      int(pre["base_width"]), batch_size)
+                      int(pre["width"]), batch_size)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
@@ -77,14 +78,19 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
     elif tp is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
+            number = float(value)
+        elif isinstance(value, str):
             # YAML 1.1 reads '1e-3' (no dot) as a string; accept it as the number it means.
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
+        if number is not None:
+            if not math.isfinite(number):  # no setting means "infinite": .inf and .nan are always mistakes
+                raise ConfigError(f"{key}: {value!r} is not a finite number")
+            return number
     elif tp is str:
         if isinstance(value, str):
             return value
@@ -181,10 +187,16 @@ def read_params(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     names (relative to the overlay's folder), which may itself be an overlay."""
     if not path.exists():
         raise ConfigError(f"{path}: configuration file not found; pass -c with the path to a params.yaml")
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a folder, not a params file; pass -c with the path to a params.yaml")
     if path.resolve() in seen:
         raise ConfigError(f"{path}: its base: chain comes back to itself; point base: at params.yaml")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text; save the params file as UTF-8") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc.strerror}); pass -c with a readable params file") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(data, dict):

@@ -8,20 +8,19 @@ flow reports is read back from the stage outputs (``RunLayout``).
 from __future__ import annotations
 
 import collections
-import contextlib
-import fcntl
 import json
 import os
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 import yaml
 
 from rosetta.config import Config, ConfigError, RunLayout, load_config
 from rosetta.errors import RosettaError
+from rosetta.fsutil import exclusive_lock
 from rosetta.params import parse_override
 
 PARAMS = "params.yaml"  # what dvc.yaml's stages read
@@ -47,21 +46,11 @@ def project_folder(project_dir: Path | None = None) -> Path:
     return project_dir
 
 
-@contextlib.contextmanager
-def project_lock(project_dir: Path) -> Iterator[None]:
+def project_lock(project_dir: Path):
     """One flow run at a time in a project folder: two would write the same params and checkpoints."""
-    path = project_dir / LOCK
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RosettaError(f"{project_dir}: another flow run is using this project folder; wait for it to end "
-                               "(the deployments' concurrency_limit queues runs) or run from another clone") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    return exclusive_lock(project_dir / LOCK, f"{project_dir}: another flow run is using this project folder "
+                                              "({holder}); wait for it to end (the deployments' concurrency_limit "
+                                              "queues runs) or run from another clone")
 
 
 def apply_params(project_dir: Path, overrides: list[str]) -> Config:

@@ -2,6 +2,7 @@
 image as PaddleOCR's infer_rec.py prints them; an unreadable file is reported and skipped."""
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -35,13 +36,18 @@ def read_image(path: Path) -> Image.Image:
     return decode_image(data, str(path))
 
 
-def load_recognizer(path: str | Path, device: str = "cpu", batch_size: int = 64) -> Recognizer:
-    """A ``Recognizer`` for a PyTorch checkpoint (``.pt``/``.pth``) or an exported ``.onnx`` file."""
+def load_recognizer(path: str | Path, device: str = "cpu", batch_size: int = 64, threads: int = 0) -> Recognizer:
+    """A ``Recognizer`` for a PyTorch checkpoint (``.pt``/``.pth``) or an exported ``.onnx`` file (ONNX Runtime),
+    running on ``threads`` CPU threads (0 = all cores; for PyTorch the process's setting)."""
     if Path(path).suffix.lower() == ".onnx":
         from rosetta.onnx_runtime import load_onnx_recognizer  # ONNX Runtime only: no torch needed
 
-        return load_onnx_recognizer(path, batch_size=batch_size)
+        return load_onnx_recognizer(path, batch_size=batch_size, threads=threads)
+    import torch
+
     from rosetta.checkpoint import load_for_inference
+
+    torch.set_num_threads(threads or len(os.sched_getaffinity(0)))
 
     model, charset, cfg = load_for_inference(path, device)
     return Recognizer(torch_probs_fn(model, device), charset, cfg.model.image_height, cfg.model.image_width,
@@ -55,18 +61,23 @@ def predict_files(model: str | Path, paths: list[str], device: str = "cpu", batc
     if not files:
         raise RosettaError(f"no image found in {' '.join(paths)}")
     recognizer = load_recognizer(model, device, batch_size)
-    images, names, failed = [], [], 0
-    for f in files:
-        try:
-            images.append(read_image(f))
-            names.append(f)
-        except ImageDecodeError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            failed += 1
-    results = dict(zip(names, recognizer.recognize(images))) if images else {}
-    for f in files:
-        if f in results:
-            text, conf = results[f]
-            print(f"{f}: {(text, conf)!r}", flush=True)
-    return failed
+    readable: list[Path] = []
+    failed = 0
 
+    def images():
+        # Decoded one at a time as the recognizer asks for them: memory holds one image, not the folder.
+        nonlocal failed
+        for f in files:
+            try:
+                img = read_image(f)
+            except ImageDecodeError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                failed += 1
+                continue
+            readable.append(f)
+            yield img
+
+    results = recognizer.recognize(images())
+    for f, (text, conf) in zip(readable, results):
+        print(f"{f}: {(text, conf)!r}", flush=True)
+    return failed

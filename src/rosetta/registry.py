@@ -10,7 +10,6 @@ import hashlib
 import json
 import math
 import time
-import warnings
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
@@ -25,7 +24,9 @@ TAG_REASON = "promotion.reason"
 TAG_TIME = "promotion.time"
 TAG_REPLACED = "promotion.replaced"  # the production version this one replaced: where a rollback returns
 TAG_BENCHMARK = "benchmark_set"
+TAG_BENCHMARK_REAL = "benchmark_set.real"  # the real sets alone: what accuracy_real compares on
 TAG_PARITY = "parity.passed"
+TAG_MODEL_SHA256 = "model.sha256"  # with data_version, what makes a registration the same one again
 METRIC_TAG_PREFIX = "metric."
 AUTO_METRIC = "auto"  # registry.metric: the real benchmark total where scored, else accuracy_total
 REAL_METRIC = "accuracy_real"
@@ -65,8 +66,10 @@ class Evidence:
             score = float(raw) if raw is not None else None
         except ValueError:
             score = None
+        # A real-set metric compares on the real sets alone, whatever synth test split (renderer) each had.
+        bench = tags.get(TAG_BENCHMARK_REAL if metric.endswith("_real") and TAG_BENCHMARK_REAL in tags else TAG_BENCHMARK)
         return cls(str(version), score if score is None or math.isfinite(score) else None,
-                   tags.get(TAG_BENCHMARK), tags.get(TAG_PARITY) == "true", metric)
+                   bench, tags.get(TAG_PARITY) == "true", metric)
 
 
 @dataclass
@@ -188,23 +191,26 @@ def registry_client(cfg: Config):
 
 def _pip_requirements() -> list[str]:
     # Exactly what the pyfunc imports; listing them skips MLflow's slow requirement inference.
-    return [f"{dist}=={metadata.version(dist)}" for dist in ("mlflow", "onnxruntime", "numpy", "pillow", "pandas")]
+    return [f"{dist}=={metadata.version(dist)}"
+            for dist in ("mlflow", "onnxruntime", "numpy", "pillow", "pandas", "pyyaml")]
 
 
 def register_model(cfg: Config, onnx_path: Path, parity: Mapping[str, Any], metrics: Mapping[str, float],
-                   run_id: str | None, benchmark_dirs: Sequence[Path]) -> str:
+                   run_id: str | None, benchmark_dirs: Sequence[Path], real_dir: Path | None = None) -> str:
     """Log ``onnx_path`` as a pyfunc model in a run ``register`` nested under the training run ``run_id`` (a
     run of its own without one) and register it; returns the version. ``benchmark_dirs`` are the LMDB folders
     ``metrics`` were scored on.
 
-    Refuses a file whose parity gate did not pass, and metrics without ``registry.metric``.
+    Refuses a file whose parity gate did not pass, and metrics without ``registry.metric``. The same file
+    trained on the same data version (its sha256 and ``data_version`` tags) is the version that already
+    holds it: registering it again returns that version.
     """
     import mlflow
 
     import rosetta
     from rosetta import serving_model
-    from rosetta.onnx_runtime import onnx_model_info
-    from rosetta.serving import ONNX_ARTIFACT, signature
+    from rosetta.onnx_runtime import int8_path, onnx_model_info
+    from rosetta.serving import ONNX_ARTIFACT, ONNX_INT8_ARTIFACT, input_example, signature
     from rosetta.tracking import Tracker, provenance_tags, tracking_uri
 
     reg = cfg.registry
@@ -218,16 +224,32 @@ def register_model(cfg: Config, onnx_path: Path, parity: Mapping[str, Any], metr
         raise RegistryError(f"registry.metric: {reg.metric!r} is not among the benchmark metrics ({known}); "
                             "pick one of them")
     info = onnx_model_info(onnx_path)  # before anything is logged: a file that is not ours stops here
+    # The int8 model beside the float one passed its own gate (export leaves none otherwise): both are kept.
+    onnx_files = {ONNX_ARTIFACT: str(onnx_path)}
+    if int8_path(onnx_path).is_file():
+        onnx_files[ONNX_INT8_ARTIFACT] = str(int8_path(onnx_path))
+    elif cfg.serve.precision == "int8":
+        raise RegistryError(f"{int8_path(onnx_path)}: serve.precision is int8 but there is no int8 model; export "
+                            "with export.int8: true (or `rosetta export --int8`) first, or set serve.precision: fp32")
     tags = {k: v for k, v in provenance_tags().items() if not k.startswith("mlflow.")}
+    tags[TAG_MODEL_SHA256] = hashlib.sha256(onnx_path.read_bytes()).hexdigest()
     tags.update({"backbone": info.get("backbone", "unknown"), TAG_BENCHMARK: benchmark_set(*benchmark_dirs),
                  TAG_PARITY: "true", "parity.max_abs_diff": f"{parity.get('max_abs_diff'):.3g}",
                  "parity.same_text": f"{parity.get('same_text'):.4f}", "parity.samples": str(parity.get("samples"))})
+    tags.update({TAG_BENCHMARK_REAL: benchmark_set(real_dir)} if real_dir is not None else {})
     tags.update({METRIC_TAG_PREFIX + k: f"{v:.6g}" for k, v in metrics.items()})
 
     uri = tracking_uri(cfg)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     client = registry_client(cfg)
+    same = [v for v in client.search_model_versions(f"name='{reg.model_name}'")
+            if all(v.tags.get(k) == tags[k] for k in (TAG_MODEL_SHA256, "data_version"))]
+    if same:
+        version = str(min(int(v.version) for v in same))
+        print(f"{reg.model_name} v{version} already holds {onnx_path} (same file sha256, data version "
+              f"{tags['data_version']}); not registered again", flush=True)
+        return version
     if run_id is not None:
         try:
             client.get_run(run_id)
@@ -235,13 +257,12 @@ def register_model(cfg: Config, onnx_path: Path, parity: Mapping[str, Any], metr
             raise RegistryError(f"MLflow run {run_id} not found at {uri}; check mlflow.tracking_uri (or "
                                 "MLFLOW_TRACKING_URI) against the store the training run used") from None
     run = Tracker(cfg, name=f"register {reg.model_name}", parent_id=run_id, tags=provenance_tags())
-    with mlflow.start_run(run_id=run.run_id), warnings.catch_warnings():
-        # The signature documents the input; an example would only add a model load to validate it.
-        warnings.filterwarnings("ignore", message=".*input example was not provided")
+    with mlflow.start_run(run_id=run.run_id):
+        # The input example (a small PNG) becomes serving_input_example.json; MLflow checks the model reads it.
         logged = mlflow.pyfunc.log_model(
-            name=MODEL_ARTIFACT, python_model=serving_model.__file__, artifacts={ONNX_ARTIFACT: str(onnx_path)},
+            name=MODEL_ARTIFACT, python_model=serving_model.__file__, artifacts=onnx_files,
             code_paths=[str(Path(rosetta.__file__).parent)], pip_requirements=_pip_requirements(),
-            signature=signature())
+            signature=signature(), input_example=input_example(), model_config=asdict(cfg.serve))
     # Registered with its tags in one call: a promotion never sees a version without its evidence.
     version = str(mlflow.register_model(logged.model_uri, reg.model_name, tags=tags).version)
     client.set_tag(run.run_id, "registered_version", f"{reg.model_name} v{version}")
@@ -354,8 +375,9 @@ def register_and_promote(cfg: Config, onnx_path: Path, parity: Mapping[str, Any]
         raise RegistryError("the benchmark metrics have no 'sets' section; evaluate the model again with the "
                             "evaluate stage (`dvc repro evaluate`)")
     layout = DataLayout.from_config(cfg)
-    scored = [layout.benchmarks] + ([layout.real_benchmarks] if metrics.get("real_sets") else [])
-    version = register_model(cfg, Path(onnx_path), parity, flat_metrics(metrics), run_id, scored)
+    real = layout.real_benchmarks if metrics.get("real_sets") else None
+    scored = [layout.benchmarks] + ([real] if real else [])
+    version = register_model(cfg, Path(onnx_path), parity, flat_metrics(metrics), run_id, scored, real)
     decision = promote(cfg, version)
     if decision_json is not None:
         write_json(Path(decision_json), {**decision.to_dict(), "run_id": run_id})

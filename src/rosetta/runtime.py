@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import signal
 from dataclasses import dataclass
 
 import torch
@@ -31,6 +32,34 @@ class Dist:
         """This process's place under torchrun (RANK, WORLD_SIZE, LOCAL_RANK), else a single process."""
         return cls(int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")),
                    int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def _libc_prctl():
+    try:
+        return ctypes.CDLL("libc.so.6").prctl
+    except (OSError, AttributeError):  # not glibc Linux: nothing to ask for
+        return None
+
+
+_PRCTL = _libc_prctl()  # looked up here: a preexec_fn must not load libraries between fork and exec
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(sig: int = signal.SIGTERM, launcher_pid: int | None = None) -> None:
+    """Have Linux send ``sig`` to this process when its parent dies (``prctl(PR_SET_PDEATHSIG)``); with
+    ``launcher_pid``, also now if that process has already gone (it died before this call could ask).
+
+    Training processes use it so that none outlives the process that started it: torchrun starts each
+    rank in its own session, so a ``kill -9`` of the launcher (or of torchrun) would otherwise leave ranks
+    waiting forever, after the run-folder lock they trained under was released. Safe as a ``preexec_fn``.
+    """
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, int(sig))
+    if launcher_pid is not None:
+        try:
+            os.kill(launcher_pid, 0)
+        except ProcessLookupError:
+            os.kill(os.getpid(), sig)
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:

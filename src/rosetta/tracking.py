@@ -20,7 +20,7 @@ from typing import Any, Mapping
 
 import yaml
 
-from rosetta.config import PROJECT_ROOT, Config
+from rosetta.config import Config, project_root
 from rosetta.errors import RosettaError
 
 ARTIFACTS_DIR = "mlartifacts"
@@ -34,7 +34,7 @@ EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 
 # Params that cannot change a trained model or its scores: where files go, how fast, how often to log,
 # downloads' addresses, the later stages' gates. They go to the config artifact, not to the params table.
-_NOT_RESULT_PREFIXES = ("prefect.", "mlflow.", "export.", "registry.", "eval.", "data.validation.")
+_NOT_RESULT_PREFIXES = ("prefect.", "mlflow.", "export.", "registry.", "serve.", "eval.", "data.validation.")
 _NOT_RESULT_SUFFIXES = (".url", ".sha256", ".out_dir")
 _NOT_RESULT_KEYS = {"data.root", "data.workers", "data.real_benchmarks", "train.device", "train.num_workers",
                     "train.threads", "train.log_every", "train.checkpoint_every", "train.log_model",
@@ -110,8 +110,28 @@ def benchmark_description(summary: Mapping[str, Any]) -> str:
     return "Benchmark accuracy: " + ", ".join(parts)
 
 
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+
 def tracking_uri(cfg: Config) -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or cfg.mlflow.resolved_tracking_uri()
+    """The MLflow store: ``MLFLOW_TRACKING_URI``, else ``mlflow.tracking_uri``, else the project's mlflow.db.
+    A sqlite file that is not a database is refused here in one sentence (MLflow would print pages of
+    SQLAlchemy); a missing or empty one is a new store."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or cfg.mlflow.resolved_tracking_uri()
+    if uri.startswith("sqlite:///"):
+        path = Path(uri[len("sqlite:///"):])
+        try:
+            with open(path, "rb") as f:
+                head = f.read(len(_SQLITE_HEADER))
+        except FileNotFoundError:
+            head = b""
+        except OSError as exc:
+            raise RosettaError(f"{path}: the MLflow store cannot be read ({exc.strerror}); fix its permissions "
+                               "or set mlflow.tracking_uri to another store") from None
+        if head and head != _SQLITE_HEADER:
+            raise RosettaError(f"{path}: the MLflow store is not an SQLite database (damaged or overwritten); "
+                               "move it aside to start a new store, or set mlflow.tracking_uri to another one")
+    return uri
 
 
 def artifact_location(uri: str) -> str | None:
@@ -193,7 +213,7 @@ def provenance_tags(root: Path | None = None) -> dict[str, str]:
 
 
 def _find_file(name: str, root: Path | None) -> Path | None:
-    for folder in ([root] if root else [Path.cwd(), PROJECT_ROOT]):
+    for folder in ([root] if root else [project_root()]):
         if (folder / name).is_file():
             return folder / name
     return None

@@ -12,6 +12,7 @@ plots) and ``curve.png``. Only rank 0 writes files and talks to MLflow.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -30,7 +31,7 @@ from rosetta.data.loader import BatchPlan, PlanSampler, RecTrainSet, train_loade
 from rosetta.data.splits import training_sets, validation_set
 from rosetta.errors import RosettaError
 from rosetta.evaluate import predict_dataset
-from rosetta.fsutil import write_json
+from rosetta.fsutil import exclusive_lock, write_json
 from rosetta.inference import torch_probs_fn
 from rosetta.launch import launch_torchrun
 from rosetta.metrics import recognition_metrics
@@ -38,7 +39,7 @@ from rosetta.modeling import build_model
 from rosetta.optim import build_scheduler, build_trainable
 from rosetta.params import param_differences
 from rosetta.resume import fingerprint, rng_state, set_rng_state
-from rosetta.runtime import Dist, autocast_context, prepare_device
+from rosetta.runtime import Dist, autocast_context, die_with_parent, prepare_device
 
 
 
@@ -98,23 +99,45 @@ def _say(dist: Dist, text: str) -> None:
 # --------------------------------------------------------------------------- the run
 
 
+# Set by the launcher for its torchrun ranks: it holds this lock file for them.
+_LOCK_HELD_ENV = "ROSETTA_TRAIN_LOCK_HELD"
+_LAUNCHER_PID_ENV = "ROSETTA_TRAIN_LAUNCHER_PID"  # ranks starting after their launcher died end at once
+
+
+def _run_folder_lock(runs: RunLayout):
+    return exclusive_lock(runs.train_lock, f"{runs.train}: another training is running in this folder ({{holder}}); "
+                                           "wait for it to end, or set train.out_dir to another folder")
+
+
 def run_training(cfg: Config, *, resume: bool = True) -> TrainResult:
     """Train per ``cfg``; with ``resume`` continue from ``<out_dir>/checkpoints/last.pt`` when it was
-    written under the same params. ``train.nproc > 1`` relaunches under torchrun and waits for it."""
+    written under the same params. ``train.nproc > 1`` relaunches under torchrun and waits for it.
+
+    One training per ``train.out_dir``: the launching process (rank 0 under a torchrun started by hand)
+    holds ``RunLayout.train_lock``; a second one ends in one sentence naming the first.
+    """
+    runs = RunLayout.from_config(cfg)
     if cfg.train.nproc > 1 and "WORLD_SIZE" not in os.environ:
-        launch_torchrun(cfg, resume)
-        return result_from_run_json(RunLayout.from_config(cfg).run_json)
+        with _run_folder_lock(runs):
+            launch_torchrun(cfg, resume, {_LOCK_HELD_ENV: str(runs.train_lock), _LAUNCHER_PID_ENV: str(os.getpid())})
+        return result_from_run_json(runs.run_json)
     dist = Dist.from_env()
-    device = prepare_device(cfg.train, dist.local_rank)
-    if dist.world_size > 1:
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
-        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    try:
-        return _Trainer(cfg, dist, device).fit(resume)
-    finally:
-        if dist.world_size > 1 and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
+    if "TORCHELASTIC_RUN_ID" in os.environ:  # a rank ends with its torchrun agent (it has a session of its own)
+        launcher = os.environ.get(_LAUNCHER_PID_ENV)
+        die_with_parent(launcher_pid=int(launcher) if launcher else None)
+    # Ranks other than 0 write nothing; rank 0 under this package's launcher runs under the launcher's lock.
+    held = not dist.is_main or os.environ.get(_LOCK_HELD_ENV) == str(runs.train_lock)
+    with contextlib.nullcontext() if held else _run_folder_lock(runs):
+        device = prepare_device(cfg.train, dist.local_rank)
+        if dist.world_size > 1:
+            if device.type == "cuda":
+                torch.cuda.set_device(device)
+            torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        try:
+            return _Trainer(cfg, dist, device).fit(resume)
+        finally:
+            if dist.world_size > 1 and torch.distributed.is_initialized():
+                torch.distributed.destroy_process_group()
 
 
 def result_from_run_json(path: Path) -> TrainResult:
@@ -149,6 +172,8 @@ class _Trainer:
         parts = build_trainable(cfg, self.charset.num_classes, self.device, self.dist.world_size)
         self.model, self.optimizer, self.scaler, self.step_fn = parts.model, parts.optimizer, parts.scaler, parts.step
         self.scheduler = build_scheduler(cfg, self.optimizer, self.total_steps)
+        if self.dist.is_main:
+            self._remove_stale_temporaries()
         self.state = self._restore() if resume else TrainState()
         if not self.state.position:
             self.state.position = self.plan.start()
@@ -188,6 +213,13 @@ class _Trainer:
         state = TrainState(**ckpt["state"])
         _say(self.dist, f"resuming from {path} at step {state.step}/{self.total_steps}")
         return state
+
+    def _remove_stale_temporaries(self) -> None:
+        """Checkpoint and JSON temporaries (``.<name>.*.tmp``) a killed run left: under the run folder's lock no
+        other process is writing one."""
+        for folder in (self.runs.train, self.runs.checkpoints):
+            for tmp in folder.glob(".*.tmp"):
+                tmp.unlink(missing_ok=True)
 
     def _clear_outputs(self) -> None:
         """A new run must not leave an earlier run's best checkpoint or curves behind."""

@@ -21,12 +21,21 @@ def register(subparsers) -> None:
                    help="parity report (default: <export.out_dir>/parity.json)")
     p.add_argument("--data", metavar="LMDB_DIR", default=None,
                    help="validation images for the gate (default: data/lmdb/<first source>/val)")
+    p.add_argument("--int8", action="store_true",
+                   help="also write <out>.int8.onnx, statically quantized on validation images and gated (same text "
+                        "on export.int8_min_same_text of them, at most export.int8_max_accuracy_drop accuracy lost "
+                        "on every benchmark set); on by default with export.int8: true")
+    p.add_argument("--benchmarks", metavar="DIR", default=None,
+                   help="benchmark sets for the int8 gate (default: data.benchmarks and the converted real sets)")
+    p.add_argument("--int8-report", metavar="FILE.json", default=None,
+                   help="int8 gate report (default: <export.out_dir>/int8.json)")
     p.set_defaults(func=_export)
 
 
 def _export(args: argparse.Namespace) -> int:
     from rosetta.config import RunLayout
-    from rosetta.export import export_checkpoint
+    from rosetta.export import export_checkpoint, export_int8
+    from rosetta.onnx_runtime import int8_path
 
     cfg = config_from_args(args)
     runs = RunLayout.from_config(cfg)
@@ -34,4 +43,9 @@ def _export(args: argparse.Namespace) -> int:
     report = export_checkpoint(args.model, out, cfg, Path(args.parity) if args.parity else runs.parity, args.data)
     print(report.summary())
     print(f"wrote {out}")
+    if args.int8 or cfg.export.int8:
+        int8 = export_int8(out, cfg, Path(args.int8_report) if args.int8_report else runs.int8_report, args.data,
+                           [Path(args.benchmarks)] if args.benchmarks else None)
+        print(int8.summary())
+        print(f"wrote {int8_path(out)}")
     return 0

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from rosetta.cli.common import positive_int
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -12,7 +14,7 @@ def register(subparsers) -> None:
     p.add_argument("--model", metavar="CHECKPOINT_OR_ONNX", required=True)
     p.add_argument("images", metavar="IMAGE", nargs="+", help="image files or folders of images")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (PyTorch checkpoints)")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=positive_int, default=64, help="images per forward pass (default 64)")
     p.set_defaults(func=_predict)
 
 

@@ -83,7 +83,7 @@ def convert_real_benchmarks(manifest_path: Path, output: Path, workers: int = 0,
         raise RosettaError(f"the real benchmark sets at {manifest['real_benchmarks']} changed since {manifest_path} "
                            "was written; run `dvc repro` again")
     reports = {}
-    with atomic_dir(output, marker=False) as tmp:
+    with atomic_dir(output) as tmp:
         if manifest["sets"]:
             reports = import_benchmarks(project_path(manifest["real_benchmarks"], project_dir), tmp, workers)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")

@@ -80,11 +80,12 @@ def convert_mjsynth(input_dir: str | Path, output: str | Path, workers: int = 0)
     """MJSynth (the folder holding annotation_*.txt, or a parent of it) -> ``output/{train,val,test}``."""
     folder = _find_up_to(Path(input_dir), MJSYNTH_SPLITS["train"])
     reports = {}
-    for split, name in MJSYNTH_SPLITS.items():
-        annotation = folder / name
-        if annotation.is_file():
-            reports[split] = write_lmdb(Path(output) / split, _mjsynth_samples(folder, annotation),
-                                        total=_count_lines(annotation), workers=workers, desc=f"convert {split}")
+    with atomic_dir(Path(output)) as tmp:
+        for split, name in MJSYNTH_SPLITS.items():
+            annotation = folder / name
+            if annotation.is_file():
+                reports[split] = write_lmdb(tmp / split, _mjsynth_samples(folder, annotation),
+                                            total=_count_lines(annotation), workers=workers, desc=f"convert {split}")
     return reports
 
 
@@ -168,15 +169,20 @@ def convert_synthtext(input_dir: str | Path, output: str | Path, workers: int = 
     missing = [k for k in ("imnames", "wordBB", "txt") if k not in gt]
     if missing:
         raise RosettaError(f"{folder / 'gt.mat'}: lacks {', '.join(missing)}; this is not SynthText's gt.mat")
-    report = write_lmdb(Path(output) / "train", _synthtext_samples(folder, gt), total=gt["imnames"].shape[1],
-                        workers=workers, desc="convert synthtext")
+    with atomic_dir(Path(output)) as tmp:
+        report = write_lmdb(tmp / "train", _synthtext_samples(folder, gt), total=gt["imnames"].shape[1],
+                            workers=workers, desc="convert synthtext")
     return {"train": report}
 
 
 def _gt_samples(gt_file: Path) -> Iterator[FileSample | Rejected]:
-    with open(gt_file, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            line = line.rstrip("\r\n")
+    with open(gt_file, "rb") as f:
+        for number, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError:
+                raise RosettaError(f"{gt_file}: line {number} is not UTF-8 text; save the gt file as UTF-8 and "
+                                   "convert again") from None
             if not line.strip():
                 continue
             if "\t" not in line:
@@ -272,7 +278,7 @@ def convert_sources(data: DataConfig, layout: DataLayout) -> dict[str, dict]:
             import_lmdbs(raw, out)
             done = {}
         reports.update({f"{source}/{split}": report for split, report in done.items()})
-    with atomic_dir(layout.benchmarks, marker=False) as tmp:
+    with atomic_dir(layout.benchmarks) as tmp:
         if data.benchmarks.url:
             reports.update({f"benchmarks/{name}": report for name, report in
                             import_benchmarks(layout.raw("benchmarks"), tmp, data.workers).items()})

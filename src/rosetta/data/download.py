@@ -1,8 +1,9 @@
 """Getting raw datasets onto disk safely: resumable, checksummed downloads and archive extraction
 that refuses unsafe members.
 
-Nothing here leaves a half-written file or tree under its final name: downloads grow in
-``<name>.part`` and are renamed when complete, trees are built beside the target and renamed.
+Nothing here leaves a half-written file or tree under its final name: downloads grow in a ``.part``
+file named after their URL and are renamed when complete, trees are built beside the target and renamed.
+The download cache is keyed by URL, and an archive refused at extraction is not kept in it.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from tqdm import tqdm
 
 from rosetta.config import DataConfig, DataLayout
 from rosetta.errors import RosettaError
-from rosetta.fsutil import COMPLETE_MARKER, atomic_dir, write_json
+from rosetta.fsutil import COMPLETE_MARKER, atomic_dir, check_replaceable, write_json
 
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".zip")
 _RETRY_STATUS = {408, 429, 500, 502, 503, 504}
@@ -61,14 +62,20 @@ def _sidecar(dest: Path) -> Path:
     return dest.with_name(dest.name + ".json")
 
 
+def url_key(url: str) -> str:
+    """A short name for a URL: the download cache's folder, and the tag of a ``.part`` file."""
+    return hashlib.sha256(url.encode()).hexdigest()[:16]
+
+
 def download(url: str, dest: Path, sha256: str | None = None, *, retries: int = 5, backoff: float = 1.0,
              timeout: float = 60.0, chunk_size: int = 1 << 16) -> Path:
     """Download ``url`` to ``dest`` and return the path of the complete file.
 
     Bytes go to ``dest.part`` and a later call resumes it with an HTTP Range request; failed
     connections are retried with exponential backoff. The file's sha256 is checked against
-    ``sha256`` when given and recorded in ``dest.json``; a complete ``dest`` is not fetched again.
-    A local path or file:// URL is used in place (checked, not copied).
+    ``sha256`` when given and recorded with the URL in ``dest.json``; a complete ``dest`` of the same URL is
+    not fetched again (one of another URL is replaced). The ``.part`` file is named after the URL, so it is
+    never resumed with another URL's bytes. A local path or file:// URL is used in place (checked, not copied).
     """
     local = local_path(url)
     if local is not None:
@@ -81,6 +88,9 @@ def download(url: str, dest: Path, sha256: str | None = None, *, retries: int = 
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     sidecar = _sidecar(dest)
+    if dest.exists() and sidecar.exists() and json.loads(sidecar.read_text()).get("url") != url:
+        dest.unlink()
+        sidecar.unlink()
     if dest.exists():
         recorded = json.loads(sidecar.read_text()).get("sha256") if sidecar.exists() else None
         if recorded is None:
@@ -92,10 +102,10 @@ def download(url: str, dest: Path, sha256: str | None = None, *, retries: int = 
         raise RosettaError(f"{url}: {dest} has sha256 {recorded}, expected {sha256}; delete it to download "
                            "again, or fix the sha256")
 
-    part = dest.with_name(dest.name + ".part")
+    part = dest.with_name(f"{dest.name}.{url_key(url)}.part")
     for attempt in range(retries + 1):
         try:
-            _fetch_into(url, part, timeout, chunk_size)
+            _fetch_into(url, part, dest.name, timeout, chunk_size)
             break
         except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
                 _Retryable) as exc:
@@ -118,7 +128,7 @@ class _Retryable(Exception):
     """A server answer worth retrying (5xx, 429, a short body)."""
 
 
-def _fetch_into(url: str, part: Path, timeout: float, chunk_size: int) -> None:
+def _fetch_into(url: str, part: Path, desc: str, timeout: float, chunk_size: int) -> None:
     """One request appending to ``part``; returns when the file is complete, raises otherwise."""
     have = part.stat().st_size if part.exists() else 0
     # identity: a gzip Content-Encoding would make requests inflate the bytes and break Range offsets
@@ -146,7 +156,7 @@ def _fetch_into(url: str, part: Path, timeout: float, chunk_size: int) -> None:
         total = have + int(length) if length and length.isdigit() else None
         with open(part, "ab" if have else "wb") as f, tqdm(
                 total=total, initial=have, unit="B", unit_scale=True, unit_divisor=1024,
-                desc=part.name[:-len(".part")], mininterval=1.0) as bar:
+                desc=desc, mininterval=1.0) as bar:
             for chunk in r.iter_content(chunk_size):
                 f.write(chunk)
                 bar.update(len(chunk))
@@ -176,8 +186,6 @@ def extract(archive: Path, dest: Path) -> Path:
     archive, dest = Path(archive), Path(dest)
     if is_complete(dest):
         return dest
-    if dest.exists() and any(dest.iterdir()):
-        raise RosettaError(f"{dest}: the folder exists but holds no completed extraction; remove it and run again")
     with atomic_dir(dest) as tmp:
         if archive.name.lower().endswith(".zip"):
             _extract_zip(archive, tmp)
@@ -186,16 +194,28 @@ def extract(archive: Path, dest: Path) -> Path:
     return dest
 
 
-def _refuse(archive: Path, name: str, why: str) -> RosettaError:
-    return RosettaError(f"{archive}: member {name!r} {why}; refusing to extract this archive (nothing was "
-                        "written), get it again from a trusted source")
+class ArchiveError(RosettaError):
+    """An archive that cannot be extracted safely (unsafe member, truncated, not an archive at all)."""
+
+    def __init__(self, archive: Path, problem: str, remedy: str):
+        super().__init__(f"{archive}: {problem}; {remedy}")
+        self.problem = problem
+
+
+def _refuse(archive: Path, name: str, why: str) -> ArchiveError:
+    return ArchiveError(archive, f"member {name!r} {why}, so the archive was refused (nothing was written)",
+                        "get it again from a trusted source")
+
+
+def _unreadable(archive: Path, problem: str) -> ArchiveError:
+    return ArchiveError(archive, problem, "delete it and download again")
 
 
 def _extract_tar(archive: Path, out: Path) -> None:
     try:
         tar = tarfile.open(archive, "r|*")
     except (tarfile.TarError, OSError) as exc:
-        raise RosettaError(f"{archive}: not a readable tar archive ({exc}); delete it and download again") from None
+        raise _unreadable(archive, f"not a readable tar archive ({exc})") from None
     with tar, tqdm(unit=" files", desc=f"extract {archive.name}", mininterval=1.0) as bar:
         try:
             for member in tar:
@@ -210,15 +230,14 @@ def _extract_tar(archive: Path, out: Path) -> None:
                 tar.members = []  # a stream of millions of members must not pile up in memory
                 bar.update(1)
         except (tarfile.TarError, EOFError, OSError) as exc:
-            raise RosettaError(f"{archive}: the archive is truncated or corrupt ({exc}); delete it and "
-                               "download again") from None
+            raise _unreadable(archive, f"the archive is truncated or corrupt ({exc})") from None
 
 
 def _extract_zip(archive: Path, out: Path) -> None:
     try:
         zf = zipfile.ZipFile(archive)
     except (zipfile.BadZipFile, OSError) as exc:
-        raise RosettaError(f"{archive}: not a readable zip archive ({exc}); delete it and download again") from None
+        raise _unreadable(archive, f"not a readable zip archive ({exc})") from None
     with zf:
         infos = zf.infolist()
         for info in infos:  # the central directory is cheap to check in full before writing anything
@@ -231,8 +250,7 @@ def _extract_zip(archive: Path, out: Path) -> None:
             for info in tqdm(infos, unit=" files", desc=f"extract {archive.name}", mininterval=1.0):
                 zf.extract(info, out)
         except (zipfile.BadZipFile, OSError, EOFError) as exc:
-            raise RosettaError(f"{archive}: the archive is truncated or corrupt ({exc}); delete it and "
-                               "download again") from None
+            raise _unreadable(archive, f"the archive is truncated or corrupt ({exc})") from None
 
 
 def _file_name(url: str) -> str:
@@ -242,20 +260,31 @@ def _file_name(url: str) -> str:
 def fetch(source: str, dest: Path, downloads: Path, sha256: str | None = None) -> Path:
     """Make ``dest`` hold the contents of ``source`` and return it.
 
-    ``source`` is a URL or local path of an archive (downloaded into ``downloads``, then extracted),
-    a local folder (copied), or any other file (placed inside ``dest``).
+    ``source`` is a URL or local path of an archive (downloaded into ``downloads/<url_key>``, then
+    extracted), a local folder (copied), or any other file (placed inside ``dest``). ``dest`` must be new,
+    empty or an earlier output (``check_replaceable``): that is checked before anything is downloaded.
+    A downloaded archive that cannot be extracted is deleted, so it is never reused.
     """
     dest = Path(dest)
     if is_complete(dest):
         return dest
+    check_replaceable(dest)
     local = local_path(source)
     if local is not None and local.is_dir():
         with atomic_dir(dest) as tmp:
             shutil.copytree(local, tmp, dirs_exist_ok=True, symlinks=False)
         return dest
-    path = download(source, Path(downloads) / _file_name(source), sha256)
+    path = download(source, Path(downloads) / url_key(source) / _file_name(source), sha256)
     if is_archive(path):
-        return extract(path, dest)
+        try:
+            return extract(path, dest)
+        except ArchiveError as exc:
+            if local is None:
+                path.unlink(missing_ok=True)
+                _sidecar(path).unlink(missing_ok=True)
+                raise RosettaError(f"{source}: {exc.problem}; the download was deleted, so the next run fetches "
+                                   "it again (check that the URL is the one you trust)") from None
+            raise
     with atomic_dir(dest) as tmp:
         shutil.copy2(path, tmp / path.name)
     return dest

@@ -136,6 +136,17 @@ def discover_fonts(files: Sequence[Path]) -> tuple[list[Font], dict[str, str]]:
     return sorted(fonts.values(), key=lambda f: (f.family, f.style, f.path)), skipped
 
 
+def synth_fonts(cfg: SynthConfig) -> tuple[list[Font], dict[str, str]]:
+    """The renderer's fonts: usable declared fonts minus ``data.synth.exclude_families``, and why the
+    others were skipped."""
+    fonts, skipped = discover_fonts(font_files(cfg))
+    excluded = set(cfg.exclude_families)
+    for f in fonts:
+        if f.family in excluded:
+            skipped[f.path] = "family in data.synth.exclude_families"
+    return [f for f in fonts if f.family not in excluded], skipped
+
+
 def split_families(families: Sequence[str], test_fraction: float, seed: int) -> tuple[list[str], list[str]]:
     """(train/val families, held-out test families): a deterministic share chosen by ``seed``."""
     names = sorted(set(families))

@@ -62,7 +62,12 @@ def open_lmdb(path: str | Path) -> lmdb.Environment:
         if pid == os.getpid() and cached_ident == ident:
             return env
         env.close()
-    env = lmdb.open(real, readonly=True, lock=False, readahead=False, meminit=False, max_readers=126)
+    try:
+        env = lmdb.open(real, readonly=True, lock=False, readahead=False, meminit=False, max_readers=126)
+    except lmdb.Error as exc:
+        reason = str(exc).replace(f"{real}: ", "")
+        raise RosettaError(f"{path}: data.mdb is not a readable LMDB ({reason}); convert the "
+                           "dataset again (`rosetta data convert` or `dvc repro`)") from None
     _READERS[real] = (os.getpid(), ident, env)
     return env
 
@@ -212,7 +217,7 @@ def write_lmdb(out_dir: str | Path, samples: Iterable[Sample], *, total: int | N
     rejected: Counter[str] = Counter()
     examples: dict[str, list[str]] = {}
     written = 0
-    with atomic_dir(out_dir, marker=False) as tmp:
+    with atomic_dir(out_dir) as tmp:
         env = lmdb.open(str(tmp), map_size=map_size, lock=False, sync=False, metasync=False)
         try:
             pending: list[tuple[bytes, bytes]] = []
@@ -251,6 +256,6 @@ def copy_lmdb(src: str | Path, dest: str | Path) -> Path:
     env = open_lmdb(src)
     with env.begin() as txn:
         num_samples(txn, Path(src))
-    with atomic_dir(Path(dest), marker=False) as tmp:
+    with atomic_dir(Path(dest)) as tmp:
         env.copy(str(tmp), compact=True)
     return Path(dest)

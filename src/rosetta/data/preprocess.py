@@ -1,14 +1,18 @@
-"""PaddleOCR's recognition preprocessing: keep ratio, bilinear resize to height 32, scale to
-[-1, 1], right-pad with zeros to the target width.
+"""The inference contract: PaddleOCR's recognition preprocessing, applied to each image on its own: keep
+ratio, bilinear resize to height 32, scale to [-1, 1], right-pad with zeros to the training width 100
+(a wider word is squeezed to 100).
 
-The same function serves training (width 100), evaluation, prediction and the ONNX parity gate,
-so every path sees identical tensors. Images are RGB (PaddleOCR decodes BGR; trained from scratch
-the order only has to be consistent, and the exported metadata records it).
+The same function serves training, evaluation, prediction, the ONNX parity gate, the pyfunc and the HTTP
+server, and ``preprocess_spec`` writes it into the ONNX metadata for any other client: an image's tensor
+(so its text) never depends on its batch or backend. Images are RGB (PaddleOCR decodes BGR; trained from
+scratch the order only has to be consistent, and the exported metadata records it).
 """
 from __future__ import annotations
 
 import io
 import math
+import re
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
@@ -23,16 +27,43 @@ class ImageDecodeError(RosettaError):
     """Bytes or a file that do not decode to an image."""
 
 
-def decode_image(data: bytes, name: str = "image") -> Image.Image:
+@dataclass(frozen=True)
+class ImageLimits:
+    """The largest image a caller may hand in (``serve.max_image_side``, ``serve.max_image_pixels``):
+    checked from the header, before the pixels are decoded, so a tiny file cannot claim gigabytes."""
+
+    max_side: int
+    max_pixels: int
+
+    def check(self, width: int, height: int, name: str) -> None:
+        if max(width, height) > self.max_side or width * height > self.max_pixels:
+            raise ImageDecodeError(f"{name}: {width}x{height} pixels is over the limit of {self.max_side} pixels a "
+                                   f"side and {self.max_pixels} in all (serve.max_image_side, "
+                                   "serve.max_image_pixels); crop or downscale the word image")
+
+
+def _unreadable(name: str, exc: Exception) -> ImageDecodeError:
+    # PIL names the buffer by its address ("<_io.BytesIO object at 0x7f...>"): noise that differs per call.
+    detail = re.sub(r"\s*<[^<>]* at 0x[0-9a-fA-F]+>", "", str(exc))
+    return ImageDecodeError(f"{name}: not a readable image ({type(exc).__name__}: {detail})")
+
+
+def decode_image(data: bytes, name: str = "image", limits: ImageLimits | None = None) -> Image.Image:
     """Decode encoded bytes to an RGB PIL image, or raise ``ImageDecodeError`` naming ``name``."""
     if not data:
         raise ImageDecodeError(f"{name}: the file is empty")
     try:
-        with Image.open(io.BytesIO(data)) as im:
+        im = Image.open(io.BytesIO(data))
+    except Exception as exc:  # PIL raises many types for corrupt data
+        raise _unreadable(name, exc) from None
+    with im:
+        if limits is not None:
+            limits.check(im.width, im.height, name)
+        try:
             im.load()
             img = im.convert("RGB")
-    except Exception as exc:  # PIL raises many types for corrupt data
-        raise ImageDecodeError(f"{name}: not a readable image ({type(exc).__name__}: {exc})") from None
+        except Exception as exc:
+            raise _unreadable(name, exc) from None
     if img.width < 1 or img.height < 1:
         raise ImageDecodeError(f"{name}: the image has no pixels")
     return img
@@ -40,12 +71,6 @@ def decode_image(data: bytes, name: str = "image") -> Image.Image:
 
 def resized_width(w: int, h: int, height: int, max_width: int) -> int:
     return max(1, min(max_width, int(math.ceil(height * w / h))))
-
-
-def inference_width(images: list[Image.Image], height: int = 32, base_width: int = 100) -> int:
-    """Batch width as PaddleOCR's predict_rec.py picks it: the widest aspect ratio, at least base."""
-    ratio = max([base_width / height] + [im.width / im.height for im in images])
-    return int(math.ceil(height * ratio))
 
 
 def resize_norm_img(img: Image.Image, height: int = 32, width: int = 100) -> np.ndarray:
@@ -56,3 +81,13 @@ def resize_norm_img(img: Image.Image, height: int = 32, width: int = 100) -> np.
     out = np.zeros((3, height, width), dtype=np.float32)
     out[:, :, :w] = (arr - MEAN) / STD
     return out
+
+
+def preprocess_spec(height: int, width: int) -> dict:
+    """``resize_norm_img`` in words another runtime can follow; the ONNX metadata carries it."""
+    return {
+        "color": "RGB", "height": height, "width": width, "keep_ratio": True, "resize": "bilinear",
+        "resized_width": "min(width, ceil(height * w / h))", "pad": "zeros on the right up to width",
+        "per_image": "each image resized and padded on its own, never to its batch's widest",
+        "normalize": "(pixel / 255 - mean) / std", "mean": MEAN, "std": STD, "layout": "NCHW float32",
+    }

@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from rosetta.config import SynthConfig, SynthEffects
-from rosetta.data.fonts import Font, discover_fonts, font_files, split_families
+from rosetta.data.fonts import Font, split_families, synth_fonts
 from rosetta.data.lmdb_io import parallel_map
 from rosetta.data.render import IMAGE_HEIGHT, photo_paths, render_word
 from rosetta.errors import RosettaError
@@ -124,7 +124,7 @@ def render_dataset(out: str | Path, cfg: SynthConfig, seed: int, workers: int = 
     records the fonts and families each split used.
     """
     started = time.monotonic()
-    fonts, skipped = discover_fonts(font_files(cfg))
+    fonts, skipped = synth_fonts(cfg)
     # Rendering is deterministic, so the same inputs over a complete output need no second pass.
     inputs = {"seed": seed, "config": dataclasses.asdict(cfg), "fonts": [f.path for f in fonts]}
     out = Path(out)
@@ -140,7 +140,7 @@ def render_dataset(out: str | Path, cfg: SynthConfig, seed: int, workers: int = 
     lexicon = build_lexicon(cfg, seed)
     report: dict = {"inputs": inputs, "lexicon_size": len(lexicon.words), "fonts_usable": len(fonts),
                     "fonts_skipped": dict(sorted(skipped.items())), "splits": {}}
-    with atomic_dir(out, marker=False) as tmp:
+    with atomic_dir(out) as tmp:
         root = tmp / MJSYNTH_DIR
         root.mkdir()
         (root / "lexicon.txt").write_text("".join(w + "\n" for w in lexicon.words))
@@ -209,7 +209,7 @@ SAMPLE_WORDS = ("Hotel", "EXIT", "coffee", "2024", "Station", "PARKING", "the", 
 def effect_samples(cfg: SynthConfig, seed: int, words: Sequence[str] = SAMPLE_WORDS) -> dict[str, Image.Image]:
     """A strip of ``words`` per effect of data.synth.effects, that effect always on and the others off
     ("none": all off; "all": the configured mix), in the training fonts: for a person to look at."""
-    fonts, _ = discover_fonts(font_files(cfg))
+    fonts, _ = synth_fonts(cfg)
     train_families, _ = split_families([f.family for f in fonts], cfg.test_font_fraction, seed)
     fonts = [f for f in fonts if f.family in train_families]
     off = PLAIN

@@ -1,0 +1,27 @@
+"""Evaluation through ONNX Runtime: an exported model scores every set exactly as its checkpoint does, on the
+threads ``eval.threads`` sets, and the table says how fast it went."""
+from __future__ import annotations
+
+import pytest
+
+from model_fixtures import config, untrained_checkpoint
+from rosetta.evaluate import evaluate_benchmarks, markdown_table
+from rosetta.export import export_checkpoint
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def test_evaluate_gives_identical_numbers_with_the_pt_and_the_onnx_model(tmp_path, tiny_data):
+    cfg = config(f"data.root={tiny_data}", "export.parity_samples=12", "export.batch_size=4", "eval.batch_size=5",
+                 "eval.threads=1", f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}")
+    ckpt = untrained_checkpoint(tmp_path / "best.pt", cfg)
+    export_checkpoint(ckpt, tmp_path / "model.onnx", cfg)
+    sets = tiny_data / "lmdb"  # synth/{train,val} and benchmarks/synth_test: 64 images in three sets
+    by_pt = evaluate_benchmarks(ckpt, sets, cfg, tmp_path / "eval_pt")
+    by_onnx = evaluate_benchmarks(tmp_path / "model.onnx", sets, cfg, tmp_path / "eval_onnx")
+    assert by_pt["count_total"] == 64 and len(by_pt["sets"]) == 3
+    assert by_pt["norm_edit_dis_total"] > 0  # the model reads something, so equal numbers mean equal texts
+    speed = {by_pt.pop("images_per_s"), by_onnx.pop("images_per_s")}
+    assert by_pt == by_onnx
+    assert all(s > 0 for s in speed)
+    assert markdown_table({**by_onnx, "images_per_s": 123.4}).rstrip().endswith("123 images/s")
