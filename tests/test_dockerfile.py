@@ -80,7 +80,7 @@ def _closure(requirements: list[str]) -> set[str]:
     return seen
 
 
-def test_serve_onnx_install_has_no_torch_and_reads_words(tmp_path):
+def test_serve_onnx_install_has_no_torch_and_reads_words(tmp_path, tiny_data):
     from model_fixtures import config, png_bytes, untrained_checkpoint, word_image
     from rosetta.export import export_checkpoint
 
@@ -89,7 +89,7 @@ def test_serve_onnx_install_has_no_torch_and_reads_words(tmp_path):
     assert not closure & TRAINING_ONLY and not any(n.startswith("nvidia-") for n in closure), closure & TRAINING_ONLY
 
     # The serving code imports and reads an image with only those distributions (and the standard library).
-    cfg = config("export.parity_samples=4", "export.batch_size=4")
+    cfg = config(f"data.root={tiny_data}", "export.parity_samples=4", "export.batch_size=4")
     onnx_path = tmp_path / "model.onnx"
     export_checkpoint(untrained_checkpoint(tmp_path / "best.pt", cfg), onnx_path, cfg, tmp_path / "parity.json")
     import numpy as np
