@@ -133,3 +133,27 @@ def test_project_root_is_the_working_directorys_project_not_the_installed_checko
     assert tracking_uri(cfg) == f"sqlite:///{second.resolve() / 'mlflow.db'}"
     monkeypatch.chdir(tmp_path)  # in no project: the checkout the package is installed from
     assert project_root() == PROJECT_ROOT and load_config().seed == 42
+
+
+def test_a_second_store_in_one_process_is_the_second_configs_not_the_first(tmp_path, monkeypatch):
+    # mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI; that export is ours, not the user's setting.
+    import dataclasses
+
+    import mlflow
+
+    from rosetta.tracking import activate_store, tracking_uri
+
+    def config(folder: str):
+        cfg = load_config(ROOT / "params.yaml")
+        return dataclasses.replace(cfg, mlflow=dataclasses.replace(
+            cfg.mlflow, tracking_uri=f"sqlite:///{tmp_path / folder / 'mlflow.db'}"))
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    first, second = config("a"), config("b")
+    activate_store(tracking_uri(first))
+    assert mlflow.get_tracking_uri() == tracking_uri(first)
+    assert tracking_uri(second) == f"sqlite:///{tmp_path / 'b' / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////users/own.db")  # the user's own setting wins
+    assert tracking_uri(second) == "sqlite:////users/own.db"
+    activate_store(tracking_uri(second))
+    assert tracking_uri(first) == "sqlite:////users/own.db"

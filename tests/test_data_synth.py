@@ -16,7 +16,7 @@ from PIL import Image
 from rosetta.config import PROJECT_ROOT, SynthConfig, SynthEffects
 from rosetta.data import fonts as fonts_mod
 from rosetta.data.fonts import debian_package_fonts, discover_fonts, font_files, split_families, synth_fonts
-from rosetta.data.render import photo_paths, render_word
+from rosetta.data.render import photo_paths, render_word, text_mask
 from rosetta.data.synth import MJSYNTH_DIR, REPORT_NAME, build_lexicon, effect_samples, render_dataset, sample_sheet
 from rosetta.errors import RosettaError
 
@@ -188,3 +188,17 @@ def test_photo_backgrounds_come_from_installed_packages():
     photos = photo_paths()
     assert len(photos) >= 12 and all(p.is_file() for p in photos)
     assert not any(p.name in ("text.png", "page.png", "logo.png") for p in photos)  # no legible words
+
+
+def test_training_crops_may_cut_into_glyphs_and_test_crops_never_do():
+    # Real boxes are often tight; the synth test split measures typefaces, so its crops keep every stroke.
+    from PIL import ImageFont
+
+    font = ImageFont.truetype(discover_fonts(font_files(TINY))[0][0].path, 40)
+    clipped = 0
+    for seed in range(40):
+        tight = np.asarray(text_mask("Burger", font, 0.0, False, np.random.default_rng(seed)), float)
+        whole = np.asarray(text_mask("Burger", font, 0.0, False, np.random.default_rng(seed), clip=False), float)
+        assert whole.sum() >= tight.sum()
+        clipped += whole.sum() > tight.sum()
+    assert 0 < clipped < 40

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 pytestmark = pytest.mark.slow
 
@@ -40,3 +41,18 @@ def test_bench_train_measures_processes_together(tmp_path, rosetta_cli):
     assert row["processes"] == 2 and row["threads"] == 1 and row["batch_size"] == 4
     # two ranks' images over the slower rank's time
     assert row["ms_per_image"] == pytest.approx(1000 / row["images_per_s"])
+
+
+def test_each_rank_of_a_loader_measurement_reads_a_whole_batch(tiny_data):
+    # A rank counts batch_size images a step, so it must read batch_size of them, as training's ranks do:
+    # a plan drawing one batch for the group would halve each rank's share and double the figure.
+    from rosetta.bench import _batches_from_loader
+    from rosetta.config import Config
+
+    data = tiny_data / "lmdb" / "synth" / "train"
+    firsts = []
+    for rank in (0, 1):
+        images, targets, lengths = next(_batches_from_loader(Config(), data, 4, rank=rank, world_size=2))
+        assert images.shape[0] == targets.shape[0] == lengths.shape[0] == 4
+        firsts.append(images)
+    assert not torch.equal(firsts[0], firsts[1])  # the ranks read different words

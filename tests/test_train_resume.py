@@ -1,6 +1,8 @@
 """A training run killed with SIGKILL and started again ends exactly where an uninterrupted run ends."""
 from __future__ import annotations
 
+import shutil
+
 import signal
 import subprocess
 import time
@@ -80,6 +82,22 @@ def test_changed_params_start_a_new_run(tmp_path, monkeypatch, capsys, tiny_data
     again = run_training(tiny_config(tmp_path, f"data.root={data}", "train.max_steps=6", "train.log_every=2"))
     assert again.run_id == first["state"]["run_id"]  # operational settings resume (here: nothing left to do)
     changed = run_training(tiny_config(tmp_path, f"data.root={data}", "train.max_steps=6", "train.lr=1e-3"))
-    assert "written under other params (train.lr: 0.002 -> 0.001)" in capsys.readouterr().out
+    assert "written under other params or data (train.lr: 0.002 -> 0.001)" in capsys.readouterr().out
     assert changed.run_id != first["state"]["run_id"]
     assert changed.steps == 6
+
+
+def test_a_finished_run_on_other_training_data_is_not_resumed(tmp_path, monkeypatch, capsys, tiny_data):
+    # Same params, same sizes, other pixels (a re-rendered data set): the old model must not be handed out.
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    cfg = tiny_config(tmp_path, f"data.root={data}", "train.max_steps=4")
+    first = run_training(cfg)
+    mdb = next((data / "lmdb").glob("*/train/data.mdb"))
+    raw = bytearray(mdb.read_bytes())
+    raw[-1] ^= 0xFF  # one byte of the last page: the sizes and labels stay the same
+    mdb.write_bytes(bytes(raw))
+    again = run_training(cfg)
+    assert "written under other params or data (data_sha256: " in capsys.readouterr().out
+    assert again.run_id != first.run_id and again.steps == 4

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from rosetta.bench_infer import peak_rss_mib
 from rosetta.config import BACKBONE_PRESETS, Config, DataLayout
 from rosetta.errors import RosettaError
 
@@ -31,7 +32,8 @@ def _batches_from_loader(cfg: Config, data_dir: Path, batch_size: int, rank: int
 
     charset = Charset.from_config(cfg.charset)
     base = LmdbDataset(data_dir, charset)
-    plan = BatchPlan([Stream("bench", 0, len(base), batch_size)], cfg.seed, cfg.train.shuffle)
+    # The plan draws the whole group's batch; each rank takes its share of batch_size, as training does.
+    plan = BatchPlan([Stream("bench", 0, len(base), batch_size * world_size)], cfg.seed, cfg.train.shuffle)
     dataset = RecTrainSet(base, charset, cfg.model.image_height, cfg.model.image_width, cfg.train.augment)
     return iter(train_loader(dataset, PlanSampler(plan, plan.start(), rank, world_size), cfg.train.num_workers))
 
@@ -91,7 +93,7 @@ def measure(cfg: Config, backbone: str, mode: str, batch_size: int, steps: int, 
     images = steps * batch_size
     return {"backbone": backbone, "mode": mode, "batch_size": batch_size, "steps": steps,
             "images_per_s": images / seconds, "ms_per_image": 1000 * seconds / images,
-            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "peak_rss_mib": peak_rss_mib(),
             "workers_peak_rss_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024 if workers else 0.0,
             "threads": torch.get_num_threads(), "num_workers": workers, "device": str(device), "processes": 1}
 

@@ -14,7 +14,7 @@ import tempfile
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -51,6 +51,9 @@ class _GateReport:
         for k in figures:
             d[k] = d[k] if np.isfinite(d[k]) else None
         return d
+
+
+_R = TypeVar("_R", bound=_GateReport)
 
 
 @dataclass
@@ -308,16 +311,31 @@ def export_int8(fp32_path: str | Path, cfg: Config, report_json: str | Path | No
     benchmarks = list(benchmarks) if benchmarks is not None else int8_benchmarks(cfg)
     batches = [recognizer.batch_tensor(calibration[s:s + cfg.export.batch_size])
                for s in range(0, len(calibration), cfg.export.batch_size)]
-    tmp = out.with_name(f".{out.name}.tmp")
-    try:
-        quantize_int8(fp32_path, tmp, batches)
+
+    def gate(tmp: Path) -> Int8Report:
         report = int8_gate(fp32_path, tmp, images, benchmarks, cfg)
         report.calibration_images = len(calibration)
+        return report
+
+    return _publish_gated(out, lambda tmp: quantize_int8(fp32_path, tmp, batches), gate, report_json,
+                          "the int8 model failed its gate")
+
+
+def _publish_gated(out: Path, write: Callable[[Path], object], gate: Callable[[Path], _R],
+                   report_json: str | Path | None, failure: str,
+                   on_report: Callable[[_R], None] | None = None) -> _R:
+    """Write ``out``'s temporary, gate it, save the report (and hand it to ``on_report``); ``out`` appears
+    only when the gate passed, and no temporary stays behind either way."""
+    tmp = out.with_name(f".{out.name}.tmp")
+    try:
+        write(tmp)
+        report = gate(tmp)
         if report_json is not None:
             write_json(Path(report_json), report.to_dict())
+        if on_report is not None:
+            on_report(report)
         if not report.passed:
-            raise ExportError(f"{out}: the int8 model failed its gate ({'; '.join(report.failures)}); nothing "
-                              "was written")
+            raise ExportError(f"{out}: {failure} ({'; '.join(report.failures)}); nothing was written")
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
@@ -370,19 +388,9 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, cfg: Config, pari
     out.parent.mkdir(parents=True, exist_ok=True)
     out.unlink(missing_ok=True)  # an older file would look like this export's result
     int8_path(out).unlink(missing_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    try:
-        metadata = metadata_props(charset, ckpt_cfg.model, Path(checkpoint).name, training_run_of(checkpoint))
-        write_onnx(model, metadata, tmp,
-                   cfg.export.opset, ckpt_cfg.model.image_height, ckpt_cfg.model.image_width)
-        report = parity_gate(tmp, model, charset, ckpt_cfg.model, images, cfg.export)
-        if parity_json is not None:
-            write_json(Path(parity_json), report.to_dict())
-        _log_export(cfg, checkpoint, report, out)
-        if not report.passed:
-            raise ExportError(f"{out}: the ONNX export failed the parity gate ({'; '.join(report.failures)}); "
-                              "nothing was written")
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return report
+    metadata = metadata_props(charset, ckpt_cfg.model, Path(checkpoint).name, training_run_of(checkpoint))
+    return _publish_gated(
+        out, lambda tmp: write_onnx(model, metadata, tmp, cfg.export.opset, ckpt_cfg.model.image_height,
+                                    ckpt_cfg.model.image_width),
+        lambda tmp: parity_gate(tmp, model, charset, ckpt_cfg.model, images, cfg.export), parity_json,
+        "the ONNX export failed the parity gate", lambda report: _log_export(cfg, checkpoint, report, out))

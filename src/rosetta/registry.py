@@ -211,7 +211,7 @@ def register_model(cfg: Config, onnx_path: Path, parity: Mapping[str, Any], metr
     from rosetta import serving_model
     from rosetta.onnx_runtime import int8_path, onnx_model_info
     from rosetta.serving import ONNX_ARTIFACT, ONNX_INT8_ARTIFACT, input_example, signature
-    from rosetta.tracking import Tracker, provenance_tags, tracking_uri
+    from rosetta.tracking import Tracker, activate_store, provenance_tags, tracking_uri
 
     reg = cfg.registry
     if not parity.get("passed"):
@@ -240,7 +240,7 @@ def register_model(cfg: Config, onnx_path: Path, parity: Mapping[str, Any], metr
     tags.update({METRIC_TAG_PREFIX + k: f"{v:.6g}" for k, v in metrics.items()})
 
     uri = tracking_uri(cfg)
-    mlflow.set_tracking_uri(uri)
+    activate_store(uri)
     mlflow.set_registry_uri(uri)
     client = registry_client(cfg)
     same = [v for v in client.search_model_versions(f"name='{reg.model_name}'")

@@ -3,12 +3,14 @@ checkpoint data, and the fingerprint a checkpoint must share with the current pa
 """
 from __future__ import annotations
 
+import hashlib
 import random
 
 import numpy as np
 import torch
 
-from rosetta.config import Config
+from rosetta.config import Config, DataLayout
+from rosetta.data.lmdb_io import find_lmdbs
 from rosetta.data.loader import Stream
 
 # Settings that change how a run is executed or reported, not what it computes: a checkpoint written
@@ -41,8 +43,21 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def training_data_digest(cfg: Config) -> str:
+    """sha256 over every training LMDB's data.mdb: new words or pixels under the same sizes (a re-rendered
+    data set) are another run, not this one's continuation. Reads the files once per start (seconds a GB)."""
+    h = hashlib.sha256()
+    layout = DataLayout.from_config(cfg)
+    for source in cfg.data.sources:
+        for folder in find_lmdbs(layout.lmdb(source) / "train"):
+            with open(folder / "data.mdb", "rb") as f:
+                h.update(hashlib.file_digest(f, "sha256").digest())
+    return h.hexdigest()
+
+
 def fingerprint(cfg: Config, streams: list[Stream], world_size: int) -> dict:
-    """What a checkpoint must share with the current params to be resumed."""
+    """What a checkpoint must share with the current params and data to be resumed."""
     train = {k: v for k, v in cfg.to_dict()["train"].items() if k not in _OPERATIONAL}
     return {"seed": cfg.seed, "charset": cfg.to_dict()["charset"], "model": cfg.to_dict()["model"], "train": train,
-            "world_size": world_size, "data": [[s.name, s.size] for s in streams]}
+            "world_size": world_size, "data": [[s.name, s.size] for s in streams],
+            "data_sha256": training_data_digest(cfg)}

@@ -112,12 +112,33 @@ def benchmark_description(summary: Mapping[str, Any]) -> str:
 
 _SQLITE_HEADER = b"SQLite format 3\x00"
 
+# mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI (for child processes); afterwards this process must
+# still see the user's own setting, or none, not the store an earlier call chose: (user's value, exported).
+_exported: tuple[str | None, str | None] | None = None
+
+
+def _user_tracking_env() -> str | None:
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if _exported is not None and env == _exported[1]:
+        return _exported[0]
+    return env
+
+
+def activate_store(uri: str) -> None:
+    """Make ``uri`` MLflow's store for the fluent API in this process (and its children)."""
+    global _exported
+    import mlflow
+
+    user = _user_tracking_env()
+    mlflow.set_tracking_uri(uri)
+    _exported = (user, os.environ.get("MLFLOW_TRACKING_URI"))
+
 
 def tracking_uri(cfg: Config) -> str:
     """The MLflow store: ``MLFLOW_TRACKING_URI``, else ``mlflow.tracking_uri``, else the project's mlflow.db.
     A sqlite file that is not a database is refused here in one sentence (MLflow would print pages of
     SQLAlchemy); a missing or empty one is a new store."""
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or cfg.mlflow.resolved_tracking_uri()
+    uri = _user_tracking_env() or cfg.mlflow.resolved_tracking_uri()
     if uri.startswith("sqlite:///"):
         path = Path(uri[len("sqlite:///"):])
         try:
@@ -351,7 +372,7 @@ class Tracker:
 
         signature = ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *example.shape[1:3], -1))]),
                                    outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, -1, -1))]))
-        mlflow.set_tracking_uri(self.uri)
+        activate_store(self.uri)
         with mlflow.start_run(run_id=self.run_id):
             # A pt2 graph needs torch alone: naming it spares MLflow inferring requirements in a subprocess.
             info = mlflow.pytorch.log_model(model.eval(), name=name, input_example=example, signature=signature,

@@ -203,7 +203,8 @@ class _Trainer:
         ckpt = load_checkpoint(path, "cpu")  # RNG states must stay on the CPU; load_state_dict moves the rest
         diff = param_differences(ckpt.get("fingerprint", {}), self.fingerprint)
         if diff:
-            _say(self.dist, f"{path} was written under other params ({'; '.join(diff[:5])}); starting a new run")
+            _say(self.dist, f"{path} was written under other params or data ({'; '.join(diff[:5])}); "
+                            "starting a new run")
             return TrainState()
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from rosetta.bench import MODES
-from rosetta.cli.common import add_config_args, config_from_args
+from rosetta.cli.common import add_config_args, config_from_args, positive_int
 from rosetta.config import BACKBONE_PRESETS
 from rosetta.errors import RosettaError
 
@@ -23,13 +23,13 @@ def register(subparsers) -> None:
                     "synthetic tensors, by the LMDB loader (train.num_workers workers, train.threads threads), and "
                     "the loader alone; with ms/image and peak RSS.")
     p.add_argument("--backbones", nargs="+", default=list(BACKBONE_PRESETS), choices=list(BACKBONE_PRESETS))
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--steps", type=int, default=10, help="timed steps per measurement")
+    p.add_argument("--batch-size", type=positive_int, default=64)
+    p.add_argument("--steps", type=positive_int, default=10, help="timed steps per measurement")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first")
     p.add_argument("--data", metavar="DIR", default=None,
                    help="training LMDB(s) for the loader rows (default: the first source's train split)")
     p.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
-    p.add_argument("--processes", type=int, default=1,
+    p.add_argument("--processes", type=positive_int, default=1,
                    help="processes measured at once as one DDP group (train.nproc trains so); "
                         "--batch-size is per process")
     p.add_argument("--json", action="store_true", help="print the rows as JSON at the end")
@@ -41,8 +41,8 @@ def register(subparsers) -> None:
                     "127.0.0.1, posts word images in batches of each --batch-sizes and prints requests/s and "
                     "ms/image, timed end to end (JSON, base64, decoding, ONNX Runtime, the answer).")
     p.add_argument("--model-uri", default=None, help="default: models:/<registry.model_name>@<registry.alias>")
-    p.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 32])
-    p.add_argument("--requests", type=int, default=20, help="timed requests per batch size")
+    p.add_argument("--batch-sizes", nargs="+", type=positive_int, default=[1, 32])
+    p.add_argument("--requests", type=positive_int, default=20, help="timed requests per batch size")
     p.add_argument("--json", action="store_true", help="print the rows as JSON at the end")
     add_config_args(p)
     p.set_defaults(func=_bench_serve)
@@ -54,7 +54,7 @@ def register(subparsers) -> None:
                     "model alone, at each batch size, with eval.threads threads (0 = all cores); ms/image, "
                     "images/s and peak RSS, each measured in a fresh process.")
     p.add_argument("--backbones", nargs="+", default=list(BACKBONE_PRESETS), choices=list(BACKBONE_PRESETS))
-    p.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 64])
+    p.add_argument("--batch-sizes", nargs="+", type=positive_int, default=[1, 64])
     p.add_argument("--min-seconds", type=float, default=2.0,
                    help="timed seconds per measurement, at least (and at least 3 batches)")
     p.add_argument("--data", metavar="DIR", default=None,
@@ -67,8 +67,6 @@ def register(subparsers) -> None:
 def _bench_train(args: argparse.Namespace) -> int:
     from rosetta.bench import bench_train
 
-    if args.steps < 1 or args.batch_size < 1 or args.processes < 1:
-        raise RosettaError("--steps, --batch-size and --processes must be at least 1")
     rows = bench_train(config_from_args(args), args.backbones, args.batch_size, args.steps, args.warmup,
                        Path(args.data) if args.data else None, tuple(args.modes), args.processes)
     if args.json:
@@ -79,8 +77,6 @@ def _bench_train(args: argparse.Namespace) -> int:
 def _bench_serve(args: argparse.Namespace) -> int:
     from rosetta.http_serving import bench_serve, running_server
 
-    if args.requests < 1 or min(args.batch_sizes) < 1:
-        raise RosettaError("--requests and --batch-sizes must be at least 1")
     with running_server(config_from_args(args), args.model_uri) as url:
         rows = bench_serve(url, args.batch_sizes, args.requests)
     if args.json:
@@ -94,8 +90,8 @@ def _bench_infer(args: argparse.Namespace) -> int:
     from rosetta.bench_infer import bench_infer
     from rosetta.export import validation_dir
 
-    if min(args.batch_sizes) < 1 or args.min_seconds < 0:
-        raise RosettaError("--batch-sizes must be at least 1 and --min-seconds at least 0")
+    if args.min_seconds < 0:
+        raise RosettaError("--min-seconds must be at least 0")
     cfg = config_from_args(args)
     with tempfile.TemporaryDirectory(prefix="rosetta-bench-infer-") as tmp:
         rows = bench_infer(cfg, args.backbones, args.batch_sizes, Path(args.data) if args.data else validation_dir(cfg),

@@ -74,8 +74,9 @@ def _glyph_offsets(centres: np.ndarray, rng: np.random.Generator, size: int) -> 
 
 
 def text_mask(text: str, font: ImageFont.FreeTypeFont, tracking: float, curved: bool,
-              rng: np.random.Generator) -> Image.Image:
-    """The word as an 8-bit coverage mask, cropped with padding so the text fills most of the height."""
+              rng: np.random.Generator, clip: bool = True) -> Image.Image:
+    """The word as an 8-bit coverage mask, cropped with padding so the text fills most of the height;
+    without ``clip`` a margin drawn below zero is zero (the same draws: only the clipping is left out)."""
     size = font.size
     per_glyph = tracking != 0 or (curved and len(text) > 2)
     advances = [font.getlength(c) + tracking for c in text] if per_glyph else []
@@ -110,8 +111,10 @@ def text_mask(text: str, font: ImageFont.FreeTypeFont, tracking: float, curved: 
         y0 = min(y0, baseline + font.getbbox("H", anchor="ls")[1])
         y1 = max(y1, baseline + font.getbbox("gjpqy", anchor="ls")[3])
     h = y1 - y0
-    left, right = (rng.uniform(0.05, 0.3, 2) * h).tolist()
-    top, bottom = (rng.uniform(0.04, 0.14, 2) * h).tolist()
+    # Margins as annotators draw boxes: from a little clipped to loose (real crops are often tight).
+    low = -np.inf if clip else 0.0
+    left, right = (np.maximum(rng.uniform(-0.02, 0.35, 2), low) * h).tolist()
+    top, bottom = (np.maximum(rng.uniform(-0.05, 0.2, 2), low) * h).tolist()
     return mask.crop((round(x0 - left), round(y0 - top), round(x1 + right), round(y1 + bottom)))
 
 
@@ -199,12 +202,13 @@ def _text_colour(bg_luma: float, rng: np.random.Generator) -> np.ndarray:
 
 
 def render_word(text: str, font_path: str, rng: np.random.Generator, effects: SynthEffects = SynthEffects(),
-                photos: list[Path] | None = None) -> Image.Image:
-    """One RGB word image, 32 px high and as wide as the text needs."""
+                photos: list[Path] | None = None, clip_margins: bool = True) -> Image.Image:
+    """One RGB word image, 32 px high and as wide as the text needs; ``clip_margins`` lets the crop cut into
+    the glyphs a little, as tight real boxes do."""
     font = _font(font_path, int(rng.choice(_RENDER_SIZES)))
     tracking = float(rng.uniform(-0.03, 0.25) * font.size) if rng.random() < 0.3 else 0.0
     curved = rng.random() < effects.curve
-    mask = warp(text_mask(text, font, tracking, curved, rng), rng, rng.random() < effects.perspective)
+    mask = warp(text_mask(text, font, tracking, curved, rng, clip_margins), rng, rng.random() < effects.perspective)
     width = max(1, round(IMAGE_HEIGHT * mask.width / mask.height))
     scale = IMAGE_HEIGHT / mask.height
     small = mask.resize((width, IMAGE_HEIGHT), Image.Resampling.LANCZOS)

@@ -93,11 +93,12 @@ class _Job:
     font_path: str
     seed: tuple[int, ...]
     effects: SynthEffects
+    clip_margins: bool = True
 
 
 def _render_job(job: _Job) -> int:
     rng = np.random.default_rng(job.seed)
-    img = render_word(job.text, job.font_path, rng, job.effects, _photos())
+    img = render_word(job.text, job.font_path, rng, job.effects, _photos(), job.clip_margins)
     buf = io.BytesIO()
     lo = 15 if rng.random() < job.effects.low_resolution else 60  # IC15-like blocky artefacts with low resolution
     img.save(buf, "JPEG", quality=int(rng.integers(lo, 96)))
@@ -193,9 +194,10 @@ def _plan(split: str, split_id: int, size: int, fonts: list[Font], lexicon: Lexi
         used.add(font)
         g = offset + i
         rel = f"{g // 1000 + 1}/{g // 100 % 10 + 1}/{g % 100 + 1}_{text}_{lex}.jpg"
-        # The test split stays plain: it measures reading unseen typefaces; the real sets measure realism.
+        # The test split stays plain, its crops never cut into a glyph: it measures reading unseen typefaces;
+        # the real sets measure realism.
         effects = PLAIN if split == "test" or rng.random() < cfg.clean_fraction else cfg.effects
-        jobs.append(_Job(str(root / rel), text, font.path, (seed, split_id, i), effects))
+        jobs.append(_Job(str(root / rel), text, font.path, (seed, split_id, i), effects, split != "test"))
         lines.append(f"./{rel} {lex}\n")
     return jobs, lines, used
 
