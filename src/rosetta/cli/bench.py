@@ -32,9 +32,7 @@ def register(subparsers) -> None:
     p.add_argument("--processes", type=positive_int, default=1,
                    help="processes measured at once as one DDP group (train.nproc trains so); "
                         "--batch-size is per process")
-    p.add_argument("--json", action="store_true", help="print the rows as JSON at the end")
-    add_config_args(p)
-    p.set_defaults(func=_bench_train)
+    _finish(p, _bench_train)
     p = sub.add_parser(
         "serve", help="requests/s and ms/image of the served model over HTTP on loopback",
         description="Starts `mlflow models serve` for the registered model (default: the production alias) on "
@@ -43,9 +41,7 @@ def register(subparsers) -> None:
     p.add_argument("--model-uri", default=None, help="default: models:/<registry.model_name>@<registry.alias>")
     p.add_argument("--batch-sizes", nargs="+", type=positive_int, default=[1, 32])
     p.add_argument("--requests", type=positive_int, default=20, help="timed requests per batch size")
-    p.add_argument("--json", action="store_true", help="print the rows as JSON at the end")
-    add_config_args(p)
-    p.set_defaults(func=_bench_serve)
+    _finish(p, _bench_serve)
     p = sub.add_parser(
         "infer", help="recognition ms/image per backbone and backend, end to end and model only",
         description="Recognition speed of each backbone (untrained weights: speed does not depend on training) "
@@ -59,9 +55,14 @@ def register(subparsers) -> None:
                    help="timed seconds per measurement, at least (and at least 3 batches)")
     p.add_argument("--data", metavar="DIR", default=None,
                    help="LMDB(s) whose images are recognized (default: the first source's validation split)")
+    _finish(p, _bench_infer)
+
+
+def _finish(p: argparse.ArgumentParser, func) -> None:
+    """What every bench command ends with: --json, the params options and the function it runs."""
     p.add_argument("--json", action="store_true", help="print the rows as JSON at the end")
     add_config_args(p)
-    p.set_defaults(func=_bench_infer)
+    p.set_defaults(func=func)
 
 
 def _bench_train(args: argparse.Namespace) -> int:
