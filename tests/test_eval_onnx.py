@@ -25,3 +25,19 @@ def test_evaluate_gives_identical_numbers_with_the_pt_and_the_onnx_model(tmp_pat
     assert by_pt == by_onnx
     assert all(s > 0 for s in speed)
     assert markdown_table({**by_onnx, "images_per_s": 123.4}).rstrip().endswith("123 images/s")
+
+
+def test_a_batch_cut_into_slices_on_two_threads_gives_the_probabilities_of_one_run(tmp_path, tiny_data):
+    import numpy as np
+
+    from rosetta.onnx_runtime import load_onnx_recognizer
+
+    cfg = config(f"data.root={tiny_data}", "export.parity_samples=12", "export.batch_size=4",
+                 f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}")
+    ckpt = untrained_checkpoint(tmp_path / "best.pt", cfg)
+    export_checkpoint(ckpt, tmp_path / "model.onnx", cfg)
+    batch = np.random.default_rng(0).uniform(-1, 1, (16, 3, 32, 100)).astype(np.float32)
+    one = load_onnx_recognizer(tmp_path / "model.onnx", threads=1).probs_fn(batch)
+    sliced = load_onnx_recognizer(tmp_path / "model.onnx", threads=2).probs_fn(batch)
+    assert sliced.shape == one.shape == (16, 25, 37)
+    np.testing.assert_allclose(sliced, one, rtol=1e-5, atol=1e-6)

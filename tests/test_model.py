@@ -8,6 +8,7 @@ import torch
 
 from rosetta.config import config_from_dict
 from rosetta.modeling import build_model, param_groups
+from rosetta.modeling.backbones.depthwise import DepthwiseConv2d
 from rosetta.modeling.backbones.rec_mobilenet_v3 import PaddleHardSigmoid, SEModule, make_divisible
 from rosetta.modeling.losses.rec_ctc_loss import CTCLoss
 
@@ -97,3 +98,52 @@ def test_ctc_loss_is_batch_mean_of_per_sample_loss():
     default = torch.nn.functional.ctc_loss(logits.log_softmax(2).transpose(0, 1), targets,
                                            torch.full((3,), 25), lengths)
     assert not torch.allclose(loss, default)
+
+
+@pytest.mark.parametrize("kernel,stride,height", [(5, 1, 2), (5, (2, 1), 4), (5, 1, 4), (5, (2, 1), 8), (5, 2, 7),
+                                                  (3, 1, 2), (3, (2, 1), 2), (5, 1, 1), (3, 1, 9)])
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_depthwise_conv_gradients_match_conv2d(kernel, stride, height, channels_last):
+    torch.manual_seed(0)
+    ours = DepthwiseConv2d(16, kernel, stride=stride, padding=kernel // 2)
+    plain = torch.nn.Conv2d(16, 16, kernel, stride=stride, padding=kernel // 2, groups=16, bias=False)
+    plain.weight.data.copy_(ours.weight.data)
+    x = torch.randn(3, 16, height, 11)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    outs, grads = [], []
+    for conv in (ours, plain):
+        xi = x.clone().requires_grad_()
+        y = conv(xi)
+        y.backward(torch.cos(torch.arange(y.numel(), dtype=torch.float32)).reshape(y.shape))
+        outs.append(y.detach())
+        grads.append((xi.grad, conv.weight.grad))
+    assert torch.allclose(outs[0], outs[1], atol=1e-6)
+    for a, b in zip(*grads):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-5)
+    assert ours.weight.grad.abs().sum() > 0
+
+
+def test_mobilenet_depthwise_layers_train_on_kernel_rows_and_keep_conv2d_weights():
+    model = build_model(config_from_dict({"model": {"backbone": "mobilenet_v3"}}).model, 37)
+    depthwise = [m for m in model.modules() if isinstance(m, DepthwiseConv2d)]
+    assert len(depthwise) == 15 and all(isinstance(m, torch.nn.Conv2d) and m.groups == m.in_channels
+                                        for m in depthwise)
+    for m in depthwise:  # checkpoints written with plain nn.Conv2d layers load as they are
+        plain = torch.nn.Conv2d(m.in_channels, m.out_channels, m.kernel_size, groups=m.groups, bias=False)
+        m.load_state_dict(plain.state_dict(), strict=True)
+    x = torch.randn(2, 3, 32, 100)
+    model.train()(x).sum().backward()
+    assert all(m.weight.grad is not None for m in depthwise)
+    with torch.no_grad():
+        assert model.eval()(x).shape == (2, 25, 37)
+
+
+def test_depthwise_conv_under_bf16_autocast_trains_like_conv2d():
+    torch.manual_seed(0)
+    ours = DepthwiseConv2d(8, 5, padding=2)
+    x = torch.randn(2, 8, 2, 9, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = ours(x)
+    y.float().sum().backward()
+    assert y.dtype == torch.bfloat16 and ours.weight.grad.dtype == torch.float32 and x.grad is not None

@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from rosetta.modeling.backbones.depthwise import DepthwiseConv2d
+
 # kernel, expansion, out channels, SE, activation, stride
 LARGE = [
     (3, 16, 16, False, "relu", 1),
@@ -71,9 +73,12 @@ def _act(name: str | None) -> nn.Module:
 class ConvBNLayer(nn.Sequential):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride=1, groups: int = 1,
                  act: str | None = None):
+        padding = (kernel_size - 1) // 2
+        depthwise = groups > 1 and groups == in_channels == out_channels
         super().__init__(
-            nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=(kernel_size - 1) // 2,
-                      groups=groups, bias=False),
+            DepthwiseConv2d(in_channels, kernel_size, stride=stride, padding=padding) if depthwise else
+            nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=padding, groups=groups,
+                      bias=False),
             nn.BatchNorm2d(out_channels),
             _act(act),
         )
