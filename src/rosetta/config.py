@@ -133,7 +133,7 @@ class SynthConfig:
     font_packages: str = "packages/debian-fonts.txt"  # Debian font packages `make install` installs; "" = none
     system_fonts: bool = False  # also every font under /usr/share/fonts (machine-dependent bytes)
     # script faces found inside the declared packages; scene text is print, and joined letters teach little
-    exclude_families: list[str] = field(default_factory=lambda: ["TeX Gyre Chorus", "Z003"])
+    exclude_families: list[str] = field(default_factory=lambda: ["TeX Gyre Chorus", "Z003", "Romande ADF Script Std"])
     effects: SynthEffects = field(default_factory=SynthEffects)
     clean_fraction: float = 0.5  # share of words drawn plainly (no effect): the model learns glyphs from these first
     test_font_fraction: float = 0.25  # share of font families held out for the test split
