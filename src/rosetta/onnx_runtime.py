@@ -110,8 +110,6 @@ def load_onnx_recognizer(path: str | Path, batch_size: int = 64, threads: int = 
     """A ``Recognizer`` running ``path`` through ONNX Runtime, configured from the file's metadata; on the CPU,
     ``threads`` (0 = a thread per core) single-threaded runs on slices of each batch."""
     session = onnx_session(path, threads)
-    ways = threads or len(os.sched_getaffinity(0))
-    sliced = onnx_session(path, 1) if ways > 1 and session.get_providers()[0] == "CPUExecutionProvider" else None
     meta = session_metadata(session, path)
     pre = meta[META_PREPROCESS]
     expected = preprocess_spec(pre.get("height"), pre.get("width"))
@@ -119,5 +117,8 @@ def load_onnx_recognizer(path: str | Path, batch_size: int = 64, threads: int = 
         differ = sorted(k for k in expected.keys() | pre.keys() if pre.get(k) != expected.get(k))
         raise RosettaError(f"{path}: the file asks for preprocessing this version does not implement "
                            f"({', '.join(differ)} differ); export it again with `rosetta export`")
-    return Recognizer(ort_probs_fn(session, sliced, ways), Charset.from_dict(meta[META_CHARSET]), int(pre["height"]),
-                      int(pre["width"]), batch_size)
+    # The second, single-threaded session only once the file is known to be usable.
+    ways = threads or len(os.sched_getaffinity(0))
+    sliced = onnx_session(path, 1) if ways > 1 and session.get_providers()[0] == "CPUExecutionProvider" else None
+    return Recognizer(ort_probs_fn(session, sliced, ways), Charset.from_dict(meta[META_CHARSET]),
+                      int(pre["height"]), int(pre["width"]), batch_size)
