@@ -13,11 +13,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rosetta.config import PROJECT_ROOT, SynthConfig, SynthEffects
+from rosetta.charset import Charset
+from rosetta.config import PROJECT_ROOT, CharsetConfig, SynthConfig, SynthEffects
+from rosetta.data.convert import mjsynth_label
 from rosetta.data import fonts as fonts_mod
-from rosetta.data.fonts import debian_package_fonts, discover_fonts, font_files, split_families, synth_fonts
+from rosetta.data.fonts import (debian_package_fonts, discover_fonts, font_files, missing_glyphs, split_families,
+                                synth_fonts)
 from rosetta.data.render import photo_paths, render_word, text_mask
-from rosetta.data.synth import MJSYNTH_DIR, REPORT_NAME, build_lexicon, effect_samples, render_dataset, sample_sheet
+from rosetta.data.synth import MJSYNTH_DIR, PUNCTUATION, REPORT_NAME, _punctuated, build_lexicon, effect_samples, render_dataset, sample_sheet
 from rosetta.errors import RosettaError
 
 TINY = SynthConfig(train_size=24, val_size=6, test_size=8, vocabulary_size=2000)
@@ -43,10 +46,11 @@ def test_layout_is_mjsynth(rendered):
         lines = (root / f"annotation_{split}.txt").read_text().splitlines()
         assert len(lines) == size
         for line in lines:
-            m = re.fullmatch(r"\./\d+/\d+/\d+_([0-9A-Za-z]+)_(\d+)\.jpg (\d+)", line)
+            m = re.fullmatch(r"\./\d+/\d+/\d+_([0-9A-Za-z%s]+)_(\d+)\.jpg (\d+)" % re.escape(PUNCTUATION), line)
             assert m, line
             word, index = m[1], int(m[2])
-            assert int(m[3]) == index and lexicon[index] == word.lower()
+            assert int(m[3]) == index and lexicon[index] == re.sub("[^0-9A-Za-z]", "", word).lower()
+            assert split != "test" or word.isalnum()  # the test split stays plain
             with Image.open(root / line.split()[0]) as im:
                 assert im.format == "JPEG" and im.height == 32 and im.width >= 8
 
@@ -104,6 +108,29 @@ def test_lexicon_words_are_file_name_safe():
     assert len(set(lex.words)) == len(lex.words)
     assert all(w.isalpha() for w in lex.words[: lex.n_dictionary])
     assert all(any(c.isdigit() for c in w) for w in lex.words[lex.n_dictionary:])
+
+
+def test_train_and_val_words_carry_punctuation_the_label_reads_past(tmp_path):
+    cfg = dataclasses.replace(TINY, punctuation=1.0)
+    render_dataset(tmp_path / "p", cfg, seed=7, workers=1)
+    root = tmp_path / "p" / MJSYNTH_DIR
+    lexicon = (root / "lexicon.txt").read_text().splitlines()
+    for split in ("train", "val", "test"):
+        for line in (root / f"annotation_{split}.txt").read_text().splitlines():
+            word = mjsynth_label(line.split()[0])
+            marks = [c for c in word if not c.isalnum()]
+            assert len(marks) == (0 if split == "test" else 1), (split, word)
+            # The 0-9a-z charset drops the mark: the label is the lexicon word.
+            assert Charset.from_config(CharsetConfig()).normalize(word) == lexicon[int(line.split()[1])]
+
+
+def test_a_mark_the_font_cannot_draw_is_never_chosen():
+    fonts, _ = discover_fonts(font_files(TINY))
+    assert missing_glyphs(fonts[0].path, PUNCTUATION) == ""  # DejaVu-like text fonts draw them all
+    assert missing_glyphs(fonts[0].path, "\ue001") == "\ue001"  # a private-use code point is missing
+    rng = np.random.default_rng(0)
+    drawn = {c for _ in range(400) for c in _punctuated("Word", rng, missing="$#&;%") if not c.isalnum()}
+    assert drawn and not drawn & set("$#&;%") and drawn <= set(PUNCTUATION)
 
 
 def test_rendered_text_is_dark_on_light_or_light_on_dark():

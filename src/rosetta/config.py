@@ -105,15 +105,15 @@ class ModelConfig:
 class SynthEffects:
     """Probability of each optional rendering step of rosetta.data.render (0 = never)."""
 
-    photo_background: float = 0.6  # a crop of a natural photograph under the text (else flat or ramped colour)
-    border: float = 0.15          # an outline around the strokes in a third colour
-    shadow: float = 0.15          # a blurred, offset copy of the text under it
+    photo_background: float = 0.8  # a crop of a natural photograph under the text (else flat or ramped colour)
+    border: float = 0.2           # an outline around the strokes in a third colour
+    shadow: float = 0.2           # a blurred, offset copy of the text under it
     curve: float = 0.1            # an arced or wavy baseline (CUTE80-like)
-    perspective: float = 0.25     # a strong projective distortion (IC15-like)
-    lighting: float = 0.3         # a brightness gradient across the image
+    perspective: float = 0.35     # a strong projective distortion (IC15-like)
+    lighting: float = 0.4         # a brightness gradient across the image
     occlusion: float = 0.08        # a bar or blob covering part of the word
-    blur: float = 0.2              # strong Gaussian or motion blur
-    low_resolution: float = 0.2    # down to 10-19 px high and back up, with harsher JPEG
+    blur: float = 0.3              # strong Gaussian or motion blur
+    low_resolution: float = 0.3    # down to 10-19 px high and back up, with harsher JPEG
     invert: float = 0.4            # a negative of the whole picture: dark and light swap
 
     def validate(self, p: str) -> None:
@@ -139,6 +139,7 @@ class SynthConfig:
     test_font_fraction: float = 0.25  # share of font families held out for the test split
     min_word_len: int = 1
     max_word_len: int = 12
+    punctuation: float = 0.1  # share of train/val words drawn with a mark before, after or inside ("SALE!", "$20")
 
     def validate(self, p: str) -> None:
         for k in ("train_size", "val_size", "test_size"):
@@ -152,6 +153,7 @@ class SynthConfig:
                "must be between 1 and max_word_len")
         self.effects.validate(f"{p}.effects")
         check(0 <= self.clean_fraction <= 1, f"{p}.clean_fraction", self.clean_fraction, "must be between 0 and 1")
+        check(0 <= self.punctuation <= 1, f"{p}.punctuation", self.punctuation, "must be between 0 and 1")
 
 
 @dataclass(frozen=True)
@@ -221,7 +223,7 @@ class TrainConfig:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     weight_decay: float = 0.01  # decoupled decay for AdamW (all params); Adam uses model.head_l2_decay
     scheduler: Literal["constant", "cosine", "onecycle"] = "cosine"
-    warmup_steps: int = 200
+    warmup_steps: int = 400
     batch_size: int = 32
     epochs: int = 72
     max_steps: int = 1500  # > 0 overrides epochs

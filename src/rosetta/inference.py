@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 from rosetta.charset import Charset
-from rosetta.data.preprocess import resize_norm_img
+from rosetta.data.preprocess import orientations, resize_norm_img
 from rosetta.postprocess import CTCLabelDecode
 
 if TYPE_CHECKING:
@@ -36,18 +36,32 @@ class Recognizer:
 
     def recognize(self, images: Iterable[Image.Image]) -> list[tuple[str, float]]:
         """``(text, confidence)`` per image, in order. Images are taken one at a time, so a generator that
-        decodes them keeps one decoded image and one batch of (3, 32, 100) tensors in memory."""
+        decodes them keeps one decoded image and one batch of (3, 32, 100) tensors in memory. A tall crop is
+        read in each of its ``orientations`` (in the same batch) and keeps its most confident reading."""
         results: list[tuple[str, float]] = []
         batch: list[np.ndarray] = []
+        views: list[int] = []  # tensors in the batch per image
         for img in images:
-            batch.append(resize_norm_img(img, self.height, self.width))
-            if len(batch) == self.batch_size:
-                results += self._decode(batch)
-                batch = []
-        return results + (self._decode(batch) if batch else [])
+            turned = orientations(img)
+            batch += [resize_norm_img(im, self.height, self.width) for im in turned]
+            views.append(len(turned))
+            if len(batch) >= self.batch_size:
+                results += self._decode(batch, views)
+                batch, views = [], []
+        return results + (self._decode(batch, views) if batch else [])
 
-    def _decode(self, tensors: list[np.ndarray]) -> list[tuple[str, float]]:
-        return CTCLabelDecode(self.charset)(self.probs_fn(np.stack(tensors)))
+    def _decode(self, tensors: list[np.ndarray], views: list[int]) -> list[tuple[str, float]]:
+        readings = CTCLabelDecode(self.charset)(self.probs_fn(np.stack(tensors)))
+        out, at = [], 0
+        for n in views:
+            out.append(most_confident(readings[at:at + n]))
+            at += n
+        return out
+
+
+def most_confident(readings: Sequence[tuple[str, float]]) -> tuple[str, float]:
+    """The reading with the highest confidence; the first (the upright image) on a tie."""
+    return max(readings, key=lambda r: r[1])
 
 
 def torch_probs_fn(model: torch.nn.Module, device: str | torch.device = "cpu") -> ProbsFn:

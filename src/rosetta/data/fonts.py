@@ -101,6 +101,20 @@ def _glyph_problem(font: ImageFont.FreeTypeFont) -> str | None:
 
 
 @lru_cache(maxsize=None)
+def missing_glyphs(path: str, chars: str) -> str:
+    """The characters of ``chars`` the font at ``path`` draws as its missing-glyph shape (or not at all)."""
+    font = ImageFont.truetype(path, 24)
+
+    def bitmap(ch: str) -> bytes:
+        im = Image.new("L", (2 * font.size, 2 * font.size), 0)
+        ImageDraw.Draw(im).text((font.size // 2, font.size // 4), ch, font=font, fill=255)
+        return im.tobytes()
+
+    notdef = bitmap("\ue000")  # a private-use code point: no text font maps it
+    return "".join(ch for ch in chars if bitmap(ch) == notdef)
+
+
+@lru_cache(maxsize=None)
 def _probe(path: Path, file_size: int, mtime_ns: int) -> tuple[str, str] | str:
     """(family, style) of a usable font file, or why it is not usable. Cached per file version: the glyph
     check draws 62 characters, and a process may look at the same few hundred fonts several times."""

@@ -1,6 +1,7 @@
 """The inference contract: PaddleOCR's recognition preprocessing, applied to each image on its own: keep
 ratio, bilinear resize to height 32, scale to [-1, 1], right-pad with zeros to the training width 100
-(a wider word is squeezed to 100).
+(a wider word is squeezed to 100). A tall crop is read upright and turned a quarter each way
+(``orientations``), and the most confident of its readings is its text.
 
 The same function serves training, evaluation, prediction, the ONNX parity gate, the pyfunc and the HTTP
 server, and ``preprocess_spec`` writes it into the ONNX metadata for any other client: an image's tensor
@@ -81,6 +82,19 @@ def resize_norm_img(img: Image.Image, height: int = 32, width: int = 100) -> np.
     out = np.zeros((3, height, width), dtype=np.float32)
     out[:, :, :w] = (arr - MEAN) / STD
     return out
+
+
+# PaddleOCR's rule (tools/infer/predict_system's crop): a crop at least this much higher than wide holds text
+# running up or down, not a word on its side of one or two letters alone.
+TALL_RATIO = 1.5
+
+
+def orientations(img: Image.Image) -> list[Image.Image]:
+    """The ways an image is read: as it is and, for a tall crop (``TALL_RATIO``), also turned a quarter each
+    way (text running up, then down); the reader keeps the most confident reading, the upright one on a tie."""
+    if img.height < TALL_RATIO * img.width:
+        return [img]
+    return [img, img.transpose(Image.Transpose.ROTATE_270), img.transpose(Image.Transpose.ROTATE_90)]
 
 
 def preprocess_spec(height: int, width: int) -> dict:

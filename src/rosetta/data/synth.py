@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from rosetta.config import SynthConfig, SynthEffects
-from rosetta.data.fonts import Font, split_families, synth_fonts
+from rosetta.data.fonts import Font, missing_glyphs, split_families, synth_fonts
 from rosetta.data.lmdb_io import parallel_map
 from rosetta.data.render import IMAGE_HEIGHT, photo_paths, render_word
 from rosetta.errors import RosettaError
@@ -73,6 +73,33 @@ def build_lexicon(cfg: SynthConfig, seed: int) -> Lexicon:
             seen.add(code)
             codes.append(code)
     return Lexicon(words + codes, len(words))
+
+
+# Punctuation as signs carry it ("SALE!", "$20", "Joe's", "Sign-up"). Only characters every file system takes in
+# a file name (no ? : " * / \\ < > |): the drawn text is the MJSynth file name's word, and the label, so a
+# charset without these characters drops them (the model learns to read past them) and one with them keeps them.
+PUNCT_BEFORE = "($#'&"
+PUNCT_AFTER = ".,!');%"
+PUNCT_INSIDE = "-'.&"
+
+
+PUNCTUATION = "".join(sorted(set(PUNCT_BEFORE + PUNCT_AFTER + PUNCT_INSIDE)))
+
+
+def _punctuated(text: str, rng: np.random.Generator, missing: str = "") -> str:
+    """``text`` with one punctuation mark before, after or inside it, never one in ``missing`` (the font has
+    no glyph for it)."""
+    before, after, inside = ([c for c in marks if c not in missing] for marks in (PUNCT_BEFORE, PUNCT_AFTER,
+                                                                                   PUNCT_INSIDE))
+    r = rng.random()
+    if r < 0.25 and before:
+        return before[int(rng.integers(len(before)))] + text
+    if (r < 0.8 or len(text) < 2 or not inside) and after:
+        return text + after[int(rng.integers(len(after)))]
+    if len(text) < 2 or not inside:
+        return text
+    at = int(rng.integers(1, len(text)))
+    return text[:at] + inside[int(rng.integers(len(inside)))] + text[at:]
 
 
 def _cased(word: str, r: float) -> str:
@@ -170,6 +197,8 @@ def _plan(split: str, split_id: int, size: int, fonts: list[Font], lexicon: Lexi
           seed: int, offset: int, root: Path) -> tuple[list[_Job], list[str], set[Font]]:
     """What each sample of a split shows (word, case, font) and where it goes; cheap, so done up front."""
     rng = np.random.default_rng([seed, split_id, 0x5A3])
+    # Its own generator: the share of punctuated words changes no other choice of the plan.
+    punct_rng = np.random.default_rng([seed, split_id, 0x9C7])
     by_family: dict[str, list[Font]] = {}
     for f in fonts:
         by_family.setdefault(f.family, []).append(f)
@@ -192,6 +221,9 @@ def _plan(split: str, split_id: int, size: int, fonts: list[Font], lexicon: Lexi
         family = by_family[families[int(rng.integers(len(families)))]]
         font = family[int(rng.integers(len(family)))]
         used.add(font)
+        # The test split stays plain (below); the others draw a punctuated word now and then.
+        if split != "test" and punct_rng.random() < cfg.punctuation:
+            text = _punctuated(text, punct_rng, missing_glyphs(font.path, PUNCTUATION))
         g = offset + i
         rel = f"{g // 1000 + 1}/{g // 100 % 10 + 1}/{g % 100 + 1}_{text}_{lex}.jpg"
         # The test split stays plain, its crops never cut into a glyph: it measures reading unseen typefaces;
