@@ -45,8 +45,16 @@ def good(tmp_path) -> Path:
 def bad(tmp_path) -> Path:
     samples = [(_png(), "fine"), (_png(), "good"), (_png((80, 4)), "flat"), (_png((900, 30)), "long"),
                (b"not an image", "x"), (b"", "y"), (b"\x89PNG broken", "z"),
-               (_png(), "it's"), (_png(), "ok!"), (_png(), "yes")]
+               (_png(), "café"), (_png(), "東京"), (_png(), "ok!")]
     return _lmdb(tmp_path / "bad", samples)
+
+
+def test_marks_are_read_past_and_letters_outside_the_charset_do_not_conform():
+    latin = Charset()
+    assert all(latin.conforms(w) for w in ["Hello", "it's", "ok!", "$20", "Sign-up", "(open"])
+    assert not any(latin.conforms(w) for w in ["café", "東京", "!!", ""])
+    with_marks = Charset("abc!", lowercase=False)
+    assert with_marks.conforms("ab!") and with_marks.conforms("ab?") and not with_marks.conforms("Ab")
 
 
 def test_manifest_columns(good, bad):
@@ -89,7 +97,7 @@ def test_suite_fails_with_a_readable_summary(bad, tmp_path):
 
 def test_label_stats_and_plots(good, tmp_path):
     stats = label_stats(["ab", "A-b", "", "abc"], Charset())
-    assert stats["samples"] == 4 and stats["trainable"] == 3 and stats["in_charset"] == 2
+    assert stats["samples"] == 4 and stats["trainable"] == 3 and stats["in_charset"] == 3  # "-" is read past
     assert stats["label_length"] == {"0": 1, "2": 1, "3": 2}
     assert stats["characters"]["b"] == 3 and stats["characters"]["-"] == 1
     assert merge_stats([stats, stats])["label_length"] == {"0": 2, "2": 2, "3": 4}

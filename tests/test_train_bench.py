@@ -34,11 +34,19 @@ def test_bench_without_data_says_what_to_do(tmp_path, rosetta_cli):
 def test_bench_train_measures_processes_together(tmp_path, rosetta_cli):
     proc = rosetta_cli("bench", "train", "--backbones", "mobilenet_v3", "--batch-size", "4", "--steps", "2",
                        "--warmup", "1", "--modes", "synthetic", "--processes", "2", "--json",
-                       "-o", "train.threads=1", "-o", "train.device=cpu", cwd=tmp_path)
+                       "-o", "train.threads=1", "-o", "train.device=cpu", "-o", "model.backbone.scale=0.35",
+                       cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "2 processes x batch 4" in proc.stdout.splitlines()[0]
     (row,) = json.loads("\n".join(proc.stdout.splitlines()[1:]))
     assert row["processes"] == 2 and row["threads"] == 1 and row["batch_size"] == 4
+    # The configured MobileNetV3 is measured (scale 0.35 from -o), not the preset's 0.5.
+    from model_fixtures import config
+    from rosetta.modeling import build_model
+
+    count = lambda scale: sum(p.numel() for p in build_model(config(f"model.backbone.scale={scale}").model, 37).parameters())
+    assert row["model_params"] == count(0.35) != count(0.5)
+    assert f"{count(0.35) / 1e6:.2f} M params" in proc.stdout.splitlines()[0]
     # two ranks' images over the slower rank's time
     assert row["ms_per_image"] == pytest.approx(1000 / row["images_per_s"])
 

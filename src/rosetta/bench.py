@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from rosetta.bench_infer import peak_rss_mib
-from rosetta.config import BACKBONE_PRESETS, Config, DataLayout
+from rosetta.config import Config, DataLayout, bench_backbone
 from rosetta.errors import RosettaError
 
 MODES = ("synthetic", "loader", "loader_only")
@@ -57,7 +57,7 @@ def measure(cfg: Config, backbone: str, mode: str, batch_size: int, steps: int, 
     from rosetta.optim import build_trainable
     from rosetta.runtime import prepare_device
 
-    cfg = replace(cfg, model=replace(cfg.model, backbone=BACKBONE_PRESETS[backbone]))
+    cfg = replace(cfg, model=replace(cfg.model, backbone=bench_backbone(cfg.model.backbone, backbone)))
     workers = cfg.train.num_workers if mode != "synthetic" else 0
     torch.manual_seed(cfg.seed)
     device = prepare_device(cfg.train)
@@ -67,10 +67,11 @@ def measure(cfg: Config, backbone: str, mode: str, batch_size: int, steps: int, 
         torch.distributed.init_process_group("gloo", rank=rank, world_size=world_size)
     batches = (_synthetic_batches(cfg, batch_size) if mode == "synthetic"
                else _batches_from_loader(cfg, Path(data_dir), batch_size, rank, world_size))
-    step = None
+    step, params = None, 0
     if mode != "loader_only":
         num_classes = Charset.from_config(cfg.charset).num_classes
-        step = build_trainable(cfg, num_classes, device, world_size if distributed else 1).step
+        parts = build_trainable(cfg, num_classes, device, world_size if distributed else 1)
+        step, params = parts.step, sum(p.numel() for p in parts.model.parameters())
 
     def run(source, n: int) -> float:
         start = time.perf_counter()
@@ -91,7 +92,7 @@ def measure(cfg: Config, backbone: str, mode: str, batch_size: int, steps: int, 
         torch.distributed.destroy_process_group()
     del batches  # stops the loader's workers before the process exits
     images = steps * batch_size
-    return {"backbone": backbone, "mode": mode, "batch_size": batch_size, "steps": steps,
+    return {"backbone": backbone, "model_params": params, "mode": mode, "batch_size": batch_size, "steps": steps,
             "images_per_s": images / seconds, "ms_per_image": 1000 * seconds / images,
             "peak_rss_mib": peak_rss_mib(),
             "workers_peak_rss_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024 if workers else 0.0,
@@ -140,8 +141,12 @@ def bench_train(cfg: Config, backbones: list[str], batch_size: int, steps: int, 
 def format_row(r: dict) -> str:
     workers = f" (+ workers {r['workers_peak_rss_mib']:.0f} MiB)" if r["workers_peak_rss_mib"] > 0 else ""
     return (f"{r['backbone']:<13} {_LABELS[r['mode']]:<24} {r['images_per_s']:>8.1f} img/s {r['ms_per_image']:>7.2f} "
-            f"ms/img  peak RSS {r['peak_rss_mib']:.0f} MiB{workers}  [{_procs(r)}batch {r['batch_size']}, {r['threads']} threads, "
-            f"{r['num_workers']} workers, {r['device']}]")
+            f"ms/img  peak RSS {r['peak_rss_mib']:.0f} MiB{workers}  [{_params(r)}{_procs(r)}batch {r['batch_size']}, "
+            f"{r['threads']} threads, {r['num_workers']} workers, {r['device']}]")
+
+
+def _params(r: dict) -> str:
+    return f"{r['model_params'] / 1e6:.2f} M params, " if r.get("model_params") else ""
 
 
 

@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from rosetta.config import BACKBONE_PRESETS, Config
+from rosetta.config import Config, bench_backbone
 from rosetta.errors import RosettaError
 
 BACKENDS = ("pytorch", "onnx_fp32", "onnx_int8")
@@ -56,7 +56,7 @@ def prepare_models(cfg: Config, backbone: str, images: list[bytes], folder: Path
     from rosetta.export import metadata_props, quantize_int8, write_onnx
     from rosetta.modeling import build_model
 
-    cfg = replace(cfg, model=replace(cfg.model, backbone=BACKBONE_PRESETS[backbone]))
+    cfg = replace(cfg, model=replace(cfg.model, backbone=bench_backbone(cfg.model.backbone, backbone)))
     height, width = cfg.model.image_height, cfg.model.image_width
     torch.manual_seed(cfg.seed)
     charset = Charset.from_config(cfg.charset)

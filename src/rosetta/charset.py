@@ -89,10 +89,15 @@ class Charset:
         return [index[c] for c in text]
 
     def conforms(self, label: str) -> bool:
-        """True when every character of ``label`` is in the charset after case folding."""
+        """True when every letter and digit of ``label`` is in the charset after case folding.
+
+        Marks and spaces outside the charset (``ok!``, ``it's``, SynthText's ``$20``) are dropped by
+        ``normalize`` as PaddleOCR and the field's 0-9a-z protocol drop them: the label is right, only read
+        past. A letter or digit the charset lacks (``café`` for 0-9a-z, another script) is a label the
+        model cannot learn: that is what the data check counts."""
         index = self._index
         text = label.lower() if self.lowercase else label
-        return bool(text) and all(c in index for c in text)
+        return any(c in index for c in text) and all(c in index for c in text if c.isalnum())
 
     def decode_indices(self, indices: Sequence[int]) -> str:
         return "".join(self.characters[i - 1] for i in indices if 0 < i <= len(self.characters))
