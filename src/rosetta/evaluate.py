@@ -11,17 +11,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from rosetta.charset import Charset
 from rosetta.config import Config, DataLayout, RunLayout
 from rosetta.data.benchmarks import benchmark_lmdbs, real_lmdbs
 from rosetta.data.dataset import LmdbDataset
 from rosetta.data.loader import EvalSet, eval_loader
-from rosetta.data.preprocess import orientations, resize_norm_img
 from rosetta.errors import RosettaError
 from rosetta.fsutil import write_json
-from rosetta.inference import ProbsFn, Recognizer, most_confident
+from rosetta.inference import ProbsFn, Recognizer
 from rosetta.metrics import SampleScore, SetMetrics, flat_metrics, score_sample, set_metrics, summarize
 from rosetta.plots import Mistake, mistakes_gallery
 from rosetta.postprocess import CTCLabelDecode
@@ -35,8 +32,7 @@ def predict_dataset(probs_fn: ProbsFn, dataset, charset: Charset, batch_size: in
     """``(text, confidence)`` for every sample of a ``(PIL image, label)`` dataset, in order, under the
     inference contract (``rosetta.data.preprocess``: each image on its own at the training width, as
     PaddleOCR's eval does); None for a sample whose image the dataset gives as None (it does not decode).
-    A tall crop is read in each of its ``orientations`` too, as ``Recognizer.recognize`` does, and keeps
-    its most confident reading."""
+    A tall crop's reading is ``Recognizer.recognize``'s: the most confident of its orientations."""
     decode = CTCLabelDecode(charset)
     out: list[tuple[str, float] | None] = []
     tall: list[int] = []
@@ -44,15 +40,10 @@ def predict_dataset(probs_fn: ProbsFn, dataset, charset: Charset, batch_size: in
         texts = decode(probs_fn(images.numpy()))
         out += [p if ok else None for p, ok in zip(texts, readable.tolist())]
         tall += [int(i) for i, t in zip(indices, is_tall) if t]
-    # Few crops are tall: their turned views are read in a second pass rather than kept for every batch.
-    for at in range(0, len(tall), batch_size):
-        chunk = tall[at:at + batch_size]
-        views = [[resize_norm_img(im, height, width) for im in orientations(dataset[i][0])[1:]] for i in chunk]
-        readings = decode(probs_fn(np.stack([t for v in views for t in v])))
-        k = 0
-        for i, v in zip(chunk, views):
-            out[i] = most_confident([out[i], *readings[k:k + len(v)]])
-            k += len(v)
+    # Few crops are tall: the recognizer reads them again in every orientation (the upright one included).
+    again = Recognizer(probs_fn, charset, height, width, batch_size).recognize(dataset[i][0] for i in tall)
+    for i, reading in zip(tall, again):
+        out[i] = reading
     return out
 
 

@@ -17,7 +17,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from rosetta.charset import Charset
-from rosetta.data.preprocess import orientations, resize_norm_img
+from rosetta.data.preprocess import is_tall, resize_norm_img
 from rosetta.errors import RosettaError
 
 # A sample key: (index in the concatenated dataset, augmentation seed words).
@@ -206,8 +206,8 @@ def train_loader(dataset: RecTrainSet, sampler: PlanSampler, num_workers: int, p
 class EvalSet(Dataset):
     """``index -> (image tensor, index, readable, tall)`` over a dataset of ``(PIL image, label)``, fixed width
     as in PaddleOCR's eval (the labels stay with the caller). An image given as None (it does not decode) is a
-    blank tensor with ``readable`` False, for the caller to score as unreadable; ``tall`` says the image has
-    more than one of ``rosetta.data.preprocess.orientations``, for the caller to read the others too."""
+    blank tensor with ``readable`` False, for the caller to score as unreadable; ``tall``
+    (``rosetta.data.preprocess.is_tall``) tells the caller to read its other orientations too."""
 
     def __init__(self, base: Dataset, height: int = 32, width: int = 100):
         self.base, self.height, self.width = base, height, width
@@ -219,7 +219,7 @@ class EvalSet(Dataset):
         img, _ = self.base[index]
         if img is None:
             return np.zeros((3, self.height, self.width), dtype=np.float32), index, False, False
-        return resize_norm_img(img, self.height, self.width), index, True, len(orientations(img)) > 1
+        return resize_norm_img(img, self.height, self.width), index, True, is_tall(img)
 
 
 def eval_loader(dataset: EvalSet, batch_size: int) -> DataLoader:

@@ -89,10 +89,14 @@ def resize_norm_img(img: Image.Image, height: int = 32, width: int = 100) -> np.
 TALL_RATIO = 1.5
 
 
+def is_tall(img: Image.Image) -> bool:
+    return img.height >= TALL_RATIO * img.width
+
+
 def orientations(img: Image.Image) -> list[Image.Image]:
-    """The ways an image is read: as it is and, for a tall crop (``TALL_RATIO``), also turned a quarter each
+    """The ways an image is read: as it is and, for a tall crop (``is_tall``), also turned a quarter each
     way (text running up, then down); the reader keeps the most confident reading, the upright one on a tie."""
-    if img.height < TALL_RATIO * img.width:
+    if not is_tall(img):
         return [img]
     return [img, img.transpose(Image.Transpose.ROTATE_270), img.transpose(Image.Transpose.ROTATE_90)]
 
