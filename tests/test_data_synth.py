@@ -20,7 +20,8 @@ from rosetta.data import fonts as fonts_mod
 from rosetta.data.fonts import (debian_package_fonts, discover_fonts, font_files, missing_glyphs, split_families,
                                 synth_fonts)
 from rosetta.data.render import photo_paths, render_word, text_mask
-from rosetta.data.synth import MJSYNTH_DIR, PUNCTUATION, REPORT_NAME, _punctuated, build_lexicon, effect_samples, render_dataset, sample_sheet
+from rosetta.data.synth import (MJSYNTH_DIR, PLAIN, PUNCTUATION, REPORT_NAME, _plan, _punctuated, build_lexicon,
+                                effect_samples, render_dataset, sample_sheet)
 from rosetta.errors import RosettaError
 
 TINY = SynthConfig(train_size=24, val_size=6, test_size=8, vocabulary_size=2000)
@@ -62,6 +63,20 @@ def test_same_seed_same_bytes_whatever_the_workers(rendered, tmp_path):
     other = tmp_path / "c"
     render_dataset(other, TINY, seed=8, workers=1)
     assert _files(other) != _files(rendered)
+
+
+def test_the_annotation_lists_the_plain_words_first(rendered):
+    # train.curriculum_steps reads the head of the training set first: it must be the words drawn plainly.
+    fonts, _ = synth_fonts(TINY)
+    train_families, _ = split_families([f.family for f in fonts], TINY.test_font_fraction, 7)
+    jobs, _, _ = _plan("train", 0, TINY.train_size, [f for f in fonts if f.family in train_families],
+                       build_lexicon(TINY, 7), TINY, 7, 0, Path("/r"))
+    plain = {Path(j.out_path).relative_to("/r").as_posix() for j in jobs if j.effects == PLAIN}
+    assert 0 < len(plain) < len(jobs)
+    listed = [line.split()[0][2:] for line in
+              (rendered / MJSYNTH_DIR / "annotation_train.txt").read_text().splitlines()]
+    assert set(listed[:len(plain)]) == plain and sorted(listed) == sorted(Path(j.out_path).relative_to("/r").as_posix()
+                                                                          for j in jobs)
 
 
 def test_test_split_uses_only_held_out_font_families(rendered):

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_two_gloo_ranks_train_to_identical_weights(tmp_path, tiny_data, rosetta_cli):
-    cfg = tiny_config(tmp_path, f"data.root={tiny_data}", "train.max_steps=6",
+    cfg = tiny_config(tmp_path, f"data.root={tiny_data}", "train.max_steps=6", "train.curriculum_steps=2",
                       "train.batch_size=4", "train.checkpoint_every=3", "train.eval_every=3")
     params = write_params(cfg, tmp_path / "params.yaml")
     proc = rosetta_cli("train", "-c", str(params), "-o", "train.nproc=2", cwd=tmp_path, timeout=400)
@@ -37,6 +37,8 @@ def test_two_gloo_ranks_train_to_identical_weights(tmp_path, tiny_data, rosetta_
     model = build_model(cfg.model, 37)
     model.load_state_dict(ckpt["model"])
     assert weights_digest(model) == digests["0"]
-    # The global batch (4 per rank x 2) walks the data: 40 samples make 5 steps an epoch.
-    assert ckpt["state"]["position"] == {"synth": [1, 8]}
+    # The global batch (4 per rank x 2) walks the data: two steps over its first 16 samples (the curriculum's
+    # head pass), then epoch 0 (40 samples make 5 steps an epoch) up to its fourth step.
+    assert "the first 2 steps read only synth's first 16 samples" in out
+    assert ckpt["state"]["position"] == {"synth": [0, 32]}
     assert torch.isfinite(torch.tensor([r[1] for r in ckpt["state"]["loss_rows"]])).all()

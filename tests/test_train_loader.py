@@ -49,6 +49,34 @@ def test_resuming_from_a_position_continues_the_same_order():
     assert position2 == position
 
 
+def test_a_head_pass_reads_the_first_samples_then_epoch_0_starts_as_without_it():
+    plan = BatchPlan([Stream("a", 0, 20, 4), Stream("b", 20, 10, 2)], seed=7, shuffle=True, head_steps=3)
+    batches = take(PlanSampler(plan, plan.start()), 3 + 4)
+    head = [sorted(i for i, _ in b) for b in batches[:3]]
+    # Three batches over stream a's first 12 and stream b's first 6 samples, each read once.
+    assert sorted(i for b in head for i in b if i < 20) == list(range(12))
+    assert sorted(i for b in head for i in b if i >= 20) == list(range(20, 26))
+    # Then the plan without a head pass, from its start: the same epochs, the same augmentation seeds.
+    plain = BatchPlan([Stream("a", 0, 20, 4), Stream("b", 20, 10, 2)], seed=7, shuffle=True)
+    assert batches[3:] == take(PlanSampler(plain, plain.start()), 4)
+    # The head pass draws its own augmentation seeds, none shared with an epoch's.
+    assert not {k[1] for b in batches[:3] for k in b} & {k[1] for b in batches[3:] for k in b}
+    # A head larger than the stream is one shuffled pass over all of it.
+    whole = BatchPlan([Stream("s", 0, 10, 4)], seed=1, shuffle=True, head_steps=5)
+    first = take(PlanSampler(whole, whole.start()), 2)
+    assert len({i for b in first for i, _ in b}) == 8 and whole.epoch_size(0, -1) == 10
+
+
+def test_resuming_inside_the_head_pass_continues_the_same_order():
+    plan = BatchPlan([Stream("a", 0, 13, 3), Stream("b", 13, 7, 2)], seed=5, shuffle=True, head_steps=3)
+    full = take(PlanSampler(plan, plan.start()), 10)
+    for stop in (2, 3, 4):  # inside the head pass, at its end, past it
+        position = plan.start()
+        for _ in range(stop):
+            position = plan.advance(position)
+        assert take(PlanSampler(plan, position), 10 - stop) == full[stop:]
+
+
 def test_mixed_streams_fill_their_share_of_every_batch():
     plan = BatchPlan([Stream("mjsynth", 0, 100, 6), Stream("synthtext", 100, 50, 2)], seed=0, shuffle=True)
     for batch in take(PlanSampler(plan, plan.start()), 30):

@@ -228,7 +228,7 @@ class TrainConfig:
     optimizer: Literal["adam", "adamw"] = "adamw"
     lr: float = 3e-3
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    weight_decay: float = 0.01  # decoupled decay for AdamW (all params); Adam uses model.head_l2_decay
+    weight_decay: float = 0.05  # decoupled decay for AdamW (all params); Adam uses model.head_l2_decay
     scheduler: Literal["constant", "cosine", "onecycle"] = "cosine"
     warmup_steps: int = 400
     batch_size: int = 32
@@ -236,6 +236,7 @@ class TrainConfig:
     max_steps: int = 1500  # > 0 overrides epochs
     grad_clip: float = 5.0  # 0 = off
     shuffle: bool = True
+    curriculum_steps: int = 200  # the first steps read only the head of each training set (the renderer's plain words)
     augment: bool = False
     mj_st_ratio: list[float] = field(default_factory=lambda: [0.5, 0.5])
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
@@ -262,6 +263,7 @@ class TrainConfig:
                "must be at least 1 unless max_steps is set")
         check(self.max_steps >= 0, f"{p}.max_steps", self.max_steps, "must be >= 0")
         check(self.warmup_steps >= 0, f"{p}.warmup_steps", self.warmup_steps, "must be >= 0")
+        check(self.curriculum_steps >= 0, f"{p}.curriculum_steps", self.curriculum_steps, "must be >= 0")
         check(self.grad_clip >= 0, f"{p}.grad_clip", self.grad_clip, "must be >= 0")
         check(self.nproc >= 1, f"{p}.nproc", self.nproc, "must be at least 1")
         check(self.num_workers >= 0, f"{p}.num_workers", self.num_workers, "must be >= 0")

@@ -86,13 +86,12 @@ def validate(model: torch.nn.Module, dataset, labels: list[str], charset: Charse
 
 
 def _format_eta(seconds: float) -> str:
-    seconds = int(max(0, seconds))
-    h, rem = divmod(seconds, 3600)
+    h, rem = divmod(int(max(0, seconds)), 3600)
     return f"{h}h{rem // 60:02d}m" if h else f"{rem // 60}m{rem % 60:02d}s"
 
 
-def _say(dist: Dist, text: str) -> None:
-    if dist.is_main:
+def _say(dist: Dist, text: str | None) -> None:
+    if dist.is_main and text:
         print(text, flush=True)
 
 
@@ -164,7 +163,7 @@ class _Trainer:
         self.charset = Charset.from_config(cfg.charset)
         train_set, streams = training_sets(cfg, self.charset, self.dist.world_size)
         self.val_set, self.val_labels = validation_set(cfg, self.charset) if self.dist.is_main else (None, [])
-        self.plan = BatchPlan(streams, cfg.seed, t.shuffle)
+        self.plan = BatchPlan(streams, cfg.seed, t.shuffle, t.curriculum_steps)
         self.steps_per_epoch = max(1, sum(s.size for s in streams) // self.plan.global_batch)
         self.total_steps = t.max_steps if t.max_steps > 0 else t.epochs * self.steps_per_epoch
         self.fingerprint = fingerprint(cfg, streams, self.dist.world_size)
@@ -259,6 +258,7 @@ class _Trainer:
         _say(self.dist, f"training {self.cfg.model.backbone.key} for {self.total_steps} steps "
                         f"({self.total_steps / self.steps_per_epoch:.2f} epochs of {self.steps_per_epoch} steps, "
                         f"batch {t.batch_size} x {self.dist.world_size} process(es)) on {self.device}")
+        _say(self.dist, self.plan.head_pass_note(state.position))
         self.model.train()
         window_loss, window_n, window_t0, window_steps = 0.0, 0, time.perf_counter(), 0
         segment_t0 = time.perf_counter()

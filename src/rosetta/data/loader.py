@@ -44,15 +44,28 @@ def split_batch(total: int, weights: Sequence[float]) -> list[int]:
     return counts.tolist()
 
 
+# The epoch number of the head pass: the first ``head_steps`` batches, read from each stream's first
+# ``head_steps x per_batch`` samples before epoch 0 (``train.curriculum_steps``).
+HEAD_PASS = -1
+
+
+def _seed_word(epoch: int) -> int:
+    return 2**31 - 1 if epoch == HEAD_PASS else epoch  # seed words must not be negative
+
+
 class BatchPlan:
     """The global order of training batches: each stream cycles through per-epoch permutations.
 
     ``position`` maps a stream's name to ``[epoch, index]``: the next sample of that stream is
     ``permutation(epoch)[index]``. A stream drops its tail when fewer than ``per_batch`` samples are left
-    in the epoch (PaddleOCR's drop_last), then starts the next permutation.
+    in the epoch (PaddleOCR's drop_last), then starts the next permutation. With ``head_steps`` the plan
+    starts with a head pass (epoch ``HEAD_PASS``): a shuffled pass over the first ``head_steps x per_batch``
+    samples of each stream (``head_steps`` batches; fewer when that is more than the stream holds), then
+    epoch 0 over everything as without it. A set
+    written easiest first (the synth renderer writes its plain words first) makes it a curriculum.
     """
 
-    def __init__(self, streams: Sequence[Stream], seed: int, shuffle: bool):
+    def __init__(self, streams: Sequence[Stream], seed: int, shuffle: bool, head_steps: int = 0):
         for s in streams:
             if s.per_batch > s.size:
                 raise RosettaError(f"training set {s.name} has {s.size} samples, fewer than the {s.per_batch} "
@@ -60,6 +73,7 @@ class BatchPlan:
         self.streams = list(streams)
         self.seed = seed
         self.shuffle = shuffle
+        self.head_steps = head_steps
         self._perms: dict[int, tuple[int, np.ndarray]] = {}  # stream -> (epoch, permutation): one epoch at a time
 
     @property
@@ -67,14 +81,26 @@ class BatchPlan:
         return sum(s.per_batch for s in self.streams)
 
     def start(self) -> dict[str, list[int]]:
-        return {s.name: [0, 0] for s in self.streams}
+        return {s.name: [HEAD_PASS if self.head_steps else 0, 0] for s in self.streams}
+
+    def epoch_size(self, stream_id: int, epoch: int) -> int:
+        s = self.streams[stream_id]
+        return min(s.size, self.head_steps * s.per_batch) if epoch == HEAD_PASS else s.size
+
+    def head_pass_note(self, position: dict[str, list[int]]) -> str | None:
+        """One line for the training log while ``position`` is inside the head pass."""
+        if not any(epoch == HEAD_PASS for epoch, _ in position.values()):
+            return None
+        heads = ", ".join(f"{s.name}'s first {self.epoch_size(i, HEAD_PASS)}" for i, s in enumerate(self.streams))
+        return (f"curriculum (train.curriculum_steps): the first {self.head_steps} steps read only {heads} samples "
+                "(the synth renderer lists its plain words first), then epoch 0 starts")
 
     def permutation(self, stream_id: int, epoch: int) -> np.ndarray:
         cached = self._perms.get(stream_id)
         if cached is None or cached[0] != epoch:
-            size = self.streams[stream_id].size
-            perm = (np.random.default_rng([self.seed, stream_id, epoch]).permutation(size) if self.shuffle
-                    else np.arange(size))
+            size = self.epoch_size(stream_id, epoch)
+            perm = (np.random.default_rng([self.seed, stream_id, _seed_word(epoch)]).permutation(size)
+                    if self.shuffle else np.arange(size))
             cached = self._perms[stream_id] = (epoch, perm)
         return cached[1]
 
@@ -83,24 +109,27 @@ class BatchPlan:
         keys: list[SampleKey] = []
         after = {}
         for sid, s in enumerate(self.streams):
-            epoch, index = position[s.name]
-            if index + s.per_batch > s.size:
-                epoch, index = epoch + 1, 0
+            epoch, index = self._next(sid, position[s.name])
             perm = self.permutation(sid, epoch)
             for j in range(index, index + s.per_batch):
-                keys.append((s.offset + int(perm[j]), (self.seed, sid, epoch, j)))
+                keys.append((s.offset + int(perm[j]), (self.seed, sid, _seed_word(epoch), j)))
             after[s.name] = [epoch, index + s.per_batch]
         return keys, after
 
     def advance(self, position: dict[str, list[int]]) -> dict[str, list[int]]:
         """The position one global batch later (no permutation needed)."""
         after = {}
-        for s in self.streams:
-            epoch, index = position[s.name]
-            if index + s.per_batch > s.size:
-                epoch, index = epoch + 1, 0
+        for sid, s in enumerate(self.streams):
+            epoch, index = self._next(sid, position[s.name])
             after[s.name] = [epoch, index + s.per_batch]
         return after
+
+    def _next(self, stream_id: int, at: list[int]) -> tuple[int, int]:
+        """Where the stream's next batch starts: ``at``, or the next epoch's start when too few are left."""
+        epoch, index = at
+        if index + self.streams[stream_id].per_batch > self.epoch_size(stream_id, epoch):
+            return epoch + 1, 0  # the head pass (-1) is followed by epoch 0
+        return epoch, index
 
 
 class PlanSampler(Sampler):

@@ -231,6 +231,9 @@ def _plan(split: str, split_id: int, size: int, fonts: list[Font], lexicon: Lexi
         effects = PLAIN if split == "test" or rng.random() < cfg.clean_fraction else cfg.effects
         jobs.append(_Job(str(root / rel), text, font.path, (seed, split_id, i), effects, split != "test"))
         lines.append(f"./{rel} {lex}\n")
+    # The annotation lists the plain words first (the files and their names stay as drawn): the head of the
+    # training set is what train.curriculum_steps reads first.
+    lines = [line for _, line in sorted(zip((job.effects != PLAIN for job in jobs), lines), key=lambda p: p[0])]
     return jobs, lines, used
 
 
