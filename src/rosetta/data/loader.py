@@ -61,8 +61,8 @@ class BatchPlan:
     in the epoch (PaddleOCR's drop_last), then starts the next permutation. With ``head_steps`` the plan
     starts with a head pass (epoch ``HEAD_PASS``): a shuffled pass over the first ``head_steps x per_batch``
     samples of each stream (``head_steps`` batches; fewer when that is more than the stream holds), then
-    epoch 0 over everything as without it. A set
-    written easiest first (the synth renderer writes its plain words first) makes it a curriculum.
+    epoch 0 over everything as without it. A set written easiest first (the synth renderer lists its plain
+    words first) makes it a curriculum.
     """
 
     def __init__(self, streams: Sequence[Stream], seed: int, shuffle: bool, head_steps: int = 0):
