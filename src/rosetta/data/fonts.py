@@ -86,11 +86,17 @@ def font_files(cfg: SynthConfig) -> list[Path]:
     return list(dict.fromkeys(files))
 
 
+def _glyph(font: ImageFont.FreeTypeFont, ch: str) -> Image.Image:
+    """``ch`` drawn white on black with room around it: what the font checks compare."""
+    im = Image.new("L", (2 * font.size, 2 * font.size), 0)
+    ImageDraw.Draw(im).text((font.size // 2, font.size // 4), ch, font=font, fill=255)
+    return im
+
+
 def _glyph_problem(font: ImageFont.FreeTypeFont) -> str | None:
     bitmaps = []
     for ch in CHECK_CHARS:
-        im = Image.new("L", (2 * font.size, 2 * font.size), 0)
-        ImageDraw.Draw(im).text((font.size // 2, font.size // 4), ch, font=font, fill=255)
+        im = _glyph(font, ch)
         if im.getbbox() is None:
             return f"{ch!r} renders empty"
         bitmaps.append(im.tobytes())
@@ -104,14 +110,8 @@ def _glyph_problem(font: ImageFont.FreeTypeFont) -> str | None:
 def missing_glyphs(path: str, chars: str) -> str:
     """The characters of ``chars`` the font at ``path`` draws as its missing-glyph shape (or not at all)."""
     font = ImageFont.truetype(path, 24)
-
-    def bitmap(ch: str) -> bytes:
-        im = Image.new("L", (2 * font.size, 2 * font.size), 0)
-        ImageDraw.Draw(im).text((font.size // 2, font.size // 4), ch, font=font, fill=255)
-        return im.tobytes()
-
-    notdef = bitmap("\ue000")  # a private-use code point: no text font maps it
-    return "".join(ch for ch in chars if bitmap(ch) == notdef)
+    notdef = _glyph(font, "\ue000").tobytes()  # a private-use code point: no text font maps it
+    return "".join(ch for ch in chars if _glyph(font, ch).tobytes() == notdef)
 
 
 @lru_cache(maxsize=None)

@@ -94,9 +94,10 @@ def _punctuated(text: str, rng: np.random.Generator, missing: str = "") -> str:
     r = rng.random()
     if r < 0.25 and before:
         return before[int(rng.integers(len(before)))] + text
-    if (r < 0.8 or len(text) < 2 or not inside) and after:
+    can_go_inside = len(text) >= 2 and bool(inside)
+    if after and (r < 0.8 or not can_go_inside):
         return text + after[int(rng.integers(len(after)))]
-    if len(text) < 2 or not inside:
+    if not can_go_inside:
         return text
     at = int(rng.integers(1, len(text)))
     return text[:at] + inside[int(rng.integers(len(inside)))] + text[at:]
@@ -233,7 +234,8 @@ def _plan(split: str, split_id: int, size: int, fonts: list[Font], lexicon: Lexi
         lines.append(f"./{rel} {lex}\n")
     # The annotation lists the plain words first (the files and their names stay as drawn): the head of the
     # training set is what train.curriculum_steps reads first.
-    lines = [line for _, line in sorted(zip((job.effects != PLAIN for job in jobs), lines), key=lambda p: p[0])]
+    plain = [job.effects == PLAIN for job in jobs]
+    lines = [line for line, p in zip(lines, plain) if p] + [line for line, p in zip(lines, plain) if not p]
     return jobs, lines, used
 
 
