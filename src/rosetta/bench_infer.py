@@ -84,8 +84,9 @@ def prepare_models(cfg: Config, backbone: str, images: list[bytes], folder: Path
 def measure_infer(model: str, backbone: str, backend: str, scope: str, batch_size: int, threads: int,
                   data_dir: str, min_seconds: float, warmup: int = 1) -> dict:
     """One measurement (run it in a fresh process): ms per image over at least ``min_seconds`` and 3 batches,
-    after ``warmup`` batches; ``end_to_end`` decodes, resizes, runs the model and decodes CTC, ``model_only``
-    runs the model on a ready batch."""
+    after ``warmup`` batches; ``end_to_end`` reads a stream of 4 batches of encoded images as ``rosetta
+    predict`` reads files (``Recognizer.read``: decode, resize, model, CTC decode), ``model_only`` runs the
+    model on a ready batch."""
     from rosetta.data.preprocess import decode_image
 
     images = read_image_bytes(Path(data_dir), IMAGES)
@@ -106,20 +107,25 @@ def measure_infer(model: str, backbone: str, backend: str, scope: str, batch_siz
         used_threads = threads or len(os.sched_getaffinity(0))  # ONNX Runtime's 0: a thread per core
     batches = [[images[(b * batch_size + i) % len(images)] for i in range(batch_size)] for b in range(4)]
     if scope == "end_to_end":
-        def work(b: int) -> None:
-            recognizer.recognize([decode_image(data) for data in batches[b % len(batches)]])
+        stream = [data for batch in batches for data in batch]  # read as one stream, as a folder of files is
+
+        def work(_: int) -> int:
+            for _, result in recognizer.read(stream, decode_image):
+                if isinstance(result, Exception):
+                    raise result
+            return len(batches)
     else:
         tensors = [recognizer.batch_tensor([decode_image(data) for data in batch]) for batch in batches]
 
-        def work(b: int) -> None:
+        def work(b: int) -> int:
             recognizer.probs_fn(tensors[b % len(tensors)])
+            return 1
 
     for b in range(warmup):
         work(b)
     done, start = 0, time.perf_counter()
     while done < 3 or time.perf_counter() - start < min_seconds:
-        work(done)
-        done += 1
+        done += work(done)
     seconds = time.perf_counter() - start
     n = done * batch_size
     return {"backbone": backbone, "backend": backend, "scope": scope, "batch_size": batch_size, "batches": done,

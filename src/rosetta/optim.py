@@ -16,9 +16,14 @@ from rosetta.runtime import autocast_context
 
 def build_optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimizer:
     t = cfg.train
+    # foreach: one multi-tensor operation per update term instead of one per parameter tensor (175 here). On
+    # the CPU, where PyTorch does not choose it by itself, the update takes 10 ms a step instead of 18, with
+    # bit-identical results (tests/test_optim.py); ``fused`` is faster still (6 ms) but rounds differently.
     if t.optimizer == "adam":  # coupled L2 on the head only, as PaddleOCR
-        return torch.optim.Adam(param_groups(model, cfg.model.head_l2_decay), lr=t.lr, betas=tuple(t.betas))
-    return torch.optim.AdamW(model.parameters(), lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay)
+        return torch.optim.Adam(param_groups(model, cfg.model.head_l2_decay), lr=t.lr, betas=tuple(t.betas),
+                                foreach=True)
+    return torch.optim.AdamW(model.parameters(), lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay,
+                             foreach=True)
 
 
 def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:

@@ -51,7 +51,7 @@ def load_recognizer(path: str | Path, device: str = "cpu", batch_size: int = 64,
 
     model, charset, cfg = load_for_inference(path, device)
     return Recognizer(torch_probs_fn(model, device), charset, cfg.model.image_height, cfg.model.image_width,
-                      batch_size)
+                      batch_size, prepare_ahead=False)
 
 
 def predict_files(model: str | Path, paths: list[str], device: str = "cpu", batch_size: int = 64) -> int:
@@ -61,23 +61,11 @@ def predict_files(model: str | Path, paths: list[str], device: str = "cpu", batc
     if not files:
         raise RosettaError(f"no image found in {' '.join(paths)}")
     recognizer = load_recognizer(model, device, batch_size)
-    readable: list[Path] = []
     failed = 0
-
-    def images():
-        # Decoded one at a time as the recognizer asks for them: memory holds one image, not the folder.
-        nonlocal failed
-        for f in files:
-            try:
-                img = read_image(f)
-            except ImageDecodeError as exc:
-                print(f"error: {exc}", file=sys.stderr)
-                failed += 1
-                continue
-            readable.append(f)
-            yield img
-
-    results = recognizer.recognize(images())
-    for f, (text, conf) in zip(readable, results):
-        print(f"{f}: {(text, conf)!r}", flush=True)
+    for f, result in recognizer.read(files, read_image):
+        if isinstance(result, ImageDecodeError):
+            print(f"error: {result}", file=sys.stderr)
+            failed += 1
+        else:
+            print(f"{f}: {result!r}", flush=True)
     return failed

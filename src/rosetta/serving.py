@@ -51,15 +51,15 @@ def row_bytes(row: int, value) -> bytes:
 def recognize_rows(recognizer: Recognizer, values: list, serve: ServeConfig) -> pd.DataFrame:
     """``text``, ``confidence`` and ``error`` per cell of ``values``; a bad cell never stops the others.
 
-    Images are decoded one at a time as the recognizer batches them, so a request holds one decoded image
-    (at most ``serve.max_image_pixels``) and one batch of (3, 32, 100) tensors beside its encoded bytes.
+    Images are decoded one at a time as the recognizer batches them (``Recognizer.read``), so a request holds
+    one decoded image (at most ``serve.max_image_pixels``) and three batches of (3, 32, 100) tensors beside
+    its encoded bytes.
     """
     limits = ImageLimits(serve.max_image_side, serve.max_image_pixels)
     budget = serve.max_request_mb * 2**20
     errors = [""] * len(values)
-    read: list[int] = []
 
-    def images():
+    def cells():
         used = 0
         for row, value in enumerate(values):
             try:
@@ -71,16 +71,17 @@ def recognize_rows(recognizer: Recognizer, values: list, serve: ServeConfig) -> 
                 if used > budget:
                     raise ImageDecodeError(f"row {row}: the request's images pass {serve.max_request_mb} MB "
                                            "(serve.max_request_mb); send the rest in another request")
-                image = decode_image(data, f"row {row}", limits)
             except ImageDecodeError as exc:
                 errors[row] = str(exc)
                 continue
-            read.append(row)
-            yield image
+            yield row, data
 
     texts, confidences = [""] * len(values), [0.0] * len(values)
-    for row, (text, confidence) in zip(read, recognizer.recognize(images())):
-        texts[row], confidences[row] = text, confidence
+    for (row, _), result in recognizer.read(cells(), lambda cell: decode_image(cell[1], f"row {cell[0]}", limits)):
+        if isinstance(result, ImageDecodeError):
+            errors[row] = str(result)
+        else:
+            texts[row], confidences[row] = result
     return pd.DataFrame({"text": texts, "confidence": confidences, "error": errors})
 
 

@@ -57,14 +57,14 @@ def decode_image(data: bytes, name: str = "image", limits: ImageLimits | None = 
         im = Image.open(io.BytesIO(data))
     except Exception as exc:  # PIL raises many types for corrupt data
         raise _unreadable(name, exc) from None
-    with im:
-        if limits is not None:
-            limits.check(im.width, im.height, name)
-        try:
-            im.load()
-            img = im.convert("RGB")
-        except Exception as exc:
-            raise _unreadable(name, exc) from None
+    if limits is not None:
+        limits.check(im.width, im.height, name)
+    try:
+        im.load()
+        # An RGB file (most word crops) is used as decoded: converting copies it, a third of decoding's time.
+        img = im if im.mode == "RGB" else im.convert("RGB")
+    except Exception as exc:
+        raise _unreadable(name, exc) from None
     if img.width < 1 or img.height < 1:
         raise ImageDecodeError(f"{name}: the image has no pixels")
     return img
@@ -78,9 +78,13 @@ def resize_norm_img(img: Image.Image, height: int = 32, width: int = 100) -> np.
     """(3, height, width) float32 in [-1, 1], zero right-padded past the resized image."""
     w = resized_width(img.width, img.height, height, width)
     resized = img.resize((w, height), Image.BILINEAR)
-    arr = np.asarray(resized, dtype=np.float32).transpose(2, 0, 1) / 255.0
     out = np.zeros((3, height, width), dtype=np.float32)
-    out[:, :, :w] = (arr - MEAN) / STD
+    # The same float32 operations in the same order as (pixel / 255 - MEAN) / STD, in place: no temporaries.
+    view = out[:, :, :w]
+    view[...] = np.asarray(resized).transpose(2, 0, 1)
+    view /= 255.0
+    view -= MEAN
+    view /= STD
     return out
 
 

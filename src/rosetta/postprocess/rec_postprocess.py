@@ -21,12 +21,12 @@ class CTCLabelDecode:
             probs = probs[None]
         best = probs.argmax(axis=2)
         best_p = probs.max(axis=2)
+        keep = np.ones(best.shape, dtype=bool)
+        keep[:, 1:] = best[:, 1:] != best[:, :-1]
+        keep &= best != 0
         out: list[tuple[str, float]] = []
-        for idx, p in zip(best, best_p):
-            keep = np.ones(len(idx), dtype=bool)
-            keep[1:] = idx[1:] != idx[:-1]
-            keep &= idx != 0
-            text = self.charset.decode_indices(idx[keep].tolist())
-            conf = float(p[keep].mean()) if keep.any() else 0.0
+        for idx, p, kept in zip(best, best_p, keep):
+            text = self.charset.decode_indices(idx[kept].tolist())
+            conf = float(p[kept].mean()) if kept.any() else 0.0
             out.append((text, conf))
         return out
