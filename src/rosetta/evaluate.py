@@ -8,17 +8,16 @@ import contextlib
 import itertools
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from rosetta.charset import Charset
 from rosetta.config import Config, DataLayout, RunLayout
 from rosetta.data.benchmarks import benchmark_lmdbs, real_lmdbs
 from rosetta.data.dataset import LmdbDataset
 from rosetta.data.loader import EvalSet, eval_loader
 from rosetta.errors import RosettaError
 from rosetta.fsutil import write_json
-from rosetta.inference import ProbsFn, Recognizer
+from rosetta.inference import Recognizer
 from rosetta.metrics import SampleScore, SetMetrics, flat_metrics, score_sample, set_metrics, summarize
 from rosetta.plots import Mistake, mistakes_gallery
 from rosetta.postprocess import CTCLabelDecode
@@ -27,21 +26,23 @@ from rosetta.runtime import prepare_device
 
 
 
-def predict_dataset(probs_fn: ProbsFn, dataset, charset: Charset, batch_size: int, height: int = 32,
-                    width: int = 100) -> list[tuple[str, float] | None]:
+def predict_dataset(recognizer: Recognizer, dataset, batch_size: int | None = None) -> list[tuple[str, float] | None]:
     """``(text, confidence)`` for every sample of a ``(PIL image, label)`` dataset, in order, under the
     inference contract (``rosetta.data.preprocess``: each image on its own at the training width, as
     PaddleOCR's eval does); None for a sample whose image the dataset gives as None (it does not decode).
-    A tall crop's reading is ``Recognizer.recognize``'s: the most confident of its orientations."""
-    decode = CTCLabelDecode(charset)
+    A tall crop's reading is ``Recognizer.recognize``'s: the most confident of its orientations. Batches are
+    ``batch_size`` images, by default the recognizer's."""
+    batch_size = batch_size or recognizer.batch_size
+    decode = CTCLabelDecode(recognizer.charset)
     out: list[tuple[str, float] | None] = []
     tall: list[int] = []
-    for images, indices, readable, is_tall in eval_loader(EvalSet(dataset, height, width), batch_size):
-        texts = decode(probs_fn(images.numpy()))
+    for images, indices, readable, is_tall in eval_loader(EvalSet(dataset, recognizer.height, recognizer.width),
+                                                          batch_size):
+        texts = decode(recognizer.probs_fn(images.numpy()))
         out += [p if ok else None for p, ok in zip(texts, readable.tolist())]
         tall += [int(i) for i, t in zip(indices, is_tall) if t]
     # Few crops are tall: the recognizer reads them again in every orientation (the upright one included).
-    again = Recognizer(probs_fn, charset, height, width, batch_size).recognize(dataset[i][0] for i in tall)
+    again = replace(recognizer, batch_size=batch_size).recognize(dataset[i][0] for i in tall)
     for i, reading in zip(tall, again):
         out[i] = reading
     return out
@@ -66,8 +67,7 @@ def _score_folder(scored: _Scored, recognizer, lmdbs: Path, batch_size: int, sho
     if len(dataset) == 0:
         raise RosettaError(f"{shown_as}: no sample survives the charset's label rules; nothing to evaluate")
     start = time.perf_counter()
-    preds = predict_dataset(recognizer.probs_fn, dataset, recognizer.charset, batch_size, recognizer.height,
-                            recognizer.width)
+    preds = predict_dataset(recognizer, dataset, batch_size)
     scored.seconds += time.perf_counter() - start
     names = []
     for s in dataset.sets:

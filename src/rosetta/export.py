@@ -24,7 +24,7 @@ from rosetta.charset import Charset
 from rosetta.config import Config, DataLayout, ExportConfig, ModelConfig
 from rosetta.errors import RosettaError
 from rosetta.fsutil import write_json
-from rosetta.inference import ProbsFn, Recognizer, torch_probs_fn
+from rosetta.inference import ProbsFn, Recognizer, torch_recognizer
 from rosetta.onnx_runtime import (INPUT_NAME, META_CHARSET, META_MODEL, META_PREPROCESS, OUTPUT_NAME,
                                   int8_path, load_onnx_recognizer, onnx_session, ort_probs_fn, preprocess_spec,
                                   session_metadata)
@@ -190,8 +190,8 @@ def parity_gate(onnx_path: Path, model: torch.nn.Module, charset: Charset, model
     except RosettaError as exc:
         report.failures.append(str(exc))
         return report
-    recognizer = Recognizer(torch_probs_fn(model), charset, model_cfg.image_height, model_cfg.image_width,
-                            export_cfg.batch_size)
+    recognizer = torch_recognizer(model, charset, model_cfg.image_height, model_cfg.image_width,
+                                  export_cfg.batch_size)
     report.samples = len(images)
     report.max_abs_diff, report.same_text, report.batch_widths = compare(
         recognizer.probs_fn, ort_probs_fn(session), recognizer, images)

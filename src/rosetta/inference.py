@@ -35,9 +35,8 @@ class Recognizer:
     height: int = 32
     width: int = 100
     batch_size: int = 64
-    # Prepare the next images in a thread of their own while the model reads a batch: for ONNX Runtime, whose
-    # idle threads sleep; PyTorch's OpenMP threads spin between operators, and a third thread on 2 cores
-    # slows them more than it saves (measured: 13 % slower at batch 64, 40 % at batch 1).
+    # Prepare the next images in a thread of their own while the model reads a batch (off for PyTorch:
+    # ``torch_recognizer``).
     prepare_ahead: bool = True
 
     def batch_tensor(self, images: Sequence[Image.Image]) -> np.ndarray:
@@ -112,6 +111,14 @@ def _ahead(fn: Callable[[T], R], items: Iterable[T], chunk: int, depth: int = 2)
 def most_confident(readings: Sequence[tuple[str, float]]) -> tuple[str, float]:
     """The reading with the highest confidence; the first (the upright image) on a tie."""
     return max(readings, key=lambda r: r[1])
+
+
+def torch_recognizer(model: torch.nn.Module, charset: Charset, height: int, width: int, batch_size: int,
+                     device: str | torch.device = "cpu") -> Recognizer:
+    """A ``Recognizer`` on a PyTorch model. It prepares images in the calling thread: PyTorch's OpenMP threads
+    spin between operators, and a third thread on 2 cores slows them more than it saves (measured: 13 %
+    slower at batch 64), where ONNX Runtime's idle threads sleep."""
+    return Recognizer(torch_probs_fn(model, device), charset, height, width, batch_size, prepare_ahead=False)
 
 
 def torch_probs_fn(model: torch.nn.Module, device: str | torch.device = "cpu") -> ProbsFn:

@@ -10,7 +10,7 @@ from PIL import Image
 
 from rosetta.data.preprocess import ImageDecodeError, decode_image
 from rosetta.errors import RosettaError
-from rosetta.inference import Recognizer, torch_probs_fn
+from rosetta.inference import Recognizer, torch_recognizer
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
@@ -50,8 +50,7 @@ def load_recognizer(path: str | Path, device: str = "cpu", batch_size: int = 64,
     torch.set_num_threads(threads or len(os.sched_getaffinity(0)))
 
     model, charset, cfg = load_for_inference(path, device)
-    return Recognizer(torch_probs_fn(model, device), charset, cfg.model.image_height, cfg.model.image_width,
-                      batch_size, prepare_ahead=False)
+    return torch_recognizer(model, charset, cfg.model.image_height, cfg.model.image_width, batch_size, device)
 
 
 def predict_files(model: str | Path, paths: list[str], device: str = "cpu", batch_size: int = 64) -> int:

@@ -32,7 +32,7 @@ from rosetta.data.splits import training_sets, validation_set
 from rosetta.errors import RosettaError
 from rosetta.evaluate import predict_dataset
 from rosetta.fsutil import exclusive_lock, write_json
-from rosetta.inference import torch_probs_fn
+from rosetta.inference import torch_recognizer
 from rosetta.launch import launch_torchrun
 from rosetta.metrics import recognition_metrics
 from rosetta.modeling import build_model
@@ -79,7 +79,7 @@ def weights_digest(model: torch.nn.Module) -> str:
 
 def validate(model: torch.nn.Module, dataset, labels: list[str], charset: Charset, device, batch_size: int,
              image_height: int, image_width: int) -> dict:
-    preds = predict_dataset(torch_probs_fn(model, device), dataset, charset, batch_size, image_height, image_width)
+    preds = predict_dataset(torch_recognizer(model, charset, image_height, image_width, batch_size, device), dataset)
     model.train()
     m = recognition_metrics([p for p, _ in preds], labels)
     return {"accuracy": m.accuracy, "norm_edit_dis": m.norm_edit_dis}
