@@ -3,6 +3,7 @@ encoded images in, readings out in the input's order, a bad image answered in it
 lazily while a background thread prepares the next images."""
 from __future__ import annotations
 
+import threading
 from dataclasses import replace
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 
 from model_fixtures import config, png_bytes, untrained_checkpoint, word_image
 from rosetta.data.preprocess import ImageDecodeError, decode_image
+from rosetta.inference import PREPARE_CHUNK
 from rosetta.predict import load_recognizer
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -34,22 +36,46 @@ def test_read_answers_every_item_in_order_and_a_bad_one_in_its_place(tmp_path, a
 
 
 @pytest.mark.parametrize("ahead", [True, False], ids=["prepared-ahead", "inline"])
-def test_read_takes_its_input_lazily_at_most_two_batches_ahead(tmp_path, ahead):
+def test_read_takes_its_input_lazily(tmp_path, ahead):
     recognizer = replace(load_recognizer(untrained_checkpoint(tmp_path / "best.pt", config()), batch_size=4,
                                          threads=1), prepare_ahead=ahead)
     blob = png_bytes(word_image("exit", np.random.default_rng(0)))
     taken = []
 
     def stream():
-        for i in range(200):
+        for i in range(400):
             taken.append(i)
             yield blob
 
     reading = recognizer.read(stream(), decode_image)
     first = [next(reading) for _ in range(5)]  # the second batch's first reading
     assert all(not isinstance(r, ImageDecodeError) for _, r in first)
-    assert len(taken) <= 3 * 4  # the batch being read and at most two prepared ahead, not the whole stream
+    # Ahead: the chunk being batched and at most two prepared after it; inline: the two batches read so far.
+    # Never the whole stream.
+    assert len(taken) <= (3 * max(4, PREPARE_CHUNK) if ahead else 2 * 4)
     reading.close()
+
+
+def test_read_runs_the_model_on_the_next_batch_while_answering_one(tmp_path):
+    """Two batches in the model at once (in order), so its threads do not wait while a batch is answered."""
+    recognizer = load_recognizer(untrained_checkpoint(tmp_path / "best.pt", config()), batch_size=2, threads=1)
+    started, release = [], threading.Event()
+    probs_fn = recognizer.probs_fn
+
+    def slow_probs(batch):
+        started.append(len(batch))
+        if len(started) == 1:  # the first batch waits until the second one is in the model too
+            assert release.wait(30), "the second batch never reached the model while the first was running"
+        elif len(started) == 2:
+            release.set()
+        return probs_fn(batch)
+
+    recognizer = replace(recognizer, probs_fn=slow_probs, prepare_ahead=True)
+    blobs = [png_bytes(word_image(w, np.random.default_rng(1))) for w in ["exit", "bus", "open", "stop", "east"]]
+    out = list(recognizer.read(blobs, decode_image))
+    assert [item for item, _ in out] == blobs and started == [2, 2, 1]
+    inline = replace(recognizer, probs_fn=probs_fn, prepare_ahead=False)
+    assert [r for _, r in out] == [r for _, r in inline.read(blobs, decode_image)]
 
 
 def _error(data: bytes) -> ImageDecodeError:

@@ -7,6 +7,7 @@ and quantized here; each measurement runs in a fresh process, so its peak memory
 from __future__ import annotations
 
 import json
+import math
 import os
 import resource
 import subprocess
@@ -84,9 +85,9 @@ def prepare_models(cfg: Config, backbone: str, images: list[bytes], folder: Path
 def measure_infer(model: str, backbone: str, backend: str, scope: str, batch_size: int, threads: int,
                   data_dir: str, min_seconds: float, warmup: int = 1) -> dict:
     """One measurement (run it in a fresh process): ms per image over at least ``min_seconds`` and 3 batches,
-    after ``warmup`` batches; ``end_to_end`` reads a stream of 4 batches of encoded images as ``rosetta
-    predict`` reads files (``Recognizer.read``: decode, resize, model, CTC decode), ``model_only`` runs the
-    model on a ready batch."""
+    after ``warmup`` rounds; ``end_to_end`` reads a stream of encoded images (every image once, at least 4
+    batches) as ``rosetta predict`` reads files (``Recognizer.read``: decode, resize, model, CTC decode),
+    ``model_only`` runs the model on a ready batch."""
     from rosetta.data.preprocess import decode_image
 
     images = read_image_bytes(Path(data_dir), IMAGES)
@@ -105,30 +106,32 @@ def measure_infer(model: str, backbone: str, backend: str, scope: str, batch_siz
 
         recognizer = load_onnx_recognizer(model, batch_size, threads)
         used_threads = threads or len(os.sched_getaffinity(0))  # ONNX Runtime's 0: a thread per core
-    batches = [[images[(b * batch_size + i) % len(images)] for i in range(batch_size)] for b in range(4)]
     if scope == "end_to_end":
-        stream = [data for batch in batches for data in batch]  # read as one stream, as a folder of files is
+        # A folder's worth of files read as one stream, as `rosetta predict` reads them: at least 4 batches and
+        # every image once (a stream of a few images would time starting and draining the threads).
+        stream = [images[i % len(images)] for i in range(max(4 * batch_size, len(images)))]
 
         def work(_: int) -> int:
             for _, result in recognizer.read(stream, decode_image):
                 if isinstance(result, Exception):
                     raise result
-            return len(batches)
+            return len(stream)
     else:
-        tensors = [recognizer.batch_tensor([decode_image(data) for data in batch]) for batch in batches]
+        tensors = [recognizer.batch_tensor([decode_image(images[(b * batch_size + i) % len(images)])
+                                            for i in range(batch_size)]) for b in range(4)]
 
         def work(b: int) -> int:
             recognizer.probs_fn(tensors[b % len(tensors)])
-            return 1
+            return batch_size
 
     for b in range(warmup):
         work(b)
-    done, start = 0, time.perf_counter()
-    while done < 3 or time.perf_counter() - start < min_seconds:
-        done += work(done)
+    n, start = 0, time.perf_counter()  # images read
+    while n < 3 * batch_size or time.perf_counter() - start < min_seconds:
+        n += work(n // batch_size)
     seconds = time.perf_counter() - start
-    n = done * batch_size
-    return {"backbone": backbone, "backend": backend, "scope": scope, "batch_size": batch_size, "batches": done,
+    return {"backbone": backbone, "backend": backend, "scope": scope, "batch_size": batch_size,
+            "batches": math.ceil(n / batch_size),
             "ms_per_image": 1000 * seconds / n, "images_per_s": n / seconds,
             "peak_rss_mib": peak_rss_mib(), "threads": used_threads}
 
