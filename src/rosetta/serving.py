@@ -52,8 +52,8 @@ def recognize_rows(recognizer: Recognizer, values: list, serve: ServeConfig) -> 
     """``text``, ``confidence`` and ``error`` per cell of ``values``; a bad cell never stops the others.
 
     Images are decoded one at a time as the recognizer batches them (``Recognizer.read``), so a request holds
-    one decoded image (at most ``serve.max_image_pixels``) and three batches of (3, 32, 100) tensors beside
-    its encoded bytes.
+    one decoded image (at most ``serve.max_image_pixels``) and a few batches of (3, 32, 100) tensors (two in
+    the model, two chunks prepared ahead) beside its encoded bytes.
     """
     limits = ImageLimits(serve.max_image_side, serve.max_image_pixels)
     budget = serve.max_request_mb * 2**20
