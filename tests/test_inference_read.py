@@ -20,7 +20,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 @pytest.mark.parametrize("ahead", [True, False], ids=["prepared-ahead", "inline"])
 def test_read_answers_every_item_in_order_and_a_bad_one_in_its_place(tmp_path, ahead):
     recognizer = replace(load_recognizer(untrained_checkpoint(tmp_path / "best.pt", config()), batch_size=4,
-                                         threads=1), prepare_ahead=ahead)
+                                         threads=1), background=ahead)
     rng = np.random.default_rng(5)
     blobs = [png_bytes(word_image(w, rng)) for w in ["exit", "hotel", "street", "open", "bus", "stop", "east"]]
     items = blobs[:2] + [b"not an image"] + blobs[2:5] + [b""] + blobs[5:]
@@ -38,7 +38,7 @@ def test_read_answers_every_item_in_order_and_a_bad_one_in_its_place(tmp_path, a
 @pytest.mark.parametrize("ahead", [True, False], ids=["prepared-ahead", "inline"])
 def test_read_takes_its_input_lazily(tmp_path, ahead):
     recognizer = replace(load_recognizer(untrained_checkpoint(tmp_path / "best.pt", config()), batch_size=4,
-                                         threads=1), prepare_ahead=ahead)
+                                         threads=1), background=ahead)
     blob = png_bytes(word_image("exit", np.random.default_rng(0)))
     taken = []
 
@@ -70,11 +70,11 @@ def test_read_runs_the_model_on_the_next_batch_while_answering_one(tmp_path):
             release.set()
         return probs_fn(batch)
 
-    recognizer = replace(recognizer, probs_fn=slow_probs, prepare_ahead=True)
+    recognizer = replace(recognizer, probs_fn=slow_probs, background=True)
     blobs = [png_bytes(word_image(w, np.random.default_rng(1))) for w in ["exit", "bus", "open", "stop", "east"]]
     out = list(recognizer.read(blobs, decode_image))
     assert [item for item, _ in out] == blobs and started == [2, 2, 1]
-    inline = replace(recognizer, probs_fn=probs_fn, prepare_ahead=False)
+    inline = replace(recognizer, probs_fn=probs_fn, background=False)
     assert [r for _, r in out] == [r for _, r in inline.read(blobs, decode_image)]
 
 

@@ -61,5 +61,5 @@ def test_recognize_and_evaluation_keep_the_most_confident_reading_of_each_tall_c
     write_lmdb(tmp_path / "set", [BytesSample(f"{i}.png", "exit", png_bytes(im)) for i, im in enumerate(images)],
                workers=1)
     dataset = LmdbDataset(tmp_path / "set", Charset.from_config(cfg.charset), substitute_bad_images=False)
-    by_eval = predict_dataset(recognizer, dataset, batch_size=4)
+    by_eval = predict_dataset(recognizer, dataset)  # the recognizer's batches of 4
     assert [t for t, _ in by_eval] == [t for t, _ in got]

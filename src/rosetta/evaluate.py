@@ -8,7 +8,7 @@ import contextlib
 import itertools
 import tempfile
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rosetta.config import Config, DataLayout, RunLayout
@@ -26,23 +26,22 @@ from rosetta.runtime import prepare_device
 
 
 
-def predict_dataset(recognizer: Recognizer, dataset, batch_size: int | None = None) -> list[tuple[str, float] | None]:
+def predict_dataset(recognizer: Recognizer, dataset) -> list[tuple[str, float] | None]:
     """``(text, confidence)`` for every sample of a ``(PIL image, label)`` dataset, in order, under the
     inference contract (``rosetta.data.preprocess``: each image on its own at the training width, as
     PaddleOCR's eval does); None for a sample whose image the dataset gives as None (it does not decode).
     A tall crop's reading is ``Recognizer.recognize``'s: the most confident of its orientations. Batches are
-    ``batch_size`` images, by default the recognizer's."""
-    batch_size = batch_size or recognizer.batch_size
+    the recognizer's ``batch_size``."""
     decode = CTCLabelDecode(recognizer.charset)
     out: list[tuple[str, float] | None] = []
     tall: list[int] = []
     for images, indices, readable, is_tall in eval_loader(EvalSet(dataset, recognizer.height, recognizer.width),
-                                                          batch_size):
+                                                          recognizer.batch_size):
         texts = decode(recognizer.probs_fn(images.numpy()))
         out += [p if ok else None for p, ok in zip(texts, readable.tolist())]
         tall += [int(i) for i, t in zip(indices, is_tall) if t]
     # Few crops are tall: the recognizer reads them again in every orientation (the upright one included).
-    again = replace(recognizer, batch_size=batch_size).recognize(dataset[i][0] for i in tall)
+    again = recognizer.recognize(dataset[i][0] for i in tall)
     for i, reading in zip(tall, again):
         out[i] = reading
     return out
@@ -60,14 +59,14 @@ class _Scored:
     seconds: float = 0.0  # spent reading images and running the model (not converting gt-file sets)
 
 
-def _score_folder(scored: _Scored, recognizer, lmdbs: Path, batch_size: int, shown_as: Path) -> list[str]:
+def _score_folder(scored: _Scored, recognizer, lmdbs: Path, shown_as: Path) -> list[str]:
     """Score every set below ``lmdbs`` into ``scored``; returns the names of its sets."""
     # Never a substitute for an image that does not decode: it counts as a wrong reading of its own sample.
     dataset = LmdbDataset(lmdbs, recognizer.charset, substitute_bad_images=False)
     if len(dataset) == 0:
         raise RosettaError(f"{shown_as}: no sample survives the charset's label rules; nothing to evaluate")
     start = time.perf_counter()
-    preds = predict_dataset(recognizer, dataset, batch_size)
+    preds = predict_dataset(recognizer, dataset)
     scored.seconds += time.perf_counter() - start
     names = []
     for s in dataset.sets:
@@ -89,15 +88,15 @@ def _score_folder(scored: _Scored, recognizer, lmdbs: Path, batch_size: int, sho
     return names
 
 
-def set_accuracies(recognizers: dict[str, Recognizer], folders: list[Path], batch_size: int,
-                   workers: int = 0) -> dict[str, dict[str, float]]:
+def set_accuracies(recognizers: dict[str, Recognizer], folders: list[Path], workers: int = 0
+                   ) -> dict[str, dict[str, float]]:
     """Per recognizer (by name), the accuracy of each benchmark set below ``folders``; gt-file sets are
     converted once for all of them. No files, no MLflow: what a gate compares."""
     scored = {name: _Scored() for name in recognizers}
     for folder in folders:
         with benchmark_lmdbs(folder, workers) as lmdbs:
             for name, recognizer in recognizers.items():
-                _score_folder(scored[name], recognizer, lmdbs, batch_size, Path(folder))
+                _score_folder(scored[name], recognizer, lmdbs, Path(folder))
     return {name: {s: m.accuracy for s, m in sc.per_set.items()} for name, sc in scored.items()}
 
 
@@ -129,7 +128,7 @@ def evaluate_benchmarks(checkpoint: Path, data_dir: Path, cfg: Config, out_dir: 
         for folder, is_real in ((data_dir, False), (real_dir, True)):
             if folder is not None:
                 lmdbs = stack.enter_context(benchmark_lmdbs(folder, cfg.data.workers))
-                names = _score_folder(scored, recognizer, lmdbs, cfg.eval.batch_size, Path(folder))
+                names = _score_folder(scored, recognizer, lmdbs, Path(folder))
                 real += names if is_real else []
         summary = summarize(scored.per_set, real)
         if scored.unreadable:

@@ -274,7 +274,7 @@ def int8_gate(fp32_path: Path, int8_file: Path, images: Sequence[Image.Image], b
     if report.same_text < cfg.export.int8_min_same_text:
         report.failures.append(f"same text as the float model on {report.same_text:.2%} of the validation images, "
                                f"below export.int8_min_same_text {cfg.export.int8_min_same_text:g}")
-    accuracy = set_accuracies({"fp32": fp32, "int8": int8}, list(benchmarks), cfg.eval.batch_size, cfg.data.workers)
+    accuracy = set_accuracies({"fp32": fp32, "int8": int8}, list(benchmarks), cfg.data.workers)
     for name, before in accuracy["fp32"].items():
         after = accuracy["int8"][name]
         report.accuracy[name] = {"fp32": before, "int8": after, "drop": before - after}

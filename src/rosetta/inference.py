@@ -43,7 +43,7 @@ class Recognizer:
     batch_size: int = 64
     # Prepare the next images, and run the model on the next batch, in threads of their own while a batch is
     # answered (off for PyTorch: ``torch_recognizer``).
-    prepare_ahead: bool = True
+    background: bool = True
 
     def batch_tensor(self, images: Sequence[Image.Image]) -> np.ndarray:
         return np.stack([resize_norm_img(im, self.height, self.width) for im in images])
@@ -60,7 +60,7 @@ class Recognizer:
     def read(self, items: Iterable[T], load: Callable[[T], Image.Image]
              ) -> Iterator[tuple[T, tuple[str, float] | ImageDecodeError]]:
         """Each item with its ``(text, confidence)``, in order, or with the ``ImageDecodeError`` that ``load``
-        (e.g. ``decode_image``) raised for it. With ``prepare_ahead`` three things overlap: items are loaded and
+        (e.g. ``decode_image``) raised for it. With ``background`` three things overlap: items are loaded and
         preprocessed in a thread of their own (``PREPARE_CHUNK`` at a time, at most two chunks ahead; a second
         such thread measured slower: the small images' work is mostly Python's, under the GIL), the model runs
         on up to two batches at once from two more threads (the next batch's slices queue behind this one's, so
@@ -74,7 +74,7 @@ class Recognizer:
             except ImageDecodeError as exc:
                 return exc
 
-        if not self.prepare_ahead:
+        if not self.background:
             for pending in self._batches((item, prepare(item)) for item in items):
                 yield from self._answers(pending, self._probs(pending))
             return
@@ -155,7 +155,7 @@ def torch_recognizer(model: torch.nn.Module, charset: Charset, height: int, widt
     """A ``Recognizer`` on a PyTorch model. It prepares images in the calling thread: PyTorch's OpenMP threads
     spin between operators, and a third thread on 2 cores slows them more than it saves (measured: 13 %
     slower at batch 64), where ONNX Runtime's idle threads sleep."""
-    return Recognizer(torch_probs_fn(model, device), charset, height, width, batch_size, prepare_ahead=False)
+    return Recognizer(torch_probs_fn(model, device), charset, height, width, batch_size, background=False)
 
 
 def torch_probs_fn(model: torch.nn.Module, device: str | torch.device = "cpu") -> ProbsFn:
