@@ -33,6 +33,28 @@ def tiny_data(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def tiny_mixed_data(tmp_path_factory) -> Path:
+    """A ``data.root`` with the synth source of ``tiny_data`` and the ``real`` source: two gt-file sets (36 and 24
+    words) converted as the ``convert_real_train`` stage does, a quarter held out. Built once; tests only read it."""
+    from model_fixtures import WORDS, write_gt_set
+    from rosetta.charset import Charset
+    from rosetta.config import DataLayout
+    from rosetta.data.real_train import convert_real_train, write_real_train_manifest
+
+    base = tmp_path_factory.mktemp("tiny_mixed")
+    layout = DataLayout(base / "data")
+    write_word_lmdb(layout.lmdb("synth") / "train", 40, seed=0)
+    write_word_lmdb(layout.lmdb("synth") / "val", 12, seed=1)
+    write_word_lmdb(layout.benchmarks / "synth_test", 12, seed=2)
+    write_gt_set(base / "realtrain" / "A_train", WORDS * 3, seed=3)
+    write_gt_set(base / "realtrain" / "B_train", WORDS * 2, seed=4)
+    write_real_train_manifest(str(base / "realtrain"), layout.real_train_manifest)
+    convert_real_train(layout.real_train_manifest, layout.real_train, Charset(), 0.25, 0, [layout.benchmarks],
+                       workers=1)
+    return layout.root
+
+
 class RosettaCLI:
     """``rosetta ARGS`` as a user runs it: ``python -m rosetta`` in a subprocess, with MLFLOW_TRACKING_URI
     unset (the params decide where runs go), unbuffered output and one OpenMP thread."""

@@ -83,3 +83,15 @@ def untrained_checkpoint(path: Path, cfg: Config, seed: int = 0) -> Path:
         bn.momentum = 0.1
     return save_checkpoint(path, {"model": model.state_dict(), "config": cfg.to_dict(),
                                   "charset": charset.to_dict()})
+
+
+def write_gt_set(folder: Path, labels: list[str], seed: int = 0) -> Path:
+    """A DTRB gt-file set (``folder/gt.txt`` listing ``images/<i>.png<TAB>label``) of noisy word images."""
+    rng = np.random.default_rng(seed)
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    lines = []
+    for i, label in enumerate(labels):
+        word_image(label or "x", rng).save(folder / "images" / f"{i}.png")
+        lines.append(f"images/{i}.png\t{label}\n")
+    (folder / "gt.txt").write_text("".join(lines), encoding="utf-8")
+    return folder

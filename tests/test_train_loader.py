@@ -1,5 +1,8 @@
-"""The training batch plan (resumable, shardable, MJ/ST shares), label padding and seeded augmentation."""
+"""The training batch plan (resumable, shardable, per-source shares and start steps), label padding and seeded
+augmentation."""
 from __future__ import annotations
+
+import re
 
 import numpy as np
 import pytest
@@ -120,20 +123,99 @@ def test_augmentation_is_a_function_of_its_seed():
     assert np.array_equal(np.asarray(never(img, np.random.default_rng(0))), np.asarray(img))
 
 
-def test_mjsynth_and_synthtext_share_each_batch_by_mj_st_ratio(tmp_path):
+def test_a_stream_joins_at_its_start_step_and_the_others_fill_its_places_before():
+    plan = BatchPlan([Stream("synth", 0, 100, 6), Stream("real", 100, 30, 2, start_step=4)], seed=0, shuffle=True)
+    batches = take(PlanSampler(plan, plan.start()), 10)
+    assert [sum(i >= 100 for i, _ in b) for b in batches] == [0] * 4 + [2] * 6
+    assert all(len(b) == 8 for b in batches)
+    assert plan.joining_note(4).startswith("step 4: real joins") and plan.joining_note(3) is None
+
+
+def test_a_head_pass_reads_only_the_streams_taking_part_in_it():
+    # real joins after the head pass: the head is synth's first 3 x 8 samples, then real starts at epoch 0.
+    plan = BatchPlan([Stream("synth", 0, 100, 6), Stream("real", 100, 30, 2, start_step=5)], seed=0, shuffle=True,
+                     head_steps=3)
+    assert plan.start() == {"synth": [-1, 0], "real": [0, 0]}
+    batches = take(PlanSampler(plan, plan.start()), 8)
+    assert sorted(i for b in batches[:3] for i, _ in b) == list(range(24))
+    assert [sum(i >= 100 for i, _ in b) for b in batches] == [0] * 5 + [2] * 3
+    # real joining inside the head pass: its head is what it gives to the head's batches.
+    inside = BatchPlan([Stream("synth", 0, 100, 6), Stream("real", 100, 30, 2, start_step=1)], seed=0, shuffle=True,
+                       head_steps=3)
+    first = take(PlanSampler(inside, inside.start()), 3)
+    assert sorted(i for b in first for i, _ in b if i >= 100) == list(range(100, 104))
+
+
+def test_resuming_a_mixed_run_continues_the_same_batches():
+    plan = BatchPlan([Stream("synth", 0, 50, 6), Stream("real", 50, 11, 2, start_step=3)], seed=9, shuffle=True,
+                     head_steps=2)
+    full = take(PlanSampler(plan, plan.start()), 14)
+    for stop in (1, 2, 3, 4, 9):  # inside the head pass, at its end, at the join, after, past real's first epoch
+        position = plan.start()
+        for step in range(stop):
+            position = plan.advance(position, step)
+        assert take(PlanSampler(plan, position, step=stop), 14 - stop) == full[stop:]
+
+
+def test_no_stream_in_the_first_batches_is_refused():
+    with pytest.raises(RosettaError, match="source_start_step"):
+        BatchPlan([Stream("real", 0, 30, 8, start_step=5)], seed=0, shuffle=True)
+
+
+def _sources_config(tmp_path, *overrides):
+    from rosetta.config import load_config, PROJECT_ROOT
+
+    return load_config(PROJECT_ROOT / "params.yaml", [f"data.root={tmp_path}", "data.mjsynth.url=x",
+                                                      "data.synthtext.url=y", "train.batch_size=8", *overrides])
+
+
+def test_each_source_fills_its_batch_ratio_from_its_start_step(tmp_path):
     from model_fixtures import write_word_lmdb
     from rosetta.charset import Charset
-    from rosetta.config import load_config, PROJECT_ROOT
     from rosetta.data.splits import training_sets
 
     write_word_lmdb(tmp_path / "lmdb" / "mjsynth" / "train", 30)
     write_word_lmdb(tmp_path / "lmdb" / "synthtext" / "train", 20)
-    cfg = load_config(PROJECT_ROOT / "params.yaml", [
-        f"data.root={tmp_path}", "data.sources=[mjsynth, synthtext]", "data.mjsynth.url=x", "data.synthtext.url=y",
-        "train.batch_size=8", "train.mj_st_ratio=[3, 1]"])
-    dataset, streams = training_sets(cfg, Charset(), world_size=2)
-    assert len(dataset) == 50
-    assert streams == [Stream("mjsynth", 0, 30, 12), Stream("synthtext", 30, 20, 4)]
-    single = load_config(PROJECT_ROOT / "params.yaml", [f"data.root={tmp_path}", "data.sources=[synthtext]",
-                                                        "data.synthtext.url=y", "train.batch_size=8"])
-    assert training_sets(single, Charset())[1] == [Stream("synthtext", 0, 20, 8)]
+    cfg = _sources_config(tmp_path, "data.sources=[mjsynth, synthtext]", "train.batch_ratio={mjsynth: 3, synthtext: 1}",
+                          "train.source_start_step.synthtext=7", "train.augment=[synthtext]")
+    data = training_sets(cfg, Charset(), world_size=2)
+    assert len(data.dataset) == 50
+    assert data.streams == [Stream("mjsynth", 0, 30, 12), Stream("synthtext", 30, 20, 4, 7)]
+    assert data.augmented == [range(30, 50)]
+    single = _sources_config(tmp_path, "data.sources=[synthtext]", "train.augment=true")
+    data = training_sets(single, Charset())
+    assert data.streams == [Stream("synthtext", 0, 20, 8)] and data.augmented == [range(0, 20)]
+    union = _sources_config(tmp_path, "data.sources=[mjsynth, synthtext]", "train.batch_ratio={}",
+                            "train.augment=false")
+    data = training_sets(union, Charset())
+    assert data.streams == [Stream("mjsynth+synthtext", 0, 50, 8)] and data.augmented == []
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.batch_ratio={synth: 1}", "train.batch_ratio: {'synth': 1.0} gives no share to real of data.sources"),
+    ("train.batch_ratio={synth: 0, real: 0}", "train.batch_ratio: {'synth': 0.0, 'real': 0.0} gives no source of"),
+    ("train.source_start_step.reel=5", "train.source_start_step key: 'reel' is not one of synth, mjsynth"),
+    ("train.augment=[rael]", "train.augment: ['rael'] is not true or false or a list of one of synth"),
+])
+def test_per_source_settings_name_sources(tmp_path, override, message):
+    from rosetta.params import ConfigError
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        _sources_config(tmp_path, override)
+
+
+def test_without_the_real_sets_training_says_so_and_uses_the_others(tmp_path):
+    from model_fixtures import write_word_lmdb
+    from rosetta.charset import Charset
+    from rosetta.config import DataLayout
+    from rosetta.data.real_train import convert_real_train, write_real_train_manifest
+    from rosetta.data.splits import training_sets
+
+    write_word_lmdb(tmp_path / "lmdb" / "synth" / "train", 30)
+    layout = DataLayout(tmp_path)
+    write_real_train_manifest(str(tmp_path / "nowhere"), layout.real_train_manifest)
+    convert_real_train(layout.real_train_manifest, layout.real_train, Charset(), 0.1, 0, [])
+    data = training_sets(_sources_config(tmp_path, f"data.real_train={tmp_path / 'nowhere'}"), Charset())
+    assert data.notes == [f"no real training set found at {tmp_path / 'nowhere'} (data.real_train); training on the "
+                          "other sources alone"]
+    assert data.streams == [Stream("synth", 0, 30, 8)]

@@ -1,4 +1,5 @@
-"""A training run killed with SIGKILL and started again ends exactly where an uninterrupted run ends."""
+"""A training run killed with SIGKILL and started again ends exactly where an uninterrupted run ends, here one
+mixing the synth and real sources (real joining at step 8, augmented), so every stream's position resumes."""
 from __future__ import annotations
 
 import shutil
@@ -35,9 +36,14 @@ def _assert_same_tensors(a, b, where=""):
         assert a == b, where
 
 
-def test_killed_run_resumes_to_the_same_weights(tmp_path, monkeypatch, tiny_data, rosetta_cli):
-    data = tiny_data
-    common = [f"train.max_steps={STEPS}", "train.checkpoint_every=4", "train.eval_every=10", "train.log_every=5"]
+MIXED = ["data.sources=[synth, real]", "train.batch_ratio={synth: 3, real: 1}", "train.source_start_step.real=8",
+         "train.augment=[real]", "train.curriculum_steps=4"]
+
+
+def test_killed_run_resumes_to_the_same_weights(tmp_path, monkeypatch, tiny_mixed_data, rosetta_cli):
+    data = tiny_mixed_data
+    common = [f"train.max_steps={STEPS}", "train.checkpoint_every=4", "train.eval_every=10", "train.log_every=5",
+              *MIXED]
 
     reference = tiny_config(tmp_path / "reference", f"data.root={data}", *common)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -68,6 +74,7 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, monkeypatch, tiny_data
     for key in ("model", "optimizer", "scheduler"):
         _assert_same_tensors(got[key], want[key], key)
     assert got["state"]["position"] == want["state"]["position"]
+    assert set(want["state"]["position"]) == {"synth", "real"}
     assert got["state"]["best_step"] == want["state"]["best_step"]
     # The resumed run continued the killed run's MLflow run rather than starting another.
     assert got["state"]["run_id"] == killed["state"]["run_id"]

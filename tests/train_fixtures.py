@@ -13,7 +13,7 @@ TINY = [
     "train.optimizer=adamw", "train.lr=2e-3", "train.scheduler=cosine", "train.warmup_steps=2",
     "train.batch_size=8", "train.max_steps=12", "train.eval_every=6", "train.checkpoint_every=3",
     "train.log_every=3", "train.num_workers=0", "train.threads=1", "train.nproc=1", "train.grad_clip=5",
-    "train.augment=true",
+    "train.augment=true", "data.sources=[synth]",
     "train.log_model=false", "train.device=cpu", "eval.batch_size=16", "eval.gallery_size=4",
 ]
 

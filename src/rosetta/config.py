@@ -192,10 +192,13 @@ class ValidationConfig:
         check(self.min_samples >= 0, f"{p}.min_samples", self.min_samples, "must be >= 0")
 
 
+SourceName = Literal["synth", "mjsynth", "synthtext", "lmdb", "real"]
+
+
 @dataclass(frozen=True)
 class DataConfig:
-    # Training corpora; the full-scale profiles use [mjsynth, synthtext] (MJ+ST).
-    sources: list[Literal["synth", "mjsynth", "synthtext", "lmdb"]] = field(default_factory=lambda: ["synth"])
+    # Training corpora; the full-scale profiles use [mjsynth, synthtext] (MJ+ST); ``real`` is data.real_train.
+    sources: list[SourceName] = field(default_factory=lambda: ["synth", "real"])
     root: str = "data"  # relative to the project root
     workers: int = 0  # processes for rendering, conversion and validation; 0 = all cores
     synth: SynthConfig = field(default_factory=SynthConfig)
@@ -208,14 +211,23 @@ class DataConfig:
     # A folder of real test sets (gt-file sets or LMDBs) outside the repository, relative to the project
     # folder, scored beside data.benchmarks where it exists; empty = none.
     real_benchmarks: str = "../shared/benchmarks"
+    # A folder of real labelled training sets (gt-file sets or LMDBs) outside the repository, relative to the
+    # project folder: the ``real`` source. Missing: training goes on with the other sources; empty = none.
+    real_train: str = "../shared/realtrain"
+    real_val_fraction: float = 0.08  # of each real training set, held out (seeded) to choose best.pt on
     validation: ValidationConfig = field(default_factory=ValidationConfig)
 
     def validate(self, p: str) -> None:
         check(self.workers >= 0, f"{p}.workers", self.workers, "must be >= 0")
         check(len(self.sources) >= 1 and len(set(self.sources)) == len(self.sources), f"{p}.sources",
                self.sources, "must list at least one source, each once")
+        check(0 < self.real_val_fraction < 1, f"{p}.real_val_fraction", self.real_val_fraction,
+              "must be between 0 and 1")
         for name in self.sources:
-            if name != "synth":
+            if name == "real":
+                check(bool(self.real_train), f"{p}.real_train", self.real_train,
+                      f"must name the folder of real training sets when {p}.sources lists real")
+            elif name != "synth":
                 src = getattr(self, name)
                 check(bool(src.url), f"{p}.{name}.url", src.url,
                        f"must name a URL or a local path when {p}.sources lists {name}")
@@ -237,8 +249,14 @@ class TrainConfig:
     grad_clip: float = 5.0  # 0 = off
     shuffle: bool = True
     curriculum_steps: int = 200  # the first steps read only the head of each training set (the renderer's plain words)
-    augment: bool = False
-    mj_st_ratio: list[float] = field(default_factory=lambda: [0.5, 0.5])
+    # RecAug on the streams of these sources (true: all, false: none)
+    augment: typing.Union[bool, list[SourceName]] = field(default_factory=lambda: ["real"])
+    # Each batch's share from each source of data.sources (DTRB's --batch_ratio; sources not in data.sources are
+    # ignored); {} = one stream drawing from all sources together, in proportion to their sizes.
+    batch_ratio: dict[SourceName, float] = field(default_factory=lambda: {"synth": 0.7, "real": 0.3})
+    # The step at which a source's stream joins the batches (unlisted: 0); before it, its places go to the others.
+    source_start_step: dict[SourceName, int] = field(default_factory=lambda: {"real": 300})
+    init_from: str = ""  # weights to start from: a checkpoint file or models:/<name>@<alias> (or /<version>)
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     compile: bool = False
     channels_last: bool = True  # NHWC activations: oneDNN's depthwise convolutions run much faster on CPU
@@ -267,9 +285,10 @@ class TrainConfig:
         check(self.grad_clip >= 0, f"{p}.grad_clip", self.grad_clip, "must be >= 0")
         check(self.nproc >= 1, f"{p}.nproc", self.nproc, "must be at least 1")
         check(self.num_workers >= 0, f"{p}.num_workers", self.num_workers, "must be >= 0")
-        check(len(self.mj_st_ratio) == 2 and all(r >= 0 for r in self.mj_st_ratio)
-               and sum(self.mj_st_ratio) > 0, f"{p}.mj_st_ratio", self.mj_st_ratio,
-               "must be two non-negative weights, not both 0")
+        check(all(r >= 0 for r in self.batch_ratio.values()), f"{p}.batch_ratio", self.batch_ratio,
+              "must give non-negative shares")
+        check(all(s >= 0 for s in self.source_start_step.values()), f"{p}.source_start_step", self.source_start_step,
+              "must give steps >= 0")
         check(self.val_samples >= 0, f"{p}.val_samples", self.val_samples, "must be >= 0")
         check(self.threads >= 0, f"{p}.threads", self.threads, "must be >= 0")
         for k in ("eval_every", "checkpoint_every", "log_every", "max_bad_steps"):
@@ -396,6 +415,17 @@ class Config:
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
     prefect: PrefectConfig = field(default_factory=PrefectConfig)
 
+    def validate(self, p: str) -> None:
+        """Checks across sections: train.batch_ratio gives a share to every source of data.sources (one source
+        takes every place whatever its share)."""
+        ratio, sources = self.train.batch_ratio, self.data.sources
+        if ratio and len(sources) > 1:
+            missing = [s for s in sources if s not in ratio]
+            check(not missing, "train.batch_ratio", ratio, f"gives no share to {', '.join(missing)} of data.sources; "
+                  "add one, or set {} to draw from all sources together")
+            check(any(ratio[s] > 0 for s in sources), "train.batch_ratio", ratio,
+                  f"gives no source of data.sources {sources} a share above 0")
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
@@ -466,8 +496,9 @@ class DataLayout:
         return self.root / "raw" / source
 
     def lmdb(self, source: str) -> Path:
-        """LMDBs of one source: ``train/``, ``val/`` and (where the source has one) ``test/``."""
-        return self.root / "lmdb" / source
+        """LMDBs of one source: ``train/``, ``val/`` and (where the source has one) ``test/``. The real
+        training sets (source ``real``) have a stage of their own, so a folder apart from ``lmdb/``."""
+        return self.real_train if source == "real" else self.root / "lmdb" / source
 
     def validation_splits(self, sources: list[str]) -> list[Path]:
         """The ``val/`` LMDB folder of each source that has one, in ``sources`` order."""
@@ -487,6 +518,17 @@ class DataLayout:
     def real_benchmarks(self) -> Path:
         """The data.real_benchmarks sets converted, one LMDB per set, beside a copy of the manifest."""
         return self.root / "real" / "lmdb"
+
+    @property
+    def real_train_manifest(self) -> Path:
+        """The fingerprint of the data.real_train sets, rewritten on every ``dvc repro``."""
+        return self.root / "realtrain" / "manifest.json"
+
+    @property
+    def real_train(self) -> Path:
+        """The data.real_train sets converted: ``train/<SET>`` and the held-out ``val/<SET>`` LMDBs, beside a
+        copy of the manifest and the conversion report."""
+        return self.root / "realtrain" / "lmdb"
 
     @property
     def reports(self) -> Path:

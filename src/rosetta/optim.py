@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
@@ -88,10 +89,14 @@ class Trainable:
     step: StepRunner  # runs the model wrapped for DDP (world_size > 1) and compiled (train.compile)
 
 
-def build_trainable(cfg: Config, num_classes: int, device: torch.device, world_size: int = 1) -> Trainable:
-    """The model, its optimizer, the fp16 GradScaler and the step that trains them, as ``cfg`` asks."""
+def build_trainable(cfg: Config, num_classes: int, device: torch.device, world_size: int = 1,
+                    init: Callable[[torch.nn.Module], None] | None = None) -> Trainable:
+    """The model, its optimizer, the fp16 GradScaler and the step that trains them, as ``cfg`` asks; ``init``
+    loads starting weights into the model before the optimizer and DDP see it."""
     t = cfg.train
     model = build_model(cfg.model, num_classes).to(device)
+    if init is not None:
+        init(model)
     if t.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(cfg, model)

@@ -12,6 +12,7 @@ import torch
 from rosetta.config import Config, DataLayout
 from rosetta.data.lmdb_io import find_lmdbs
 from rosetta.data.loader import Stream
+from rosetta.data.splits import available_sources
 
 # Settings that change how a run is executed or reported, not what it computes: a checkpoint written
 # under other values of these still resumes.
@@ -48,16 +49,20 @@ def training_data_digest(cfg: Config) -> str:
     data set) are another run, not this one's continuation. Reads the files once per start (seconds a GB)."""
     h = hashlib.sha256()
     layout = DataLayout.from_config(cfg)
-    for source in cfg.data.sources:
+    for source in available_sources(cfg)[0]:
         for folder in find_lmdbs(layout.lmdb(source) / "train"):
             with open(folder / "data.mdb", "rb") as f:
                 h.update(hashlib.file_digest(f, "sha256").digest())
     return h.hexdigest()
 
 
-def fingerprint(cfg: Config, streams: list[Stream], world_size: int) -> dict:
-    """What a checkpoint must share with the current params and data to be resumed."""
+def fingerprint(cfg: Config, streams: list[Stream], world_size: int, init_sha256: str | None = None) -> dict:
+    """What a checkpoint must share with the current params and data to be resumed (with ``train.init_from``,
+    the starting weights' sha256 too)."""
     train = {k: v for k, v in cfg.to_dict()["train"].items() if k not in _OPERATIONAL}
-    return {"seed": cfg.seed, "charset": cfg.to_dict()["charset"], "model": cfg.to_dict()["model"], "train": train,
-            "world_size": world_size, "data": [[s.name, s.size] for s in streams],
-            "data_sha256": training_data_digest(cfg)}
+    out = {"seed": cfg.seed, "charset": cfg.to_dict()["charset"], "model": cfg.to_dict()["model"], "train": train,
+           "world_size": world_size, "data": [[s.name, s.size] for s in streams],
+           "data_sha256": training_data_digest(cfg)}
+    if init_sha256:
+        out["init_sha256"] = init_sha256
+    return out

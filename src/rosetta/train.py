@@ -28,7 +28,7 @@ from rosetta.charset import Charset
 from rosetta.checkpoint import load_checkpoint, save_checkpoint
 from rosetta.config import Config, RunLayout
 from rosetta.data.loader import BatchPlan, PlanSampler, RecTrainSet, train_loader
-from rosetta.data.splits import training_sets, validation_set
+from rosetta.data.splits import concat_splits, training_sets, validation_sets
 from rosetta.errors import RosettaError
 from rosetta.evaluate import predict_dataset
 from rosetta.fsutil import exclusive_lock, write_json
@@ -38,6 +38,7 @@ from rosetta.metrics import recognition_metrics
 from rosetta.modeling import build_model
 from rosetta.optim import build_scheduler, build_trainable
 from rosetta.params import param_differences
+from rosetta.pretrained import apply_pretrained, load_pretrained
 from rosetta.resume import fingerprint, rng_state, set_rng_state
 from rosetta.runtime import Dist, autocast_context, die_with_parent, prepare_device
 
@@ -66,7 +67,8 @@ class TrainState:
     finished: bool = False
     run_id: str | None = None
     loss_rows: list = field(default_factory=list)  # [step, loss, lr, images/s]
-    val_rows: list = field(default_factory=list)  # [step, accuracy, norm_edit_dis]
+    val_rows: list = field(default_factory=list)  # [step, accuracy, norm_edit_dis, accuracy of each source's split]
+    best_val_by_source: dict = field(default_factory=dict)  # each split's accuracy at the best step
 
 
 def weights_digest(model: torch.nn.Module) -> str:
@@ -83,6 +85,21 @@ def validate(model: torch.nn.Module, dataset, labels: list[str], charset: Charse
     model.train()
     m = recognition_metrics([p for p, _ in preds], labels)
     return {"accuracy": m.accuracy, "norm_edit_dis": m.norm_edit_dis}
+
+
+def validate_splits(model: torch.nn.Module, splits, select_on: str, charset: Charset, device, batch_size: int,
+                    image_height: int, image_width: int) -> dict[str, dict]:
+    """Metrics of each validation split by source, and of ``all`` (the splits together) where best.pt is
+    chosen on them all; each split is read once."""
+    out, counts = {}, {}
+    for split in splits:
+        out[split.source] = validate(model, split.dataset, split.labels, charset, device, batch_size, image_height,
+                                     image_width)
+        counts[split.source] = len(split.labels)
+    if select_on == "all":
+        n = sum(counts.values())
+        out["all"] = {k: sum(out[s][k] * counts[s] for s in counts) / n for k in ("accuracy", "norm_edit_dis")}
+    return out
 
 
 def _format_eta(seconds: float) -> str:
@@ -161,14 +178,20 @@ class _Trainer:
         # from them (MLflow's run names, temp files) repeats from one run to the next.
         torch.manual_seed(cfg.seed)
         self.charset = Charset.from_config(cfg.charset)
-        train_set, streams = training_sets(cfg, self.charset, self.dist.world_size)
-        self.val_set, self.val_labels = validation_set(cfg, self.charset) if self.dist.is_main else (None, [])
-        self.plan = BatchPlan(streams, cfg.seed, t.shuffle, t.curriculum_steps)
-        self.steps_per_epoch = max(1, sum(s.size for s in streams) // self.plan.global_batch)
+        data = training_sets(cfg, self.charset, self.dist.world_size)
+        for note in data.notes:
+            _say(self.dist, note)
+        if self.dist.is_main:
+            self.val_splits, self.select_on = validation_sets(cfg, self.charset)
+        self.plan = BatchPlan(data.streams, cfg.seed, t.shuffle, t.curriculum_steps)
+        self.steps_per_epoch = max(1, sum(s.size for s in data.streams) // self.plan.global_batch)
         self.total_steps = t.max_steps if t.max_steps > 0 else t.epochs * self.steps_per_epoch
-        self.fingerprint = fingerprint(cfg, streams, self.dist.world_size)
+        pretrained = load_pretrained(cfg)
+        self.fingerprint = fingerprint(cfg, data.streams, self.dist.world_size,
+                                       pretrained.sha256 if pretrained else None)
 
-        parts = build_trainable(cfg, self.charset.num_classes, self.device, self.dist.world_size)
+        parts = build_trainable(cfg, self.charset.num_classes, self.device, self.dist.world_size,
+                                (lambda m: apply_pretrained(m, pretrained)) if pretrained else None)
         self.model, self.optimizer, self.scaler, self.step_fn = parts.model, parts.optimizer, parts.scaler, parts.step
         self.scheduler = build_scheduler(cfg, self.optimizer, self.total_steps)
         if self.dist.is_main:
@@ -178,9 +201,12 @@ class _Trainer:
             self.state.position = self.plan.start()
             if self.dist.is_main:
                 self._clear_outputs()
+            if pretrained:
+                _say(self.dist, f"starting from the weights of {pretrained.description} (train.init_from)")
 
-        dataset = RecTrainSet(train_set, self.charset, cfg.model.image_height, cfg.model.image_width, t.augment)
-        sampler = PlanSampler(self.plan, self.state.position, self.dist.rank, self.dist.world_size)
+        dataset = RecTrainSet(data.dataset, self.charset, cfg.model.image_height, cfg.model.image_width,
+                              data.augmented)
+        sampler = PlanSampler(self.plan, self.state.position, self.dist.rank, self.dist.world_size, self.state.step)
         self.loader = train_loader(dataset, sampler, t.num_workers, pin_memory=self.device.type == "cuda")
 
         if self.dist.is_main:
@@ -269,8 +295,9 @@ class _Trainer:
             lr = self.optimizer.param_groups[0]["lr"]  # this step's rate; after the schedule's step, the next one's
             loss = self.step_fn(images, targets, lengths)
             self.scheduler.step()
+            state.position = self.plan.advance(state.position, state.step)
             state.step += 1
-            state.position = self.plan.advance(state.position)
+            _say(self.dist, self.plan.joining_note(state.step))
             window_steps += 1
             if loss is None:
                 state.skipped_steps += 1
@@ -312,18 +339,25 @@ class _Trainer:
 
     def _evaluate(self) -> None:
         state, cfg = self.state, self.cfg
-        m = validate(self.model, self.val_set, self.val_labels, self.charset, self.device, cfg.eval.batch_size,
-                     cfg.model.image_height, cfg.model.image_width)
-        state.val_rows.append([state.step, m["accuracy"], m["norm_edit_dis"]])
+        per_split = validate_splits(self.model, self.val_splits, self.select_on, self.charset, self.device,
+                                    cfg.eval.batch_size, cfg.model.image_height, cfg.model.image_width)
+        m = per_split[self.select_on]
+        sources = [s.source for s in self.val_splits]
+        state.val_rows.append([state.step, m["accuracy"], m["norm_edit_dis"],
+                               *(per_split[s]["accuracy"] for s in sources)])
         if m["accuracy"] > state.best_val_accuracy:
             state.best_val_accuracy, state.best_step = m["accuracy"], state.step
+            state.best_val_by_source = {s: per_split[s]["accuracy"] for s in sources}
             save_checkpoint(self.runs.best_checkpoint, {"model": self.model.state_dict(), "config": cfg.to_dict(),
                                               "charset": self.charset.to_dict(), "step": state.step,
                                               "val_accuracy": m["accuracy"], "run_id": state.run_id})
-        _say(self.dist, f"step {state.step}: val accuracy {m['accuracy']:.4f} norm_edit_dis {m['norm_edit_dis']:.4f} "
+        others = ", ".join(f"{s} {per_split[s]['accuracy']:.4f}" for s in sources if s != self.select_on)
+        _say(self.dist, f"step {state.step}: val accuracy {m['accuracy']:.4f} on {self.select_on} "
+                        f"norm_edit_dis {m['norm_edit_dis']:.4f}{f' ({others})' if others else ''} "
                         f"(best {state.best_val_accuracy:.4f} at step {state.best_step})")
         if self.tracker:
-            self.tracker.log_metrics({"val_accuracy": m["accuracy"], "val_norm_edit_dis": m["norm_edit_dis"]},
+            self.tracker.log_metrics({"val_accuracy": m["accuracy"], "val_norm_edit_dis": m["norm_edit_dis"],
+                                      **{f"val/{s}_accuracy": per_split[s]["accuracy"] for s in sources}},
                                      state.step)
         self._write_reports()
 
@@ -341,11 +375,14 @@ class _Trainer:
 
         state = self.state
         _write_csv(self.runs.loss_csv, ["step", "loss", "lr", "images_per_s"], state.loss_rows)
-        _write_csv(self.runs.val_csv, ["step", "accuracy", "norm_edit_dis"], state.val_rows)
+        sources = [s.source for s in self.val_splits]
+        _write_csv(self.runs.val_csv, ["step", "accuracy", "norm_edit_dis", *(f"{s}_accuracy" for s in sources)],
+                   state.val_rows)
         last_loss = next((r[1] for r in reversed(state.loss_rows) if math.isfinite(r[1])), None)
         ips = [r[3] for r in state.loss_rows]
         metrics = {"steps": state.step, "best_val_accuracy": max(state.best_val_accuracy, 0.0),
-                   "best_step": state.best_step, "final_val_accuracy": state.val_rows[-1][1] if state.val_rows else 0.0,
+                   "selected_on": self.select_on, "best_step": state.best_step,
+                   **{f"best_val_{s}_accuracy": v for s, v in state.best_val_by_source.items()}, "final_val_accuracy": state.val_rows[-1][1] if state.val_rows else 0.0,
                    "final_loss": last_loss, "skipped_steps": state.skipped_steps,
                    "images_per_s": float(np.median(ips)) if ips else 0.0, "train_time_s": round(state.elapsed_s, 1)}
         if self.device.type == "cuda":  # since this process started: a resumed run reports its last segment
@@ -379,6 +416,7 @@ class _Trainer:
     def _log_final(self) -> None:
         tr = self.tracker
         tr.log_metrics({"best_val_accuracy": max(self.state.best_val_accuracy, 0.0),
+                        **{f"best_val/{s}_accuracy": v for s, v in self.state.best_val_by_source.items()},
                         "skipped_steps": self.state.skipped_steps}, self.state.step)
         tr.log_artifact(self.runs.best_checkpoint, "checkpoints")
         for path in (self.runs.train_metrics, self.runs.curve_png):

@@ -36,11 +36,12 @@ def _folder_digest(folder: Path) -> tuple[int, str]:
     return len(files), digest.hexdigest()
 
 
-def real_manifest(setting: str, project_dir: Path | None = None) -> dict:
-    """The fingerprint of the sets at ``data.real_benchmarks`` (``setting``, relative to the project
-    folder): per set its kind, file count and content digest; no sets where the setting is empty or the
-    folder is missing. Paths stay as the setting gives them, so every machine writes the same manifest."""
-    manifest: dict = {"real_benchmarks": setting, "sets": {}}
+def real_manifest(setting: str, project_dir: Path | None = None, key: str = "real_benchmarks") -> dict:
+    """The fingerprint of the sets at ``data.<key>`` (``setting``, relative to the project folder:
+    ``data.real_benchmarks`` or ``data.real_train``): per set its kind, file count and content digest; no sets
+    where the setting is empty or the folder is missing. Paths stay as the setting gives them, so every machine
+    writes the same manifest."""
+    manifest: dict = {key: setting, "sets": {}}
     if not setting:
         return manifest
     root = project_path(setting, project_dir)
@@ -62,10 +63,23 @@ def describe(manifest: dict) -> str:
     return f"real benchmarks at {setting}: {', '.join(sets)}"
 
 
-def write_real_manifest(setting: str, path: Path, project_dir: Path | None = None) -> dict:
-    """``real_manifest`` written to ``path`` (the ``real_benchmarks`` stage's output)."""
-    manifest = real_manifest(setting, project_dir)
+def write_real_manifest(setting: str, path: Path, project_dir: Path | None = None,
+                        key: str = "real_benchmarks") -> dict:
+    """``real_manifest`` written to ``path`` (the ``real_benchmarks`` and ``real_train`` stages' output)."""
+    manifest = real_manifest(setting, project_dir, key)
     write_json(path, manifest)
+    return manifest
+
+
+def checked_manifest(manifest_path: Path, key: str, project_dir: Path | None = None) -> dict:
+    """The manifest at ``manifest_path``, refused when the sets it fingerprints changed since it was written:
+    what is converted must be what it describes."""
+    if not manifest_path.is_file():
+        raise RosettaError(f"{manifest_path}: manifest of the data.{key} sets not found; run `dvc repro`")
+    manifest = json.loads(manifest_path.read_text())
+    if real_manifest(manifest.get(key, ""), project_dir, key) != manifest:
+        raise RosettaError(f"the sets at {manifest.get(key)} (data.{key}) changed since {manifest_path} was "
+                           "written; run `dvc repro` again")
     return manifest
 
 
@@ -76,12 +90,7 @@ def convert_real_benchmarks(manifest_path: Path, output: Path, workers: int = 0,
 
     Refuses sets that changed since the manifest was written: the LMDBs must be what it fingerprints.
     """
-    if not manifest_path.is_file():
-        raise RosettaError(f"{manifest_path}: real benchmark manifest not found; run `dvc repro convert_real`")
-    manifest = json.loads(manifest_path.read_text())
-    if real_manifest(manifest["real_benchmarks"], project_dir) != manifest:
-        raise RosettaError(f"the real benchmark sets at {manifest['real_benchmarks']} changed since {manifest_path} "
-                           "was written; run `dvc repro` again")
+    manifest = checked_manifest(manifest_path, "real_benchmarks", project_dir)
     reports = {}
     with atomic_dir(output) as tmp:
         if manifest["sets"]:

@@ -175,7 +175,7 @@ def convert_synthtext(input_dir: str | Path, output: str | Path, workers: int = 
     return {"train": report}
 
 
-def _gt_samples(gt_file: Path) -> Iterator[FileSample | Rejected]:
+def gt_samples(gt_file: Path) -> Iterator[FileSample | Rejected]:
     with open(gt_file, "rb") as f:
         for number, raw in enumerate(f, 1):
             try:
@@ -197,8 +197,8 @@ def convert_gt_file(gt_file: str | Path, output: str | Path, workers: int = 0) -
     gt_file = Path(gt_file)
     if not gt_file.is_file():
         raise RosettaError(f"{gt_file}: gt file not found; give the text file listing path<TAB>label lines")
-    report = write_lmdb(Path(output), _gt_samples(gt_file), total=_count_lines(gt_file), workers=workers,
-                        desc=f"convert {gt_file.parent.name}/{gt_file.name}")
+    report = write_lmdb(Path(output), gt_samples(gt_file), total=_count_lines(gt_file), workers=workers,
+                        desc=f"convert {gt_file.parent.name}/{gt_file.name}", keep_names=True)
     return {Path(output).name: report}
 
 
@@ -268,7 +268,7 @@ def convert_sources(data: DataConfig, layout: DataLayout) -> dict[str, dict]:
     ``<source>_test`` (on the default params: ``synth_test``, the held-out-font split).
     """
     reports = {}
-    for source in data.sources:
+    for source in (s for s in data.sources if s != "real"):  # the real sets have a stage of their own
         raw, out = layout.raw(source), layout.lmdb(source)
         if source in ("synth", "mjsynth"):  # our renderer writes MJSynth's layout
             done = convert_mjsynth(raw, out, data.workers)
@@ -283,7 +283,7 @@ def convert_sources(data: DataConfig, layout: DataLayout) -> dict[str, dict]:
             reports.update({f"benchmarks/{name}": report for name, report in
                             import_benchmarks(layout.raw("benchmarks"), tmp, data.workers).items()})
         else:
-            tests = [s for s in data.sources if (layout.lmdb(s) / "test" / "data.mdb").is_file()]
+            tests = [s for s in data.sources if s != "real" and (layout.lmdb(s) / "test" / "data.mdb").is_file()]
             if not tests:
                 raise RosettaError("data.benchmarks.url is empty and no source has a test split to evaluate on; "
                                    "set data.benchmarks.url to the evaluation LMDBs (or add synth to data.sources)")

@@ -293,13 +293,16 @@ def fetch(source: str, dest: Path, downloads: Path, sha256: str | None = None) -
 def prepare_raw(data: DataConfig, seed: int, layout: DataLayout) -> dict[str, Path]:
     """The ``download`` stage: each source's raw data into ``layout.raw(source)``.
 
-    ``synth`` is rendered rather than downloaded; the benchmarks archive, when ``data.benchmarks.url``
+    ``synth`` is rendered rather than downloaded, ``real`` has stages of its own (``real_train``); the benchmarks
+    archive, when ``data.benchmarks.url``
     is set, goes to ``layout.raw("benchmarks")``. Archives are kept in ``<data.root>/downloads`` so an
     interrupted download resumes and a rerun does not fetch them again.
     """
     downloads = layout.root / "downloads"
     raw = {}
     for source in data.sources:
+        if source == "real":
+            continue
         if source == "synth":
             from rosetta.data.synth import render_dataset  # rendering pulls in fonts and word lists
 

@@ -24,6 +24,7 @@ from rosetta.fsutil import atomic_dir
 
 NUM_SAMPLES_KEY = b"num-samples"
 REPORT_NAME = "report.json"
+NAMES_FILE = "names.txt"  # beside an LMDB converted from files: line i names the file of sample i
 _EXAMPLES_PER_REASON = 10
 
 T = TypeVar("T")
@@ -206,16 +207,18 @@ def _put_all(env: lmdb.Environment, items: list[tuple[bytes, bytes]]) -> None:
 
 
 def write_lmdb(out_dir: str | Path, samples: Iterable[Sample], *, total: int | None = None, workers: int = 0,
-               desc: str | None = None, map_size: int = 64 << 20, batch: int = 1000) -> dict:
+               desc: str | None = None, map_size: int = 64 << 20, batch: int = 1000, keep_names: bool = False) -> dict:
     """Write ``samples`` as an LMDB at ``out_dir`` and return the report (also saved as report.json).
 
     Records are numbered in input order from 1; the ones that fail (missing or empty file, undecodable
     image, empty label) are skipped and counted by reason. The LMDB is built in a temporary folder
-    and renamed into place when complete; ``map_size`` doubles whenever it is exhausted.
+    and renamed into place when complete; ``map_size`` doubles whenever it is exhausted. With ``keep_names``
+    each written record's name goes to ``names.txt`` beside it (small sets of files: benchmark and real sets).
     """
     out_dir = Path(out_dir)
     rejected: Counter[str] = Counter()
     examples: dict[str, list[str]] = {}
+    names: list[str] = []
     written = 0
     with atomic_dir(out_dir) as tmp:
         env = lmdb.open(str(tmp), map_size=map_size, lock=False, sync=False, metasync=False)
@@ -230,6 +233,8 @@ def write_lmdb(out_dir: str | Path, samples: Iterable[Sample], *, total: int | N
                             names.append(rec.name)
                         continue
                     written += 1
+                    if keep_names:
+                        names.append(" ".join(rec.name.split()))
                     pending += [(image_key(written), rec.data), (label_key(written), rec.label.encode("utf-8"))]
                     if len(pending) >= 2 * batch:
                         _put_all(env, pending)
@@ -242,7 +247,15 @@ def write_lmdb(out_dir: str | Path, samples: Iterable[Sample], *, total: int | N
         report = {"written": written, "rejected": dict(sorted(rejected.items())),
                   "rejected_total": sum(rejected.values()), "examples": dict(sorted(examples.items()))}
         (tmp / REPORT_NAME).write_text(json.dumps(report, indent=2) + "\n")
+        if keep_names:
+            (tmp / NAMES_FILE).write_text("".join(f"{n}\n" for n in names), encoding="utf-8")
     return report
+
+
+def read_names(lmdb_dir: str | Path) -> list[str] | None:
+    """The file name of each sample (``names.txt``), where the converter kept them."""
+    path = Path(lmdb_dir) / NAMES_FILE
+    return path.read_text(encoding="utf-8").splitlines() if path.is_file() else None
 
 
 def read_report(lmdb_dir: str | Path) -> dict | None:

@@ -26,12 +26,15 @@ SampleKey = tuple[int, tuple[int, ...]]
 
 @dataclass(frozen=True)
 class Stream:
-    """A range of the concatenated training dataset that fills ``per_batch`` places of each global batch."""
+    """A range of the concatenated training dataset that fills ``per_batch`` places of each global batch once
+    every stream has joined; before its ``start_step`` it takes none, and the streams already there share its
+    places in proportion to their own."""
 
     name: str
     offset: int
     size: int
     per_batch: int
+    start_step: int = 0
 
 
 def split_batch(total: int, weights: Sequence[float]) -> list[int]:
@@ -44,8 +47,8 @@ def split_batch(total: int, weights: Sequence[float]) -> list[int]:
     return counts.tolist()
 
 
-# The epoch number of the head pass: the first ``head_steps`` batches, read from each stream's first
-# ``head_steps x per_batch`` samples before epoch 0 (``train.curriculum_steps``).
+# The epoch number of the head pass: the first ``head_steps`` batches, read from the first samples of each
+# stream taking part in them, before epoch 0 (``train.curriculum_steps``).
 HEAD_PASS = -1
 
 
@@ -57,43 +60,77 @@ class BatchPlan:
     """The global order of training batches: each stream cycles through per-epoch permutations.
 
     ``position`` maps a stream's name to ``[epoch, index]``: the next sample of that stream is
-    ``permutation(epoch)[index]``. A stream drops its tail when fewer than ``per_batch`` samples are left
-    in the epoch (PaddleOCR's drop_last), then starts the next permutation. With ``head_steps`` the plan
-    starts with a head pass (epoch ``HEAD_PASS``): a shuffled pass over the first ``head_steps x per_batch``
-    samples of each stream (``head_steps`` batches; fewer when that is more than the stream holds), then
-    epoch 0 over everything as without it. A set written easiest first (the synth renderer lists its plain
-    words first) makes it a curriculum.
+    ``permutation(epoch)[index]``. How many places of a batch a stream fills depends only on the step
+    (``shares``): its ``per_batch`` once every stream has joined, none before its ``start_step``. A stream
+    drops its tail when fewer samples than its share are left in the epoch (PaddleOCR's drop_last), then
+    starts the next permutation. With ``head_steps`` the plan starts with a head pass (epoch ``HEAD_PASS``):
+    a shuffled pass over the first samples of each stream, as many as its shares of the first ``head_steps``
+    batches (fewer when the stream holds fewer), then epoch 0 over everything as without it. A set written
+    easiest first (the synth renderer lists its plain words first) makes it a curriculum; a stream that joins
+    after the head pass starts at epoch 0.
     """
 
     def __init__(self, streams: Sequence[Stream], seed: int, shuffle: bool, head_steps: int = 0):
-        for s in streams:
-            if s.per_batch > s.size:
-                raise RosettaError(f"training set {s.name} has {s.size} samples, fewer than the {s.per_batch} "
-                                   "one batch takes from it; lower train.batch_size or add data")
         self.streams = list(streams)
         self.seed = seed
         self.shuffle = shuffle
         self.head_steps = head_steps
+        self._shares: dict[tuple[bool, ...], tuple[int, ...]] = {}
+        if not any(s.per_batch for s in self.streams if s.start_step == 0):
+            raise RosettaError("no training stream takes part in the first batches; let a source with a share of "
+                               "train.batch_ratio start at step 0 (train.source_start_step)")
+        for sid, s in enumerate(self.streams):
+            most = max(self.shares(step)[sid] for step in self._change_steps())
+            if most > s.size:
+                raise RosettaError(f"training set {s.name} has {s.size} samples, fewer than the {most} one batch "
+                                   "takes from it; lower train.batch_size or add data")
+        self._head_sizes = [min(s.size, self._places_before(sid, head_steps)) for sid, s in enumerate(self.streams)]
         self._perms: dict[int, tuple[int, np.ndarray]] = {}  # stream -> (epoch, permutation): one epoch at a time
 
     @property
     def global_batch(self) -> int:
         return sum(s.per_batch for s in self.streams)
 
+    def _change_steps(self) -> list[int]:
+        return sorted({0, *(s.start_step for s in self.streams)})
+
+    def shares(self, step: int) -> tuple[int, ...]:
+        """Places of the batch at ``step`` that each stream fills."""
+        joined = tuple(step >= s.start_step for s in self.streams)
+        if joined not in self._shares:
+            weights = [s.per_batch if j else 0 for s, j in zip(self.streams, joined)]
+            self._shares[joined] = tuple(split_batch(self.global_batch, weights))
+        return self._shares[joined]
+
+    def _places_before(self, sid: int, step: int) -> int:
+        """How many samples stream ``sid`` gives to the batches before ``step``."""
+        bounds = [b for b in self._change_steps() if b < step] + [step]
+        return sum(self.shares(a)[sid] * (b - a) for a, b in zip(bounds, bounds[1:]))
+
     def start(self) -> dict[str, list[int]]:
-        return {s.name: [HEAD_PASS if self.head_steps else 0, 0] for s in self.streams}
+        return {s.name: [HEAD_PASS if self.head_steps and self._head_sizes[i] else 0, 0]
+                for i, s in enumerate(self.streams)}
 
     def epoch_size(self, stream_id: int, epoch: int) -> int:
-        s = self.streams[stream_id]
-        return min(s.size, self.head_steps * s.per_batch) if epoch == HEAD_PASS else s.size
+        return self._head_sizes[stream_id] if epoch == HEAD_PASS else self.streams[stream_id].size
 
     def head_pass_note(self, position: dict[str, list[int]]) -> str | None:
         """One line for the training log while ``position`` is inside the head pass."""
         if not any(epoch == HEAD_PASS for epoch, _ in position.values()):
             return None
-        heads = ", ".join(f"{s.name}'s first {self.epoch_size(i, HEAD_PASS)}" for i, s in enumerate(self.streams))
+        heads = ", ".join(f"{s.name}'s first {self._head_sizes[i]}" for i, s in enumerate(self.streams)
+                          if self._head_sizes[i])
         return (f"curriculum (train.curriculum_steps): the first {self.head_steps} steps read only {heads} samples "
                 "(the synth renderer lists its plain words first), then epoch 0 starts")
+
+    def joining_note(self, step: int) -> str | None:
+        """One line when a stream joins the batches at ``step`` (``train.source_start_step``)."""
+        joining = [s.name for s in self.streams if s.start_step == step and step > 0]
+        if not joining:
+            return None
+        shares = ", ".join(f"{s.name} {n}" for s, n in zip(self.streams, self.shares(step)) if n)
+        verb = "joins" if len(joining) == 1 else "join"
+        return f"step {step}: {' and '.join(joining)} {verb} the batches (train.source_start_step): {shares} a batch"
 
     def permutation(self, stream_id: int, epoch: int) -> np.ndarray:
         cached = self._perms.get(stream_id)
@@ -104,44 +141,51 @@ class BatchPlan:
             cached = self._perms[stream_id] = (epoch, perm)
         return cached[1]
 
-    def next_batch(self, position: dict[str, list[int]]) -> tuple[list[SampleKey], dict[str, list[int]]]:
-        """The global batch at ``position`` and the position after it."""
+    def next_batch(self, position: dict[str, list[int]], step: int = 0
+                   ) -> tuple[list[SampleKey], dict[str, list[int]]]:
+        """The global batch at ``position`` (the batch of ``step``) and the position after it."""
         keys: list[SampleKey] = []
         after = {}
-        for sid, s in enumerate(self.streams):
-            epoch, index = self._next(sid, position[s.name])
-            perm = self.permutation(sid, epoch)
-            for j in range(index, index + s.per_batch):
-                keys.append((s.offset + int(perm[j]), (self.seed, sid, _seed_word(epoch), j)))
-            after[s.name] = [epoch, index + s.per_batch]
+        for sid, (s, n) in enumerate(zip(self.streams, self.shares(step))):
+            epoch, index = self._next(sid, position[s.name], n)
+            if n:
+                perm = self.permutation(sid, epoch)
+                for j in range(index, index + n):
+                    keys.append((s.offset + int(perm[j]), (self.seed, sid, _seed_word(epoch), j)))
+            after[s.name] = [epoch, index + n]
         return keys, after
 
-    def advance(self, position: dict[str, list[int]]) -> dict[str, list[int]]:
-        """The position one global batch later (no permutation needed)."""
+    def advance(self, position: dict[str, list[int]], step: int = 0) -> dict[str, list[int]]:
+        """The position one global batch (that of ``step``) later (no permutation needed)."""
         after = {}
-        for sid, s in enumerate(self.streams):
-            epoch, index = self._next(sid, position[s.name])
-            after[s.name] = [epoch, index + s.per_batch]
+        for sid, (s, n) in enumerate(zip(self.streams, self.shares(step))):
+            epoch, index = self._next(sid, position[s.name], n)
+            after[s.name] = [epoch, index + n]
         return after
 
-    def _next(self, stream_id: int, at: list[int]) -> tuple[int, int]:
-        """Where the stream's next batch starts: ``at``, or the next epoch's start when too few are left."""
+    def _next(self, stream_id: int, at: list[int], n: int) -> tuple[int, int]:
+        """Where the stream's next ``n`` samples start: ``at``, or the next epoch's start when too few are left."""
         epoch, index = at
-        if index + self.streams[stream_id].per_batch > self.epoch_size(stream_id, epoch):
+        if n and index + n > self.epoch_size(stream_id, epoch):
             return epoch + 1, 0  # the head pass (-1) is followed by epoch 0
+        if epoch == HEAD_PASS and index >= self.epoch_size(stream_id, epoch):
+            return 0, 0  # a head pass read to its end moves on even in a batch the stream takes no part in
         return epoch, index
 
 
 class PlanSampler(Sampler):
-    """Endless batches of ``SampleKey`` for one rank, from ``start`` on: rank r takes places r, r+W, ..."""
+    """Endless batches of ``SampleKey`` for one rank, from ``start`` (the position of batch ``step``) on: rank r
+    takes places r, r+W, ..."""
 
-    def __init__(self, plan: BatchPlan, start: dict[str, list[int]], rank: int = 0, world_size: int = 1):
-        self.plan, self.start, self.rank, self.world_size = plan, start, rank, world_size
+    def __init__(self, plan: BatchPlan, start: dict[str, list[int]], rank: int = 0, world_size: int = 1,
+                 step: int = 0):
+        self.plan, self.start, self.rank, self.world_size, self.step = plan, start, rank, world_size, step
 
     def __iter__(self) -> Iterator[list[SampleKey]]:
-        position = self.start
+        position, step = self.start, self.step
         while True:
-            keys, position = self.plan.next_batch(position)
+            keys, position = self.plan.next_batch(position, step)
+            step += 1
             yield keys[self.rank::self.world_size]
 
 
@@ -186,12 +230,14 @@ class RecAug:
 
 
 class RecTrainSet(Dataset):
-    """``key -> (image tensor (3, H, W), encoded label)`` over a dataset of ``(PIL image, label)``."""
+    """``key -> (image tensor (3, H, W), encoded label)`` over a dataset of ``(PIL image, label)``; RecAug on
+    every sample (``augment`` True) or on the samples of the given index ranges (the augmented streams)."""
 
     def __init__(self, base: Dataset, charset: Charset, height: int = 32, width: int = 100,
-                 augment: bool = False):
+                 augment: bool | Sequence[range] = False):
         self.base, self.charset, self.height, self.width = base, charset, height, width
         self.augment = RecAug() if augment else None
+        self.augmented = None if isinstance(augment, bool) else list(augment)
 
     def __len__(self) -> int:
         return len(self.base)
@@ -199,7 +245,7 @@ class RecTrainSet(Dataset):
     def __getitem__(self, key: SampleKey):
         index, seed = key
         img, label = self.base[index]
-        if self.augment is not None:
+        if self.augment is not None and (self.augmented is None or any(index in r for r in self.augmented)):
             img = self.augment(img, np.random.default_rng(seed))
         return resize_norm_img(img, self.height, self.width), self.charset.encode(label)
 

@@ -1,7 +1,9 @@
 """Which LMDBs a training run reads: every source's training split, concatenated, with the share of each
-batch it fills, and the validation splits scored during training.
+batch each source fills and the step it joins at, and the validation splits scored during training.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -11,46 +13,103 @@ from rosetta.charset import Charset
 from rosetta.config import Config, DataLayout
 from rosetta.data.dataset import LmdbDataset
 from rosetta.data.loader import Stream, split_batch
+from rosetta.data.real_train import real_train_note
 from rosetta.errors import RosettaError
 
 
-def training_sets(cfg: Config, charset: Charset, world_size: int = 1) -> tuple[ConcatDataset, list[Stream]]:
-    """The training split of every source, concatenated, and how each batch draws from it.
+def available_sources(cfg: Config) -> tuple[list[str], list[str]]:
+    """The sources of ``data.sources`` that hold training data, and one line for each that holds none (the
+    ``real`` source where ``data.real_train`` is missing or empty: training goes on with the others)."""
+    layout = DataLayout.from_config(cfg)
+    sources, notes = [], []
+    for source in cfg.data.sources:
+        note = real_train_note(layout.real_train) if source == "real" else None
+        if note:
+            notes.append(note)
+        else:
+            sources.append(source)
+    if not sources:
+        raise RosettaError(f"no training data in data.sources {cfg.data.sources}: {'; '.join(notes)}; add a "
+                           "source (e.g. synth)")
+    return sources, notes
 
-    With both mjsynth and synthtext in ``data.sources`` a batch takes ``train.mj_st_ratio`` shares from
-    MJSynth and from the rest (SynthText and any other source); otherwise it samples the union.
+
+@dataclass
+class TrainingData:
+    """The concatenated training splits, how each batch draws from them, and what the log should say."""
+
+    dataset: ConcatDataset
+    streams: list[Stream]
+    augmented: list[range]  # index ranges of the dataset whose samples get RecAug
+    notes: list[str]
+
+
+def training_sets(cfg: Config, charset: Charset, world_size: int = 1) -> TrainingData:
+    """The training split of every available source, concatenated, and how each batch draws from it.
+
+    With ``train.batch_ratio`` each source is a stream filling its share of every batch (DTRB's
+    ``--batch_ratio``) from its ``train.source_start_step`` on; with ``{}`` one stream samples the union.
     """
     layout = DataLayout.from_config(cfg)
-    parts = {source: LmdbDataset(layout.lmdb(source) / "train", charset) for source in cfg.data.sources}
+    t = cfg.train
+    sources, notes = available_sources(cfg)
+    parts = {source: LmdbDataset(layout.lmdb(source) / "train", charset) for source in sources}
     for source, ds in parts.items():
         if len(ds) == 0:
             raise RosettaError(f"{layout.lmdb(source) / 'train'}: no sample survives the charset's label rules; "
                                "check charset and the data")
-    mixed = {"mjsynth", "synthtext"} <= parts.keys()
-    groups = ({"mjsynth": ["mjsynth"], "synthtext": [s for s in parts if s != "mjsynth"]} if mixed
-              else {"+".join(parts): list(parts)})
-    batch = cfg.train.batch_size * world_size
-    shares = split_batch(batch, cfg.train.mj_st_ratio if mixed else [1.0])
-    datasets, streams, offset = [], [], 0
-    for (name, sources), per_batch in zip(groups.items(), shares):
-        size = sum(len(parts[s]) for s in sources)
-        datasets += [parts[s] for s in sources]
-        streams.append(Stream(name, offset, size, per_batch))
-        offset += size
-    return ConcatDataset(datasets), streams
+    batch = t.batch_size * world_size
+    if t.batch_ratio:
+        groups = {s: ([s], t.batch_ratio.get(s, 1.0), t.source_start_step.get(s, 0)) for s in sources}
+    else:
+        groups = {"+".join(parts): (list(parts), 1.0, 0)}
+    shares = split_batch(batch, [weight for _, weight, _ in groups.values()])
+    augment = t.augment if isinstance(t.augment, list) else (cfg.data.sources if t.augment else [])
+    datasets, streams, augmented, offset = [], [], [], 0
+    for (name, (members, _, start)), per_batch in zip(groups.items(), shares):
+        for source in members:
+            if source in augment:
+                augmented.append(range(offset, offset + len(parts[source])))
+            datasets.append(parts[source])
+            offset += len(parts[source])
+        size = sum(len(parts[s]) for s in members)
+        streams.append(Stream(name, offset - size, size, per_batch, start))
+    return TrainingData(ConcatDataset(datasets), streams, augmented, notes)
 
 
-def validation_set(cfg: Config, charset: Charset) -> tuple[torch.utils.data.Dataset, list[str]]:
-    """Every source's validation split (at most ``train.val_samples``, evenly spaced) and its labels."""
+@dataclass
+class ValidationSplit:
+    """One source's validation split (at most ``train.val_samples``, evenly spaced) and its labels."""
+
+    source: str
+    dataset: torch.utils.data.Dataset
+    labels: list[str]
+
+
+def validation_sets(cfg: Config, charset: Charset) -> tuple[list[ValidationSplit], str]:
+    """Each available source's validation split, and the name of the one ``best.pt`` is chosen on: the real
+    training sets' held-out split where there is one (model selection on real text), else all together
+    (``all``, the concatenation of the splits)."""
     layout = DataLayout.from_config(cfg)
-    roots = layout.validation_splits(cfg.data.sources)
-    if not roots:
-        raise RosettaError(f"no validation split under {layout.root / 'lmdb'} for data.sources "
-                           f"{cfg.data.sources}; run the convert stage, or add a source with a val split")
-    sets = [LmdbDataset(r, charset) for r in roots]
-    labels = [label for ds in sets for label in ds.labels]
-    dataset: torch.utils.data.Dataset = ConcatDataset(sets)
-    if 0 < cfg.train.val_samples < len(labels):
-        keep = np.linspace(0, len(labels) - 1, cfg.train.val_samples).round().astype(int).tolist()
-        dataset, labels = Subset(dataset, keep), [labels[i] for i in keep]
-    return dataset, labels
+    sources, _ = available_sources(cfg)
+    splits = []
+    for source in sources:
+        root = layout.lmdb(source) / "val"
+        if not root.is_dir():
+            continue
+        ds = LmdbDataset(root, charset)
+        dataset, labels = ds, ds.labels
+        if 0 < cfg.train.val_samples < len(labels):
+            keep = np.linspace(0, len(labels) - 1, cfg.train.val_samples).round().astype(int).tolist()
+            dataset, labels = Subset(ds, keep), [labels[i] for i in keep]
+        splits.append(ValidationSplit(source, dataset, labels))
+    if not splits:
+        raise RosettaError(f"no validation split under {layout.root} for data.sources {cfg.data.sources}; run the "
+                           "convert stage, or add a source with a val split")
+    names = [s.source for s in splits]
+    return splits, "real" if "real" in names else "all"
+
+
+def concat_splits(splits: list[ValidationSplit]) -> ValidationSplit:
+    """The splits scored as one (``all``)."""
+    return ValidationSplit("all", ConcatDataset([s.dataset for s in splits]), [x for s in splits for x in s.labels])

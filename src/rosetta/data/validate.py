@@ -6,6 +6,7 @@ failed check and by how much it missed.
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -14,7 +15,8 @@ from pathlib import Path
 import pandas as pd
 
 from rosetta.charset import Charset
-from rosetta.config import ValidationConfig
+from rosetta.config import Config, DataLayout, ValidationConfig
+from rosetta.errors import RosettaError
 from rosetta.data.lmdb_io import (find_lmdbs, image_key, lmdb_name, num_samples, open_lmdb, parallel_map,
                                   read_label, read_report)
 from rosetta.data.preprocess import ImageDecodeError, decode_image
@@ -193,13 +195,17 @@ def validate_tree(root: str | Path, charset: Charset, cfg: ValidationConfig, res
     return results
 
 
+OVERLAP_FILE = "overlap.json"  # below the validation results: training images that are benchmark images
+
+
 def validate_datasets(roots: dict[str, Path], charset: Charset, cfg: ValidationConfig, reports: str | Path,
-                      workers: int = 0) -> list[ValidationResult]:
-    """The ``validate`` stage: check every LMDB below each root (named ``<prefix>_<set>``), and write
-    the GX results (``reports/validation/``), label plots (``reports/plots/``) and one metrics file
-    (``reports/data_metrics.json``) with the validation figures, conversion rejects and label counts."""
+                      workers: int = 0, extra_metrics: dict | None = None) -> list[ValidationResult]:
+    """Check every LMDB below each root (named ``<prefix>_<set>``), and write the GX results
+    (``reports/validation/``), label plots (``reports/plots/``) and one metrics file
+    (``reports/data_metrics.json``) with the validation figures, conversion rejects and label counts, and
+    ``extra_metrics`` beside them."""
     reports = Path(reports)
-    results, metrics = [], {}
+    results, metrics = [], dict(extra_metrics or {})
     for prefix, root in roots.items():
         for result in validate_tree(root, charset, cfg, reports / RESULTS_DIR, workers, prefix):
             stats = lmdb_stats(result.lmdb, charset)["total"]
@@ -207,4 +213,36 @@ def validate_datasets(roots: dict[str, Path], charset: Charset, cfg: ValidationC
             metrics[result.slug] = {**result.metrics, **summary(stats)}
             results.append(result)
     write_json(reports / METRICS_FILE, metrics, sort_keys=True)
+    return results
+
+
+def validate_pipeline_data(cfg: Config, workers: int | None = None) -> list[ValidationResult]:
+    """The ``validate`` stage: the GX suite over every training source's LMDBs (the real training sets where
+    converted) and the benchmark LMDBs, and the overlap check of every training image against every benchmark
+    image (``reports/validation/overlap.json``, counted in ``data_metrics.json`` under ``overlap``). A training
+    image that is a benchmark image ends the stage in one sentence naming both, after the reports are written."""
+    from rosetta.data.overlap import copy_sentence, training_overlap, Overlap
+    from rosetta.data.real_train import real_train_note, REPORT as REAL_REPORT
+
+    layout = DataLayout.from_config(cfg)
+    workers = cfg.data.workers if workers is None else workers
+    sources = [s for s in cfg.data.sources if s != "real" or real_train_note(layout.real_train) is None]
+    roots = {source: layout.lmdb(source) for source in sources}
+    overlap = training_overlap(roots, [layout.benchmarks, layout.real_benchmarks], workers)
+    real_report = layout.real_train / REAL_REPORT
+    if "real" in roots and real_report.is_file():
+        dropped = sum(s["dropped"].get("near_duplicate", 0) for s in json.loads(real_report.read_text())["sets"].values())
+        overlap["sources"]["real"]["dropped_at_conversion"] = dropped
+    write_json(layout.reports / RESULTS_DIR / OVERLAP_FILE, overlap)
+    counts = {source: {k: v for k, v in entry.items() if isinstance(v, int)}
+              for source, entry in overlap["sources"].items()}
+    counts["copies"] = len(overlap["copies"])
+    roots["benchmarks"] = layout.benchmarks
+    results = validate_datasets(roots, Charset.from_config(cfg.charset), cfg.data.validation, layout.reports,
+                                workers, {"overlap": counts})
+    if overlap["copies"]:
+        first = Overlap(**overlap["copies"][0])
+        more = f" ({len(overlap['copies']) - 1} more in {layout.reports / RESULTS_DIR / OVERLAP_FILE})" \
+            if len(overlap["copies"]) > 1 else ""
+        raise RosettaError(copy_sentence(first, f"its training set and convert again") + more)
     return results
