@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from dvc_fixtures import TINY_DATA, dvc, needs_dvc, project_copy, set_params, stages_run
+from dvc_fixtures import TINY_DATA, always_changed, dvc, needs_dvc, project_copy, set_params, stages_run
 
 pytestmark = [pytest.mark.slow, needs_dvc]
 
@@ -14,7 +14,9 @@ def test_dvc_repro_builds_data_then_skips_then_reruns_only_validate(tmp_path):
     repo = project_copy(tmp_path / "repo", TINY_DATA)
 
     first = dvc(repo, "repro", "validate")
-    assert stages_run(first)[:3] == ["download", "convert", "validate"]
+    real = ["real_benchmarks", "convert_real", "real_train", "convert_real_train"]  # none beside the copy: one line
+    assert [s for s in stages_run(first) if s not in real] == ["download", "convert", "validate"]
+    assert set(real) <= set(stages_run(first))
     data = repo / "data"
     for split in ("train", "val", "test"):
         assert (data / "lmdb" / "synth" / split / "data.mdb").is_file()
@@ -27,9 +29,10 @@ def test_dvc_repro_builds_data_then_skips_then_reruns_only_validate(tmp_path):
     assert (data / "reports" / "plots" / "label_length" / "synth_test.csv").is_file()
     assert "synth_train" in dvc(repo, "metrics", "show", "--json")
 
+    every_time = always_changed(repo)  # they fingerprint folders outside the repository; their outputs stay
     second = dvc(repo, "repro", "validate")
-    assert stages_run(second) == [], second
+    assert [s for s in stages_run(second) if s not in every_time] == [], second
 
     set_params(repo, {"data.validation.min_height": 10})
     third = dvc(repo, "repro", "validate")
-    assert stages_run(third) == ["validate"], third
+    assert [s for s in stages_run(third) if s not in every_time] == ["validate"], third

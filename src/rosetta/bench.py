@@ -34,7 +34,9 @@ def _batches_from_loader(cfg: Config, data_dir: Path, batch_size: int, rank: int
     base = LmdbDataset(data_dir, charset)
     # The plan draws the whole group's batch; each rank takes its share of batch_size, as training does.
     plan = BatchPlan([Stream("bench", 0, len(base), batch_size * world_size)], cfg.seed, cfg.train.shuffle)
-    dataset = RecTrainSet(base, charset, cfg.model.image_height, cfg.model.image_width, cfg.train.augment)
+    augment = cfg.train.augment  # RecAug as training gives it to the first source, whose split is the default --data
+    augment = augment if isinstance(augment, bool) else cfg.data.sources[0] in augment
+    dataset = RecTrainSet(base, charset, cfg.model.image_height, cfg.model.image_width, augment)
     return iter(train_loader(dataset, PlanSampler(plan, plan.start(), rank, world_size), cfg.train.num_workers))
 
 

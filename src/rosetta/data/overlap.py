@@ -180,22 +180,23 @@ def copy_sentence(overlap: Overlap, where: str) -> str:
 RENDERED_SOURCES = ("synth", "mjsynth", "synthtext")
 
 
-def training_overlap(train_roots: dict[str, Path], benchmark_roots: list[Path], workers: int = 0) -> dict:
-    """Every training LMDB below ``train_roots`` (by source) against every benchmark LMDB below
-    ``benchmark_roots``: per source, how many images were compared and which are near-duplicates, and the
-    copies (``copies``, each with both names), which the caller refuses."""
+def training_overlap(train_roots: dict[str, list[Path]], benchmark_roots: list[Path], workers: int = 0) -> dict:
+    """Every LMDB below ``train_roots`` (by source: its training and validation splits) against every benchmark
+    LMDB below ``benchmark_roots``: per source, how many images were compared and which are near-duplicates, and
+    the copies (``copies``, each with both names), which the caller refuses."""
     bench = Prints()
     for root in benchmark_roots:
         if root.is_dir() and any(root.glob("**/data.mdb")):
             bench.extend(lmdb_prints(root, workers, desc=f"print {root.name}"))
     report: dict = {"benchmark_images": len(bench), "sources": {}, "copies": []}
-    for source, root in train_roots.items():
+    for source, roots in train_roots.items():
         near = source not in RENDERED_SOURCES
-        if near:
-            prints = lmdb_prints(root, workers, desc=f"print {source}")
-        else:  # bytes only: no decoding
-            prints = Prints()
-            for path in find_lmdbs(root):
+        prints = Prints()
+        for root in roots:
+            if near:
+                prints.extend(lmdb_prints(root, workers, desc=f"print {source}"))
+                continue
+            for path in find_lmdbs(root):  # bytes only: no decoding
                 for name, data in lmdb_images(path):
                     prints.names.append(name)
                     prints.sha256.append(hashlib.sha256(data).hexdigest())

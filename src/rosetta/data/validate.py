@@ -221,14 +221,16 @@ def validate_pipeline_data(cfg: Config, workers: int | None = None) -> list[Vali
     converted) and the benchmark LMDBs, and the overlap check of every training image against every benchmark
     image (``reports/validation/overlap.json``, counted in ``data_metrics.json`` under ``overlap``). A training
     image that is a benchmark image ends the stage in one sentence naming both, after the reports are written."""
-    from rosetta.data.overlap import copy_sentence, training_overlap, Overlap
-    from rosetta.data.real_train import real_train_note, REPORT as REAL_REPORT
+    from rosetta.data.overlap import Overlap, copy_sentence, training_overlap
+    from rosetta.data.real_train import REPORT as REAL_REPORT, real_train_note
 
     layout = DataLayout.from_config(cfg)
     workers = cfg.data.workers if workers is None else workers
     sources = [s for s in cfg.data.sources if s != "real" or real_train_note(layout.real_train) is None]
     roots = {source: layout.lmdb(source) for source in sources}
-    overlap = training_overlap(roots, [layout.benchmarks, layout.real_benchmarks], workers)
+    # A source's test split is not trained on: the synth one is the synth_test benchmark itself.
+    splits = {source: [root / s for s in ("train", "val") if (root / s).is_dir()] for source, root in roots.items()}
+    overlap = training_overlap(splits, [layout.benchmarks, layout.real_benchmarks], workers)
     real_report = layout.real_train / REAL_REPORT
     if "real" in roots and real_report.is_file():
         dropped = sum(s["dropped"].get("near_duplicate", 0) for s in json.loads(real_report.read_text())["sets"].values())
@@ -244,5 +246,5 @@ def validate_pipeline_data(cfg: Config, workers: int | None = None) -> list[Vali
         first = Overlap(**overlap["copies"][0])
         more = f" ({len(overlap['copies']) - 1} more in {layout.reports / RESULTS_DIR / OVERLAP_FILE})" \
             if len(overlap["copies"]) > 1 else ""
-        raise RosettaError(copy_sentence(first, f"its training set and convert again") + more)
+        raise RosettaError(copy_sentence(first, "its training set and convert again") + more)
     return results
