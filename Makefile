@@ -9,7 +9,8 @@ FONTS := $(VENV)/.fonts-installed
 # pyproject's optional dependencies to install with the project; the Dockerfile's image sets EXTRAS= (none).
 EXTRAS ?= dev
 
-.PHONY: install install-serve-onnx demo test bench gpu-check mlflow-screenshot prefect-up prefect-down clean
+.PHONY: install install-serve-onnx demo test bench gpu-check mlflow-screenshot import-graph dvc-deps prefect-up prefect-down \
+	clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -58,6 +59,21 @@ $(CHROMIUM): packages/debian-screenshot.txt | $(STAMP)
 
 mlflow-screenshot: install $(CHROMIUM)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python scripts/mlflow_screenshot.py
+
+# docs/import_graph.svg: the packages of src/rosetta and their imports (scripts/import_graph.py), drawn by Graphviz's
+# dot (Debian's package, installed here). Run it after moving code between packages, and commit the picture.
+GRAPHVIZ := $(VENV)/.graphviz-installed
+$(GRAPHVIZ): packages/debian-graphviz.txt | $(STAMP)
+	bash scripts/install_debian_packages.sh packages/debian-graphviz.txt
+	touch $(GRAPHVIZ)
+
+import-graph: $(STAMP) $(GRAPHVIZ)
+	$(BIN)/python scripts/import_graph.py | dot -Tsvg -o docs/import_graph.svg
+
+# dvc.yaml's code deps (each stage's import closure) and the train stage's params (the settings that change the
+# model), rewritten from the code; tests/test_dvc_deps.py fails until they match. Then refresh dvc.lock.
+dvc-deps: $(STAMP)
+	$(BIN)/python scripts/dvc_deps.py
 
 # A local Prefect server on 127.0.0.1:$(PREFECT_PORT), work pools local and gpu, and a worker for local, in the
 # background; returns once the server answers. Logs in .prefect-local/; `make prefect-down` stops them.

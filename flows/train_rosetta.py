@@ -15,8 +15,8 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from prefect.states import Failed
 
-from rosetta import pipeline
 from rosetta.errors import RosettaError
+from rosetta.orchestration import dvc_project, report
 
 # Training tasks carry this tag: `prefect concurrency-limit create gpu 1` keeps two trainings off one card.
 GPU_TAG = "gpu"
@@ -24,44 +24,44 @@ GPU_TAG = "gpu"
 
 @task(name="params", cache_policy=NO_CACHE)
 def params(project: Path, overrides: list[str]):
-    return pipeline.apply_params(project, overrides)
+    return dvc_project.apply_params(project, overrides)
 
 
 @task(name="raw-data", cache_policy=NO_CACHE)
 def raw_data(project: Path) -> None:
     # Downloads heal on retry (the network); the task's retries come from prefect.data_retries.
-    pipeline.pull_data(project)
-    pipeline.dvc(project, "repro", "download")
+    dvc_project.pull_data(project)
+    dvc_project.dvc(project, "repro", "download")
 
 
 @task(name="validated-data", cache_policy=NO_CACHE)
 def validated_data(project: Path) -> None:
-    pipeline.dvc(project, "repro", "validate")
+    dvc_project.dvc(project, "repro", "validate")
 
 
 @task(name="train", tags=[GPU_TAG], cache_policy=NO_CACHE)
 def train(project: Path) -> None:
-    pipeline.dvc(project, "repro", "train")
+    dvc_project.dvc(project, "repro", "train")
 
 
 @task(name="benchmark-metrics", cache_policy=NO_CACHE)
 def evaluate(project: Path) -> None:
-    pipeline.dvc(project, "repro", "evaluate")
+    dvc_project.dvc(project, "repro", "evaluate")
 
 
 @task(name="onnx-model", cache_policy=NO_CACHE)
 def export(project: Path) -> None:
-    pipeline.dvc(project, "repro", "export")
+    dvc_project.dvc(project, "repro", "export")
 
 
 @task(name="registered-version", cache_policy=NO_CACHE)
 def register(project: Path) -> None:
-    pipeline.dvc(project, "repro", "register")
+    dvc_project.dvc(project, "repro", "register")
 
 
 @task(name="dvc-experiment", cache_policy=NO_CACHE)
 def experiment(project: Path, name: str) -> str:
-    return pipeline.save_experiment(project, name)
+    return dvc_project.save_experiment(project, name)
 
 
 @flow(name="train-rosetta", log_prints=True)
@@ -69,9 +69,9 @@ def train_rosetta(overrides: list[str] | None = None, gpus: int | None = None):
     """Run the DVC pipeline with ``overrides`` (``section.key=value``, any key, written into params.yaml);
     ``gpus`` trains on that many CUDA devices (train.nproc)."""
     try:
-        project = pipeline.project_folder()
-        with pipeline.project_lock(project):
-            cfg = params(project, pipeline.flow_overrides(overrides, gpus))
+        project = dvc_project.project_folder()
+        with dvc_project.project_lock(project):
+            cfg = params(project, dvc_project.flow_overrides(overrides, gpus))
             raw_data.with_options(retries=cfg.prefect.data_retries,
                                   retry_delay_seconds=cfg.prefect.data_retry_delay_s)(project)
             validated_data(project)
@@ -80,13 +80,13 @@ def train_rosetta(overrides: list[str] | None = None, gpus: int | None = None):
             export(project)
             register(project)
             name = experiment(project, f"flow-{flow_run.get_name()}")
-            out = pipeline.run_outputs(cfg)
+            out = report.run_outputs(cfg)
     except RosettaError as exc:
         # The user's one sentence becomes the run's state message, not a traceback.
         get_run_logger().error(str(exc))
         return Failed(message=str(exc))
-    links = pipeline.mlflow_links(cfg, out["run"].get("run_id"), out["decision"]["version"])
-    create_markdown_artifact(pipeline.report_markdown(cfg, out["metrics"], out["parity"], out["decision"], out["run"],
-                                                      links, name),
+    links = report.mlflow_links(cfg, out["run"].get("run_id"), out["decision"]["version"])
+    create_markdown_artifact(report.report_markdown(cfg, out["metrics"], out["parity"], out["decision"], out["run"],
+                                                    links, name),
                              key="train-rosetta-report", description="benchmarks, ONNX parity, registry decision")
     return out["decision"]

@@ -2,9 +2,10 @@
 and the evaluation sets under ``data/lmdb/benchmarks/``."""
 import sys
 
-from rosetta.errors import run_guarded
-from rosetta.config import DataLayout, load_config
+from rosetta.config import load_config
 from rosetta.data.convert import convert_sources
+from rosetta.errors import run_guarded
+from rosetta.layout import DataLayout
 
 
 def main() -> int:

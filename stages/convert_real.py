@@ -2,9 +2,10 @@
 per set under ``data/real/lmdb/`` (never a training input: only ``evaluate`` reads them)."""
 import sys
 
-from rosetta.config import DataLayout, load_config
+from rosetta.config import load_config
 from rosetta.data.benchmarks import convert_real_benchmarks
 from rosetta.errors import run_guarded
+from rosetta.layout import DataLayout
 
 
 def main() -> int:

@@ -4,9 +4,10 @@ dropped and counted, checked against every benchmark image (a copy refused, a ne
 import sys
 
 from rosetta.charset import Charset
-from rosetta.config import DataLayout, load_config
+from rosetta.config import load_config
 from rosetta.data.real_train import convert_real_train
 from rosetta.errors import run_guarded
+from rosetta.layout import DataLayout
 
 
 def main() -> int:

@@ -2,9 +2,10 @@
 others downloaded and extracted), plus the benchmarks archive when ``data.benchmarks.url`` is set."""
 import sys
 
-from rosetta.errors import run_guarded
-from rosetta.config import DataLayout, load_config
+from rosetta.config import load_config
 from rosetta.data.download import prepare_raw
+from rosetta.errors import run_guarded
+from rosetta.layout import DataLayout
 
 
 def main() -> int:

@@ -4,17 +4,21 @@ by ``runs/train/run.json`` (a nested run, and the scores on the training run its
 import json
 import sys
 
+from rosetta.config import load_config
 from rosetta.errors import run_guarded
-from rosetta.config import RunLayout, load_config
-from rosetta.evaluate import evaluate_benchmarks, markdown_table, pipeline_benchmarks
+from rosetta.evaluation.evaluate import evaluate_benchmarks
+from rosetta.evaluation.report import markdown_table
+from rosetta.evaluation.sets import scored_sets
+from rosetta.layout import RunLayout
 
 
 def main() -> int:
     cfg = load_config()
     runs = RunLayout.from_config(cfg)
     run = json.loads(runs.run_json.read_text())
-    benchmarks, real = pipeline_benchmarks(cfg)
-    summary = evaluate_benchmarks(runs.best_checkpoint, benchmarks, cfg, runs.eval, run.get("run_id"), real_dir=real)
+    sets = scored_sets(cfg)
+    summary = evaluate_benchmarks(runs.best_checkpoint, sets.benchmarks, cfg, runs.eval, run.get("run_id"),
+                                  real_dir=sets.real)
     print(markdown_table(summary), end="")
     return 0
 

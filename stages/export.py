@@ -3,9 +3,11 @@ parity on the validation split; the parity figures go to ``runs/export/parity.js
 ``export.int8: true`` also ``runs/export/model.int8.onnx``, gated on its own (``runs/export/int8.json``)."""
 import sys
 
+from rosetta.config import load_config
+from rosetta.delivery.export import export_checkpoint
+from rosetta.delivery.int8 import export_int8
 from rosetta.errors import run_guarded
-from rosetta.config import RunLayout, load_config
-from rosetta.export import export_checkpoint, export_int8
+from rosetta.layout import RunLayout
 
 
 def main() -> int:

@@ -4,9 +4,10 @@ folder that may be missing); the manifest changes only when the sets do, and onl
 ``convert_real`` run again. Where the folder is missing it says so in one line."""
 import sys
 
-from rosetta.config import DataLayout, load_config
+from rosetta.config import load_config
 from rosetta.data.benchmarks import describe, write_real_manifest
 from rosetta.errors import run_guarded
+from rosetta.layout import DataLayout
 
 
 def main() -> int:

@@ -4,9 +4,10 @@ when the sets do, and only then does ``convert_real_train`` run again. Where the
 one line, and training uses the other sources."""
 import sys
 
-from rosetta.config import DataLayout, load_config
+from rosetta.config import load_config
 from rosetta.data.real_train import describe, write_real_train_manifest
 from rosetta.errors import run_guarded
+from rosetta.layout import DataLayout
 
 
 def main() -> int:

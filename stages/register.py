@@ -4,9 +4,10 @@
 ``runs/register/decision.json``."""
 import sys
 
+from rosetta.config import load_config
+from rosetta.delivery.registry import pipeline_inputs, register_and_promote
 from rosetta.errors import run_guarded
-from rosetta.config import RunLayout, load_config
-from rosetta.registry import pipeline_inputs, register_and_promote
+from rosetta.layout import RunLayout
 
 
 def main() -> int:

@@ -2,9 +2,9 @@
 crash; writes ``best.pt``, ``run.json`` (the MLflow run the evaluate stage continues), metrics and plots."""
 import sys
 
-from rosetta.errors import run_guarded
 from rosetta.config import load_config
-from rosetta.train import run_training
+from rosetta.errors import run_guarded
+from rosetta.training.trainer import run_training
 
 
 def main() -> int:

@@ -3,9 +3,10 @@ the check that no training image is a benchmark image, with the JSON results, th
 statistics as DVC metrics and plots under ``data/reports/``."""
 import sys
 
-from rosetta.config import DataLayout, load_config
+from rosetta.config import load_config
 from rosetta.data.validate import validate_pipeline_data
 from rosetta.errors import RosettaError, run_guarded
+from rosetta.layout import DataLayout
 
 
 def main() -> int:

@@ -11,6 +11,10 @@ import pytest
 import torch
 
 from model_fixtures import write_word_lmdb
+from rosetta.params import PROJECT_ROOT
+
+# The maintainer scripts' modules the tests share (import_graph: the reader of rosetta's imports).
+sys.path.insert(0, str(PROJECT_ROOT / "scripts"))
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +43,8 @@ def tiny_mixed_data(tmp_path_factory) -> Path:
     words) converted as the ``convert_real_train`` stage does, a quarter held out. Built once; tests only read it."""
     from model_fixtures import WORDS, write_gt_set
     from rosetta.charset import Charset
-    from rosetta.config import DataLayout
     from rosetta.data.real_train import convert_real_train, write_real_train_manifest
+    from rosetta.layout import DataLayout
 
     base = tmp_path_factory.mktemp("tiny_mixed")
     layout = DataLayout(base / "data")

@@ -12,7 +12,7 @@ from typing import Any, Mapping
 import pytest
 import yaml
 
-from rosetta.config import PROJECT_ROOT
+from rosetta.params import PROJECT_ROOT
 
 VENV_BIN = Path(sys.executable).parent
 DVC = VENV_BIN / "dvc"

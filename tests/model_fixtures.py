@@ -10,10 +10,11 @@ import torch
 from PIL import Image, ImageDraw
 
 from rosetta.charset import Charset
-from rosetta.checkpoint import save_checkpoint
-from rosetta.config import PROJECT_ROOT, Config, load_config
+from rosetta.config import Config, load_config
 from rosetta.data.lmdb_io import write_lmdb
 from rosetta.modeling import build_model
+from rosetta.params import PROJECT_ROOT
+from rosetta.recognition.checkpoint import inference_entries, save_checkpoint
 
 WORDS = ["joint", "rosetta", "ctc", "street", "42", "hotel", "paddle", "b52", "exit", "ocr", "benchmark", "a"]
 
@@ -81,8 +82,7 @@ def untrained_checkpoint(path: Path, cfg: Config, seed: int = 0) -> Path:
             model(torch.randn(8, 3, cfg.model.image_height, cfg.model.image_width))
     for bn in norms:
         bn.momentum = 0.1
-    return save_checkpoint(path, {"model": model.state_dict(), "config": cfg.to_dict(),
-                                  "charset": charset.to_dict()})
+    return save_checkpoint(path, inference_entries(model, cfg.model, charset))
 
 
 def write_gt_set(folder: Path, labels: list[str], seed: int = 0) -> Path:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from rosetta.bench_infer import BACKENDS, SCOPES
+from rosetta.bench.infer import BACKENDS, SCOPES
 
 
 def test_bench_infer_prints_every_row(rosetta_cli, tiny_data, tmp_path):

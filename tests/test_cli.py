@@ -7,8 +7,8 @@ import tomllib
 import pytest
 
 from rosetta.cli import build_parser, main
-from rosetta.config import PROJECT_ROOT
 from rosetta.errors import RosettaError
+from rosetta.params import PROJECT_ROOT
 
 DOCUMENTED = [
     "summary", "summary --json -c params.yaml -o model.backbone.scale=0.35",

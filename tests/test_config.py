@@ -119,8 +119,8 @@ def test_cli_reports_config_error_in_one_line(rosetta_cli):
 
 
 def test_project_root_is_the_working_directorys_project_not_the_installed_checkout(tmp_path, monkeypatch):
-    from rosetta.config import PROJECT_ROOT, project_root
-    from rosetta.tracking import tracking_uri
+    from rosetta.params import PROJECT_ROOT, project_root
+    from rosetta.tracking.store import tracking_uri
 
     second = tmp_path / "second-checkout"  # a clone sharing this checkout's virtual environment
     (second / "stages").mkdir(parents=True)
@@ -141,7 +141,7 @@ def test_a_second_store_in_one_process_is_the_second_configs_not_the_first(tmp_p
 
     import mlflow
 
-    from rosetta.tracking import activate_store, tracking_uri
+    from rosetta.tracking.store import activate_store, tracking_uri
 
     def config(folder: str):
         cfg = load_config(ROOT / "params.yaml")
@@ -157,3 +157,36 @@ def test_a_second_store_in_one_process_is_the_second_configs_not_the_first(tmp_p
     assert tracking_uri(second) == "sqlite:////users/own.db"
     activate_store(tracking_uri(second))
     assert tracking_uri(first) == "sqlite:////users/own.db"
+
+
+def test_one_list_of_operational_settings_serves_mlflow_resume_and_dvc(tiny_data):
+    """Field metadata on the schema is the one list: MLflow's params, the resume fingerprint and the train stage's
+    DVC params (tests/test_dvc_deps.py) all leave out exactly the marked settings."""
+    from dataclasses import fields, replace
+
+    from dvc_deps import train_stage_params
+    from rosetta.charset import Charset
+    from rosetta.config import TrainConfig, operational_keys, result_params
+    from rosetta.data.splits import training_sets
+    from rosetta.training.resume import fingerprint
+
+    cfg = load_config(ROOT / "params.yaml", [f"data.root={tiny_data}", "data.sources=[synth]", "train.batch_ratio={}"])
+    marked = operational_keys(cfg)
+    # The settings the two former lists disagreed on, decided once.
+    assert {"train.channels_last", "train.threads", "train.device", "train.compile", "eval", "mlflow"} <= marked
+    assert not {"train.nproc", "train.eval_every", "train.val_samples", "train.lr"} & marked
+    params = result_params(cfg)
+    assert not [k for k in params if any(k == m or k.startswith(m + ".") for m in marked)]
+    assert "train.eval_every" in params and "train.channels_last" not in params
+    dvc_train = {k for k in train_stage_params() if k.startswith("train.")}
+    assert dvc_train == {f"train.{f.name}" for f in fields(TrainConfig)} - marked
+
+    streams = training_sets(cfg, Charset(), 1).streams
+
+    def print_of(**train):
+        return fingerprint(replace(cfg, train=replace(cfg.train, **train)), streams, 1)
+
+    base = print_of()
+    assert print_of(channels_last=False, threads=2, log_every=7, checkpoint_every=9) == base  # operational: resumes
+    for changed in ({"eval_every": 7}, {"val_samples": 5}, {"nproc": 4}, {"lr": 1e-4}):
+        assert print_of(**changed) != base, changed  # a result setting: a new run

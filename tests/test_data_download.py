@@ -20,8 +20,8 @@ from rosetta.charset import Charset
 from rosetta.data.convert import convert_mjsynth, convert_synthtext, mjsynth_label
 from rosetta.data.dataset import LmdbDataset
 from rosetta.data.download import download, extract, fetch
-from rosetta.fsutil import COMPLETE_MARKER
 from rosetta.errors import RosettaError
+from rosetta.fsutil import COMPLETE_MARKER
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -14,15 +14,16 @@ import pytest
 from PIL import Image
 
 from rosetta.charset import Charset
-from rosetta.config import PROJECT_ROOT, CharsetConfig, SynthConfig, SynthEffects
-from rosetta.data.convert import mjsynth_label
+from rosetta.config import CharsetConfig, SynthConfig, SynthEffects
 from rosetta.data import fonts as fonts_mod
+from rosetta.data.convert import mjsynth_label
 from rosetta.data.fonts import (debian_package_fonts, discover_fonts, font_files, missing_glyphs, split_families,
                                 synth_fonts)
 from rosetta.data.render import photo_paths, render_word, text_mask
 from rosetta.data.synth import (MJSYNTH_DIR, PLAIN, PUNCTUATION, REPORT_NAME, _plan, _punctuated, build_lexicon,
                                 effect_samples, render_dataset, sample_sheet)
 from rosetta.errors import RosettaError
+from rosetta.params import PROJECT_ROOT
 
 TINY = SynthConfig(train_size=24, val_size=6, test_size=8, vocabulary_size=2000)
 # Where the effect pictures go for a person to open (runs/ is git-ignored).

@@ -13,9 +13,10 @@ from PIL import Image
 
 from rosetta.charset import Charset
 from rosetta.cli import main as rosetta_main
-from rosetta.config import PROJECT_ROOT, ValidationConfig
+from rosetta.config import ValidationConfig
 from rosetta.data.stats import label_stats, lmdb_stats, merge_stats, write_plots
 from rosetta.data.validate import build_manifest, validate_lmdb
+from rosetta.params import PROJECT_ROOT
 
 
 def _png(size=(80, 32)) -> bytes:

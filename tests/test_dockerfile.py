@@ -82,7 +82,7 @@ def _closure(requirements: list[str]) -> set[str]:
 
 def test_serve_onnx_install_has_no_torch_and_reads_words(tmp_path, tiny_data):
     from model_fixtures import config, png_bytes, untrained_checkpoint, word_image
-    from rosetta.export import export_checkpoint
+    from rosetta.delivery.export import export_checkpoint
 
     extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["serve-onnx"]
     closure = _closure(extra)
@@ -106,9 +106,9 @@ class Block:
         if top not in allowed and top not in sys.stdlib_module_names and not top.startswith("_"):
             raise ModuleNotFoundError(f"{{name}} is not in the serve-onnx install")
 sys.meta_path.insert(0, Block())
-import rosetta.serving_model
+import rosetta.delivery.pyfunc_code
 from PIL import Image
-from rosetta.onnx_runtime import load_onnx_recognizer
+from rosetta.recognition.onnx_runtime import load_onnx_recognizer
 [(text, confidence)] = load_onnx_recognizer(sys.argv[1]).recognize([Image.open(sys.argv[2]).convert("RGB")])
 print(json.dumps({{"text": text, "torch": "torch" in sys.modules}}))
 """.replace("import sys\n", "import json, sys\n", 1)

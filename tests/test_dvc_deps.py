@@ -1,8 +1,11 @@
-"""dvc.yaml's code deps cannot drift from the code, and the committed dvc.lock cannot drift from dvc.yaml.
+"""dvc.yaml's code deps and train params cannot drift from the code, and the committed dvc.lock cannot drift from
+dvc.yaml.
 
-Each stage's deps must list every ``rosetta`` module its script can import (the import closure, read with
-``ast``, function-level imports included), so editing any of them makes ``dvc status`` report the stage;
-the committed ``dvc.lock`` must record exactly those files with their current hashes, so a fresh clone
+Each stage's deps must list exactly the ``rosetta`` modules its script can import (the import closure, read
+with ``ast``, function-level imports included): a missing one would let an edit go unnoticed by ``dvc status``,
+an extra one reruns the stage (a 15-minute training) for code it never runs. The train stage's params are the
+settings that can change the model (``rosetta.config.OPERATIONAL`` marks the others). ``make dvc-deps`` writes
+both. The committed ``dvc.lock`` must record exactly those files with their current hashes, so a fresh clone
 sees the pipeline as the commit left it. The run paths in dvc.yaml are ``RunLayout``'s.
 """
 from __future__ import annotations
@@ -17,10 +20,12 @@ from pathlib import Path
 
 import yaml
 
-from import_graph import SRC, imported_modules, module_file, modules
-from rosetta.config import PROJECT_ROOT, RunLayout, load_config
+from dvc_deps import CODE_PREFIXES, code_deps, train_stage_params
+from import_graph import import_closure, loaded_modules
+from rosetta.config import load_config
+from rosetta.layout import RunLayout
+from rosetta.params import PROJECT_ROOT
 
-CODE_PREFIXES = ("src/", "stages/")
 REFRESH = ("refresh the lock: `dvc repro` in the project (or `dvc commit -f <stage>` when the outputs are "
            "known to be unchanged), then commit dvc.lock")
 
@@ -33,48 +38,39 @@ def _dep_paths(stage: dict) -> list[str]:
     return [d if isinstance(d, str) else next(iter(d)) for d in stage.get("deps", [])]
 
 
-def _imports(path: Path, package: str | None = None) -> set[str]:
-    """``rosetta`` modules ``path`` imports anywhere in its body, with the packages that run on the way
-    (importing ``rosetta.data.x`` runs ``rosetta`` and ``rosetta.data`` too); relative imports resolve
-    against ``package`` (default: the package the file is in)."""
-    if package is None:
-        package = ".".join(path.relative_to(SRC).parent.parts) if path.is_relative_to(SRC) else ""
-    direct = imported_modules(path, package, set(modules()))
-    return {".".join(n.split(".")[:i]) for n in direct for i in range(1, n.count(".") + 2)}
-
-
-def import_closure(script: Path) -> set[str]:
-    """Project-relative paths of the script and every ``rosetta`` module it can load."""
-    files = {script}
-    todo = [script]
-    while todo:
-        for name in _imports(todo.pop()):
-            path = module_file(name)
-            if path not in files:
-                files.add(path)
-                todo.append(path)
-    return {p.relative_to(PROJECT_ROOT).as_posix() if p.is_relative_to(PROJECT_ROOT) else str(p) for p in files}
-
-
-def _script(stage: dict) -> Path | None:
-    parts = stage["cmd"].split()
-    return PROJECT_ROOT / parts[1] if parts[0] == "python" and parts[1].endswith(".py") else None
-
-
-def test_every_stage_depends_on_its_whole_import_closure():
+def deps_problems(stages: dict[str, dict]) -> list[str]:
+    """What differs between each stage's code deps and its script's import closure, both ways."""
     problems = []
-    for name, stage in _stages().items():
-        script = _script(stage)
-        assert script is not None, f"stage {name}: cmd {stage['cmd']!r} is not `python stages/<script>.py`"
-        deps = _dep_paths(stage)
-        code = {d for d in deps if d.startswith(CODE_PREFIXES)}
-        for dep in code:
-            if not (PROJECT_ROOT / dep).is_file():
-                problems.append(f"{name}: dep {dep} is not a file (list modules one by one)")
-        missing = sorted(import_closure(script) - code)
-        if missing:
+    for name, stage in stages.items():
+        listed = {d for d in _dep_paths(stage) if d.startswith(CODE_PREFIXES)}
+        wanted = set(code_deps(stage))
+        if missing := sorted(wanted - listed):
             problems.append(f"{name}: add to deps " + ", ".join(missing))
-    assert not problems, "dvc.yaml's code deps differ from the stage scripts' imports:\n" + "\n".join(problems)
+        if extra := sorted(listed - wanted):
+            problems.append(f"{name}: remove from deps (its script never imports them) " + ", ".join(extra))
+    return problems
+
+
+def test_every_stage_depends_on_exactly_its_import_closure():
+    problems = deps_problems(_stages())
+    assert not problems, ("dvc.yaml's code deps differ from the stage scripts' imports (`make dvc-deps` rewrites "
+                          "them):\n" + "\n".join(problems))
+
+
+def test_a_missing_or_extra_dep_fails():
+    stage = dict(_stages()["evaluate"])
+    deps = _dep_paths(stage)
+    stage["deps"] = [d for d in deps if d != "src/rosetta/charset.py"] + ["src/rosetta/delivery/registry.py"]
+    assert deps_problems({"evaluate": stage}) == [
+        "evaluate: add to deps src/rosetta/charset.py",
+        "evaluate: remove from deps (its script never imports them) src/rosetta/delivery/registry.py"]
+
+
+def test_the_train_stage_params_are_the_settings_that_change_the_model():
+    listed = _stages()["train"]["params"]
+    assert listed == train_stage_params(), "dvc.yaml's train params differ from rosetta.config (`make dvc-deps`)"
+    assert "train.channels_last" not in listed and "train.threads" not in listed  # operational
+    assert {"train.nproc", "train.eval_every", "train.val_samples", "train.lr"} <= set(listed)
 
 
 def test_the_closure_follows_function_level_and_relative_imports(tmp_path):
@@ -84,7 +80,7 @@ def test_the_closure_follows_function_level_and_relative_imports(tmp_path):
     assert {"src/rosetta/__init__.py", "src/rosetta/data/__init__.py", "src/rosetta/data/lmdb_io.py"} <= closure
     relative = tmp_path / "module.py"
     relative.write_text("from . import lmdb_io\nfrom ..charset import Charset\n")
-    assert {"rosetta.data.lmdb_io", "rosetta.charset"} <= _imports(relative, "rosetta.data")
+    assert {"rosetta.data.lmdb_io", "rosetta.charset"} <= loaded_modules(relative, "rosetta.data")
 
 
 def _md5(path: Path) -> str:

@@ -25,7 +25,7 @@ def _error(capsys, argv: list[str]) -> str:
 @pytest.fixture()
 def project(tmp_path, monkeypatch):
     """A working directory holding the project's params.yaml and an LMDB whose data.mdb is garbage."""
-    from rosetta.config import PROJECT_ROOT
+    from rosetta.params import PROJECT_ROOT
 
     (tmp_path / "params.yaml").write_text((PROJECT_ROOT / "params.yaml").read_text())
     garbage = tmp_path / "data" / "lmdb" / "synth"

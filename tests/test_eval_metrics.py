@@ -11,12 +11,12 @@ import torch
 
 from model_fixtures import BytesSample, png_bytes, word_image
 from rosetta.charset import Charset
-from rosetta.checkpoint import save_checkpoint
 from rosetta.data.lmdb_io import write_lmdb
-from rosetta.evaluate import evaluate_benchmarks
-from rosetta.metrics import (SEVEN_SETS, SetMetrics, flat_metrics, levenshtein, normalize_text,
-                             normalized_edit_distance, recognition_metrics, summarize)
+from rosetta.evaluation.evaluate import evaluate_benchmarks
+from rosetta.evaluation.metrics import (SEVEN_SETS, SetMetrics, flat_metrics, levenshtein, normalize_text,
+                                        normalized_edit_distance, recognition_metrics, summarize)
 from rosetta.modeling import build_model
+from rosetta.recognition.checkpoint import inference_entries, save_checkpoint
 from train_fixtures import tiny_config
 
 CONFIDENCE = math.exp(10) / (math.exp(10) + 36)
@@ -64,7 +64,7 @@ def constant_a_checkpoint(path, cfg):
         model.head.fc.weight.zero_()
         model.head.fc.bias.zero_()
         model.head.fc.bias[charset.characters.index("a") + 1] = 10.0
-    return save_checkpoint(path, {"model": model.state_dict(), "config": cfg.to_dict(), "charset": charset.to_dict()})
+    return save_checkpoint(path, inference_entries(model, cfg.model, charset))
 
 
 def write_set(path, labels, seed=0):

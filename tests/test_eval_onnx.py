@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from model_fixtures import config, untrained_checkpoint
-from rosetta.evaluate import evaluate_benchmarks, markdown_table
-from rosetta.export import export_checkpoint
+from rosetta.delivery.export import export_checkpoint
+from rosetta.evaluation.evaluate import evaluate_benchmarks
+from rosetta.evaluation.report import markdown_table
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -30,7 +31,7 @@ def test_evaluate_gives_identical_numbers_with_the_pt_and_the_onnx_model(tmp_pat
 def test_a_batch_cut_into_slices_on_two_threads_gives_the_probabilities_of_one_run(tmp_path, tiny_data):
     import numpy as np
 
-    from rosetta.onnx_runtime import load_onnx_recognizer
+    from rosetta.recognition.onnx_runtime import load_onnx_recognizer
 
     cfg = config(f"data.root={tiny_data}", "export.parity_samples=12", "export.batch_size=4",
                  f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}")

@@ -19,7 +19,7 @@ from rosetta.data.benchmarks import (MANIFEST, convert_real_benchmarks, describe
                                      write_real_manifest)
 from rosetta.data.convert import import_benchmarks
 from rosetta.errors import RosettaError
-from rosetta.evaluate import evaluate_benchmarks
+from rosetta.evaluation.evaluate import evaluate_benchmarks
 from test_eval_metrics import constant_a_checkpoint, write_set
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -187,7 +187,7 @@ def test_dvc_converts_real_sets_once_per_change_and_says_one_line_without_them(t
 
 
 def test_real_totals_pool_only_the_real_sets_and_reach_mlflow_names():
-    from rosetta.metrics import SetMetrics, flat_metrics, summarize
+    from rosetta.evaluation.metrics import SetMetrics, flat_metrics, summarize
 
     s = summarize({"synth_test": SetMetrics(100, 95, 1.0), "IIIT5k_3000": SetMetrics(30, 12, 9.0),
                    "SVT_647": SetMetrics(10, 2, 6.0)}, real=["IIIT5k_3000", "SVT_647"])

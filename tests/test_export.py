@@ -12,12 +12,12 @@ import pytest
 import torch
 
 from model_fixtures import config, png_bytes, untrained_checkpoint, word_image
-from rosetta import export as export_mod
-from rosetta.checkpoint import load_for_inference
 from rosetta.config import ConfigError
-from rosetta.export import ExportError, export_checkpoint
-from rosetta.onnx_runtime import load_onnx_recognizer, onnx_session
-from rosetta.predict import load_recognizer
+from rosetta.delivery import export as export_mod
+from rosetta.delivery.export import ExportError, export_checkpoint
+from rosetta.recognition.checkpoint import load_for_inference
+from rosetta.recognition.model_file import load_recognizer
+from rosetta.recognition.onnx_runtime import load_onnx_recognizer, onnx_session
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -63,7 +63,7 @@ def test_export_is_dynamic_checked_and_within_parity(tmp_path, tiny_data, backbo
     assert set(parity["batch_widths"]) == {100}  # the inference contract's one width, whatever the images
 
     session = onnx_session(tmp_path / "model.onnx")
-    model = load_for_inference(ckpt)[0]
+    model = load_for_inference(ckpt).model
     for shape, steps in [((1, 3, 32, 100), 25), ((2, 3, 32, 320), 80), ((3, 3, 32, 57), None)]:
         x = np.random.default_rng(0).uniform(-1, 1, size=shape).astype(np.float32)  # the preprocessed range
         probs = session.run(None, {"x": x})[0]

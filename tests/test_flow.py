@@ -20,7 +20,7 @@ import yaml
 from mlflow import MlflowClient
 
 from dvc_fixtures import DVC, TINY_DATA, VENV_BIN, project_copy
-from rosetta.config import PROJECT_ROOT
+from rosetta.params import PROJECT_ROOT
 
 PREFECT = VENV_BIN / "prefect"
 
@@ -160,7 +160,7 @@ def test_the_flow_run_completes(stack, flow_run):
 def test_dvc_records_the_flow_run(stack, flow_run):
     """DVC ran every stage and knows it: nothing left to do, the params in dvc.lock, the run an experiment."""
     _up_to_date(stack)
-    assert _lock_params(stack, "train")["train"]["max_steps"] == 5
+    assert _lock_params(stack, "train")["train.max_steps"] == 5
     assert _lock_params(stack, "download")["data.synth"]["train_size"] == 30
     params = yaml.safe_load((stack["repo"] / "params.yaml").read_text())
     assert params["train"]["max_steps"] == 5 and params["data"]["synth"]["train_size"] == 30

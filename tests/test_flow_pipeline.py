@@ -13,9 +13,10 @@ import pytest
 import yaml
 
 from model_fixtures import config
-from rosetta import pipeline
-from rosetta.config import PROJECT_ROOT, ConfigError, load_config
+from rosetta.config import ConfigError, load_config
 from rosetta.errors import RosettaError
+from rosetta.orchestration import dvc_project, report
+from rosetta.params import PROJECT_ROOT
 
 DVC = str(Path(sys.executable).parent / "dvc")
 ENV = {**os.environ, "GIT_CONFIG_NOSYSTEM": "1", "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "t",
@@ -32,37 +33,37 @@ def _repo(root: Path, stages: dict) -> Path:
 
 
 def test_gpus_become_nproc_on_cuda():
-    assert pipeline.flow_overrides(["train.lr=1e-3"], 4) == ["train.lr=1e-3", "train.nproc=4", "train.device=cuda"]
+    assert dvc_project.flow_overrides(["train.lr=1e-3"], 4) == ["train.lr=1e-3", "train.nproc=4", "train.device=cuda"]
     with pytest.raises(ConfigError, match="^gpus: 0 must be at least 1"):
-        pipeline.flow_overrides([], 0)
+        dvc_project.flow_overrides([], 0)
 
 
 def test_overrides_go_into_params_yaml_with_its_comments(tmp_path):
     shutil.copy(PROJECT_ROOT / "params.yaml", tmp_path / "params.yaml")
     before = (tmp_path / "params.yaml").read_text()
     with pytest.raises(ConfigError, match=r"^train\.lr: -1\.0 must be > 0$"):
-        pipeline.apply_params(tmp_path, ["train.lr=-1"])
+        dvc_project.apply_params(tmp_path, ["train.lr=-1"])
     assert (tmp_path / "params.yaml").read_text() == before  # refused before anything was written
 
-    cfg = pipeline.apply_params(tmp_path, ["train.max_steps=50", "data.synth.train_size=300", "data.sources=[synth]"])
+    cfg = dvc_project.apply_params(tmp_path, ["train.max_steps=50", "data.synth.train_size=300", "data.sources=[synth]"])
     text = (tmp_path / "params.yaml").read_text()
     assert cfg.train.max_steps == 50 and cfg.data.synth.train_size == 300
     assert load_config(tmp_path / "params.yaml") == cfg
     assert "# PaddleOCR dictionary file" in text and text.count("\n") == before.count("\n")
-    assert pipeline.apply_params(tmp_path, []) == cfg and (tmp_path / "params.yaml").read_text() == text
+    assert dvc_project.apply_params(tmp_path, []) == cfg and (tmp_path / "params.yaml").read_text() == text
 
 
 def test_the_flow_needs_the_project_folder(tmp_path):
     with pytest.raises(RosettaError, match=r"no dvc\.yaml and params\.yaml there; run the flow from the project"):
-        pipeline.project_folder(tmp_path)
+        dvc_project.project_folder(tmp_path)
 
 
 def test_one_flow_run_per_project_folder(tmp_path):
-    with pipeline.project_lock(tmp_path):
+    with dvc_project.project_lock(tmp_path):
         with pytest.raises(RosettaError, match="another flow run is using this project folder"):
-            with pipeline.project_lock(tmp_path):
+            with dvc_project.project_lock(tmp_path):
                 pass
-    with pipeline.project_lock(tmp_path):  # released at the end of the first
+    with dvc_project.project_lock(tmp_path):  # released at the end of the first
         pass
 
 
@@ -72,7 +73,7 @@ def test_a_failing_stage_is_its_own_sentence(tmp_path):
     (tmp_path / "fail.py").write_text(f"import sys\nprint('error: {sentence}', file=sys.stderr)\nsys.exit(2)\n")
     repo = _repo(tmp_path, {"download": {"cmd": "python fail.py", "outs": ["raw"]}})
     with pytest.raises(RosettaError) as info:
-        pipeline.dvc(repo, "repro", "download")
+        dvc_project.dvc(repo, "repro", "download")
     assert str(info.value) == sentence
 
 
@@ -84,17 +85,17 @@ def test_a_run_is_saved_as_an_experiment_with_its_metrics(tmp_path):
     (tmp_path / ".gitignore").write_text("/runs/\n")
     repo = _repo(tmp_path, {"train": {"cmd": "python stage.py", "params": ["train.max_steps"],
                                       "metrics": [{"runs/m.json": {"cache": False}}]}})
-    pipeline.apply_params(repo, ["train.max_steps=7"])
-    pipeline.dvc(repo, "repro", "train")
-    assert pipeline.metric_files(repo) == ["runs/m.json"]
-    assert pipeline.save_experiment(repo, "flow-tiny-run") == "flow-tiny-run"
+    dvc_project.apply_params(repo, ["train.max_steps=7"])
+    dvc_project.dvc(repo, "repro", "train")
+    assert dvc_project.metric_files(repo) == ["runs/m.json"]
+    assert dvc_project.save_experiment(repo, "flow-tiny-run") == "flow-tiny-run"
     listed = subprocess.run([DVC, "exp", "show", "--json"], cwd=repo, env=ENV, capture_output=True, text=True)
     assert listed.returncode == 0, listed.stderr
     exps = {e["name"]: e["revs"][0]["data"] for rev in json.loads(listed.stdout)
             for e in (rev.get("experiments") or [])}
     assert exps["flow-tiny-run"]["metrics"]["runs/m.json"]["data"] == {"steps": 7}, listed.stdout
     assert exps["flow-tiny-run"]["params"]["params.yaml"]["data"]["train"]["max_steps"] == 7
-    assert "Data and pipelines are up to date" in pipeline.dvc(repo, "status")
+    assert "Data and pipelines are up to date" in dvc_project.dvc(repo, "status")
 
 
 def test_report_has_the_table_parity_decision_links_and_where_they_work():
@@ -105,8 +106,8 @@ def test_report_has_the_table_parity_decision_links_and_where_they_work():
     parity = {"samples": 512, "max_abs_diff": 2e-7, "same_text": 1.0}
     decision = {"model_name": "rosetta", "version": "4", "promoted": True, "reason": "beats production v3"}
     run = {"run_id": "abc123", "tracking_uri": "sqlite:////srv/rosetta/mlflow.db"}
-    links = pipeline.Links("http://mlflow/#/experiments/1/runs/abc123", "http://mlflow/#/models/rosetta/versions/4")
-    md = pipeline.report_markdown(cfg, metrics, parity, decision, run, links, "flow-tiny-run")
+    links = report.Links("http://mlflow/#/experiments/1/runs/abc123", "http://mlflow/#/models/rosetta/versions/4")
+    md = report.report_markdown(cfg, metrics, parity, decision, run, links, "flow-tiny-run")
     assert "| IIIT5k_3000 | 3000 | 0.8000 |" in md
     assert "512 images: max abs difference 2e-07" in md
     assert "[v4](http://mlflow/#/models/rosetta/versions/4): **promoted**: beats production v3" in md
@@ -114,5 +115,5 @@ def test_report_has_the_table_parity_decision_links_and_where_they_work():
     assert ("The links open while `mlflow ui --backend-store-uri sqlite:////srv/rosetta/mlflow.db` serves "
             "http://127.0.0.1:5000") in md
     assert "DVC experiment: `flow-tiny-run`" in md
-    plain = pipeline.report_markdown(cfg, metrics, parity, decision, run, pipeline.Links())
+    plain = report.report_markdown(cfg, metrics, parity, decision, run, report.Links())
     assert "MLflow run: `abc123`" in plain and "MLflow store: `sqlite:////srv/rosetta/mlflow.db`" in plain

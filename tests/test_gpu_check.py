@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from rosetta.config import PROJECT_ROOT
+from rosetta.params import PROJECT_ROOT
 
 SCRIPT = PROJECT_ROOT / "scripts" / "gpu_check.py"
 

@@ -11,8 +11,8 @@ import pytest
 
 from model_fixtures import config, png_bytes, untrained_checkpoint, word_image
 from rosetta.data.preprocess import ImageDecodeError, decode_image
-from rosetta.inference import PREPARE_CHUNK
-from rosetta.predict import load_recognizer
+from rosetta.recognition.model_file import load_recognizer
+from rosetta.recognition.recognizer import PREPARE_CHUNK
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

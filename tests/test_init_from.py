@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from model_fixtures import untrained_checkpoint
-from rosetta.checkpoint import load_checkpoint
 from rosetta.errors import RosettaError
-from rosetta.optim import build_trainable
-from rosetta.pretrained import apply_pretrained, load_pretrained
-from rosetta.train import run_training
+from rosetta.recognition.checkpoint import load_checkpoint
+from rosetta.training.optim import build_trainable
+from rosetta.training.pretrained import apply_pretrained, load_pretrained
+from rosetta.training.trainer import run_training
 from train_fixtures import tiny_config
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -74,9 +74,9 @@ def test_a_missing_file_or_one_inside_the_run_folder_is_refused(tmp_path, traine
 
 
 def test_the_registered_production_model_gives_its_training_checkpoint(tmp_path, monkeypatch, tiny_data):
-    from rosetta.export import export_checkpoint
-    from rosetta.registry import register_and_promote
-    from rosetta.tracking import Tracker
+    from rosetta.delivery.export import export_checkpoint
+    from rosetta.delivery.registry import register_and_promote
+    from rosetta.tracking.store import Tracker
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.chdir(tmp_path)

@@ -20,10 +20,11 @@ def two_runs(tmp_path_factory, tiny_data, rosetta_cli):
     """Run ``a`` (the tiny recipe) trained, evaluated, exported and registered; run ``b`` (lr 1e-3) trained
     and evaluated; into one store, the evaluations without a run id. Run ``a``'s evaluation and registration
     are ``rosetta`` commands as a user types them; the rest runs in this process, to keep the test short."""
-    from rosetta.config import DataLayout, load_config
-    from rosetta.evaluate import evaluate_benchmarks
-    from rosetta.export import export_checkpoint
-    from rosetta.train import run_training
+    from rosetta.config import load_config
+    from rosetta.delivery.export import export_checkpoint
+    from rosetta.evaluation.evaluate import evaluate_benchmarks
+    from rosetta.layout import DataLayout
+    from rosetta.training.trainer import run_training
 
     root = tmp_path_factory.mktemp("compare")
     default_lr = load_config(ROOT / "params.yaml").train.lr  # run a keeps the default rate, run b changes it

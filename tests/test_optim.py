@@ -10,7 +10,7 @@ import torch
 from model_fixtures import config
 from rosetta.charset import Charset
 from rosetta.modeling import build_model
-from rosetta.optim import build_optimizer
+from rosetta.training.optim import build_optimizer
 
 
 @pytest.mark.parametrize("optimizer", ["adamw", "adam"])

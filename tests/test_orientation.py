@@ -11,9 +11,9 @@ from rosetta.charset import Charset
 from rosetta.data.dataset import LmdbDataset
 from rosetta.data.lmdb_io import write_lmdb
 from rosetta.data.preprocess import TALL_RATIO, orientations
-from rosetta.evaluate import predict_dataset
-from rosetta.inference import most_confident
-from rosetta.predict import load_recognizer
+from rosetta.recognition.dataset import predict_dataset
+from rosetta.recognition.model_file import load_recognizer
+from rosetta.recognition.recognizer import most_confident
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -12,11 +12,11 @@ from PIL import Image
 
 from model_fixtures import WORDS, write_gt_set, write_word_lmdb
 from rosetta.charset import Charset
-from rosetta.config import DataLayout
 from rosetta.data.benchmarks import write_real_manifest, convert_real_benchmarks
-from rosetta.data.lmdb_io import find_lmdbs, iter_labels, read_names
+from rosetta.data.lmdb_io import iter_labels, read_names
 from rosetta.data.real_train import convert_real_train, describe, write_real_train_manifest
 from rosetta.errors import RosettaError
+from rosetta.layout import DataLayout
 
 LABELS = [*WORDS * 3, "###", "!!", "café", "Sign-up", "x" * 30]  # 37 learnable ("signup"), 4 the charset cannot learn
 LEARNABLE = [i for i, label in enumerate(LABELS) if label not in ("###", "!!", "café", "x" * 30)]
@@ -95,9 +95,10 @@ def test_a_training_image_equal_to_a_benchmark_image_is_refused_with_both_names(
 
 def test_validate_refuses_a_training_lmdb_holding_a_benchmark_image_and_counts_the_check(tmp_path):
     from model_fixtures import BytesSample
-    from rosetta.config import load_config, PROJECT_ROOT
+    from rosetta.config import load_config
     from rosetta.data.lmdb_io import write_lmdb
     from rosetta.data.validate import validate_pipeline_data
+    from rosetta.params import PROJECT_ROOT
 
     layout, bench = _layout_with_benchmarks(tmp_path)
     write_word_lmdb(layout.lmdb("synth") / "train", 20, seed=4)
@@ -126,7 +127,7 @@ def test_validate_refuses_a_training_lmdb_holding_a_benchmark_image_and_counts_t
 
 def test_training_mixes_real_words_into_its_batches_and_chooses_best_pt_on_them(tmp_path, monkeypatch, capsys,
                                                                                tiny_mixed_data):
-    from rosetta.train import run_training
+    from rosetta.training.trainer import run_training
     from train_fixtures import tiny_config
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)

@@ -2,7 +2,6 @@
 promotion decisions (recorded and printed), rollback, and the pyfunc model served from the alias."""
 from __future__ import annotations
 
-import base64
 import contextlib
 import io
 import json
@@ -17,11 +16,12 @@ import pytest
 from mlflow import MlflowClient
 
 from model_fixtures import config, png_bytes, untrained_checkpoint, word_image
-from rosetta.export import export_checkpoint
-from rosetta.onnx_runtime import load_onnx_recognizer
-from rosetta.registry import (TAG_DECISION, TAG_REASON, Evidence, RegistryError, decide, promote,
-                              register_and_promote, rollback)
-from rosetta.tracking import Tracker
+from rosetta.delivery.export import export_checkpoint
+from rosetta.delivery.promotion import Evidence, decide
+from rosetta.delivery.registry import (TAG_DECISION, TAG_REASON, RegistryError, promote, register_and_promote,
+                                       rollback)
+from rosetta.recognition.onnx_runtime import load_onnx_recognizer
+from rosetta.tracking.store import Tracker
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -266,7 +266,7 @@ def _real_summary(synth: float, real: float) -> dict:
 
 
 def _tags(summary: dict) -> dict[str, str]:
-    from rosetta.metrics import flat_metrics
+    from rosetta.evaluation.metrics import flat_metrics
 
     return {**{f"metric.{k}": f"{v:.6g}" for k, v in flat_metrics(summary).items()},
             "benchmark_set": "b: synth_test=12, REAL_tiny=6", "parity.passed": "true"}

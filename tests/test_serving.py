@@ -16,12 +16,13 @@ import pytest
 from PIL import Image
 
 from model_fixtures import WORDS, config, png_bytes, untrained_checkpoint, word_image
+from rosetta.bench.serve import bench_serve
 from rosetta.data.preprocess import ImageDecodeError, ImageLimits, decode_image, resize_norm_img
-from rosetta.export import export_checkpoint
-from rosetta.http_serving import Server, bench_serve, invocations_body, post, serve_command
-from rosetta.predict import load_recognizer
-from rosetta.registry import register_and_promote
-from rosetta.tracking import Tracker
+from rosetta.delivery.export import export_checkpoint
+from rosetta.delivery.http_server import Server, invocations_body, post, serve_command
+from rosetta.delivery.registry import register_and_promote
+from rosetta.recognition.model_file import load_recognizer
+from rosetta.tracking.store import Tracker
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

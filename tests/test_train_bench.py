@@ -54,7 +54,7 @@ def test_bench_train_measures_processes_together(tmp_path, rosetta_cli):
 def test_each_rank_of_a_loader_measurement_reads_a_whole_batch(tiny_data):
     # A rank counts batch_size images a step, so it must read batch_size of them, as training's ranks do:
     # a plan drawing one batch for the group would halve each rank's share and double the figure.
-    from rosetta.bench import _batches_from_loader
+    from rosetta.bench.train import _batches_from_loader
     from rosetta.config import Config
 
     data = tiny_data / "lmdb" / "synth" / "train"

@@ -7,10 +7,10 @@ import re
 import pytest
 import torch
 
-from rosetta.checkpoint import load_checkpoint
-from rosetta.config import RunLayout
-from rosetta.train import weights_digest
+from rosetta.layout import RunLayout
 from rosetta.modeling import build_model
+from rosetta.recognition.checkpoint import load_checkpoint
+from rosetta.training.trainer import weights_digest
 from train_fixtures import tiny_config, write_params
 
 pytestmark = pytest.mark.slow

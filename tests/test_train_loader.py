@@ -163,7 +163,8 @@ def test_no_stream_in_the_first_batches_is_refused():
 
 
 def _sources_config(tmp_path, *overrides):
-    from rosetta.config import load_config, PROJECT_ROOT
+    from rosetta.config import load_config
+    from rosetta.params import PROJECT_ROOT
 
     return load_config(PROJECT_ROOT / "params.yaml", [f"data.root={tmp_path}", "data.mjsynth.url=x",
                                                       "data.synthtext.url=y", "train.batch_size=8", *overrides])
@@ -207,9 +208,9 @@ def test_per_source_settings_name_sources(tmp_path, override, message):
 def test_without_the_real_sets_training_says_so_and_uses_the_others(tmp_path):
     from model_fixtures import write_word_lmdb
     from rosetta.charset import Charset
-    from rosetta.config import DataLayout
     from rosetta.data.real_train import convert_real_train, write_real_train_manifest
     from rosetta.data.splits import training_sets
+    from rosetta.layout import DataLayout
 
     write_word_lmdb(tmp_path / "lmdb" / "synth" / "train", 30)
     layout = DataLayout(tmp_path)

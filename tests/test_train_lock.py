@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from rosetta.config import RunLayout
+from rosetta.layout import RunLayout
 from train_fixtures import tiny_config, write_params
 
 pytestmark = pytest.mark.slow
@@ -42,7 +42,7 @@ def test_second_training_in_a_busy_folder_is_refused_and_the_lock_dies_with_its_
     finally:
         os.killpg(first.pid, signal.SIGKILL)  # the launcher and torchrun; each rank has a session of its own
         first.wait()
-    # The ranks die with torchrun (rosetta.runtime.die_with_parent): none trains on without the lock.
+    # The ranks die with torchrun (rosetta.training.runtime.die_with_parent): none trains on without the lock.
     deadline = time.monotonic() + 60
     while ranks := _processes_reading(runs.train / "launch_params.yaml"):
         assert time.monotonic() < deadline, f"ranks {ranks} outlived their killed launcher"

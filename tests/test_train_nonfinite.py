@@ -6,10 +6,10 @@ import json
 import pytest
 import torch
 
-from rosetta.config import RunLayout
 from rosetta.errors import RosettaError
+from rosetta.layout import RunLayout
 from rosetta.modeling.losses.rec_ctc_loss import CTCLoss
-from rosetta.train import run_training
+from rosetta.training.trainer import run_training
 from train_fixtures import tiny_config
 
 pytestmark = pytest.mark.slow

@@ -11,9 +11,9 @@ import time
 import pytest
 import torch
 
-from rosetta.checkpoint import load_checkpoint
-from rosetta.config import RunLayout
-from rosetta.train import run_training
+from rosetta.layout import RunLayout
+from rosetta.recognition.checkpoint import load_checkpoint
+from rosetta.training.trainer import run_training
 from train_fixtures import tiny_config, write_params
 
 pytestmark = pytest.mark.slow

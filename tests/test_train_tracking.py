@@ -8,10 +8,12 @@ import json
 import pytest
 import torch
 
-from rosetta.config import DataLayout, RunLayout
-from rosetta.evaluate import evaluate_benchmarks
-from rosetta.train import run_training
-from rosetta.tracking import TAG_PARENT, artifact_location, data_version, result_params
+from rosetta.config import result_params
+from rosetta.evaluation.evaluate import evaluate_benchmarks
+from rosetta.layout import DataLayout, RunLayout
+from rosetta.tracking.provenance import data_version
+from rosetta.tracking.store import TAG_PARENT, artifact_location
+from rosetta.training.trainer import run_training
 from train_fixtures import tiny_config
 
 pytestmark = pytest.mark.slow

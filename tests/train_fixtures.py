@@ -6,7 +6,8 @@ from pathlib import Path
 
 import yaml
 
-from rosetta.config import PROJECT_ROOT, Config, load_config
+from rosetta.config import Config, load_config
+from rosetta.params import PROJECT_ROOT
 
 TINY = [
     "model.backbone.model_name=small", "model.backbone.scale=0.35",

@@ -1,13 +1,10 @@
-"""Typed configuration loaded from ``params.yaml``, validated once at the edge, and where runs keep files.
+"""The params schema: one frozen dataclass per ``params.yaml`` section, checked once at the edge.
 
 ``params.yaml`` is the single source of truth (DVC reads it too). ``load_config`` turns it, or a profile
-overlaid on it, plus PaddleOCR-style ``-o section.key=value`` overrides, into the frozen dataclasses below
-(their defaults equal params.yaml's); every unknown key, wrong type or impossible value ends in one
-``ConfigError`` sentence that names the key (the reading itself is ``rosetta.params``).
-
-Longer than 400 lines because it is the whole params schema, one small dataclass per params.yaml section
-with its checks, plus the two layouts derived from it (``DataLayout``, ``RunLayout``): params.yaml reads
-against this one file.
+overlaid on it, plus PaddleOCR-style ``-o section.key=value`` overrides, into the dataclasses below (their
+defaults equal params.yaml's); every unknown key, wrong type or impossible value ends in one ``ConfigError``
+sentence that names the key (the reading itself is ``rosetta.params``, the paths derived from it
+``rosetta.layout``). Which settings are operational is marked here, on the fields (``OPERATIONAL``).
 """
 from __future__ import annotations
 
@@ -18,26 +15,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-from rosetta.params import ConfigError, apply_overrides, build, check, choice, read_params
+from rosetta.params import ConfigError, apply_overrides, build, choice, project_root, read_params, require
 
-# The checkout this package is installed from (editable): the project only where the working directory is in none.
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+# Field metadata of an operational setting: it decides how a run executes (device, threads, memory layout, workers,
+# compilation), where files go, how often it logs or saves, or how the later stages judge and serve the model, never
+# what the trained model computes or how it scores. Settings that change only float rounding (threads, device,
+# train.compile, train.channels_last) are operational: the same computation, run another way. Settings that choose
+# the model, its data or best.pt are not: train.nproc (the global batch is batch_size x nproc), train.eval_every
+# and train.val_samples (the evaluations best.pt is chosen among). One list for every reader: MLflow's params and
+# run names (``rosetta.tracking.runs``), the resume fingerprint (``rosetta.training.resume``) and the train stage's
+# DVC params (dvc.yaml; tests/test_dvc_deps.py holds it to this). A section marked so is operational whole.
+OPERATIONAL = {"operational": True}
 
 
-def project_root() -> Path:
-    """The project the working directory is in: the nearest folder at or above it holding params.yaml or
-    dvc.yaml, else ``PROJECT_ROOT``. So a second checkout sharing one virtual environment reads its own
-    params and writes its own ``mlflow.db``, not those of the checkout the package is installed from."""
-    cwd = Path.cwd().resolve()
-    for folder in (cwd, *cwd.parents):
-        if (folder / "params.yaml").is_file() or (folder / "dvc.yaml").is_file():
-            return folder
-    return PROJECT_ROOT
+def operational(default: Any = dataclasses.MISSING, *, default_factory: Any = dataclasses.MISSING) -> Any:
+    """A dataclass field marked ``OPERATIONAL``."""
+    return field(default=default, default_factory=default_factory, metadata=OPERATIONAL)
 
 
 def check_out_dir(out_dir: str, p: str) -> None:
     """A stage's ``out_dir`` names a folder: an empty one would write (and clear) outputs in the project root."""
-    check(bool(out_dir.strip()), f"{p}.out_dir", out_dir, "must name a folder (e.g. runs/<stage>)")
+    require(bool(out_dir.strip()), f"{p}.out_dir", out_dir, "must name a folder (e.g. runs/<stage>)")
 
 
 @dataclass(frozen=True)
@@ -46,8 +44,8 @@ class CharsetConfig:
     use_space: bool = False
     max_text_length: int = 25
 
-    def validate(self, p: str) -> None:
-        check(self.max_text_length >= 1, f"{p}.max_text_length", self.max_text_length, "must be at least 1")
+    def check(self, p: str) -> None:
+        require(self.max_text_length >= 1, f"{p}.max_text_length", self.max_text_length, "must be at least 1")
 
 
 @dataclass(frozen=True)
@@ -63,7 +61,7 @@ class MobileNetV3Config:
         """The short name reports, registry tags and ``rosetta bench --backbones`` use."""
         return "mobilenet_v3"
 
-    def validate(self, p: str) -> None:
+    def check(self, p: str) -> None:
         choice(f"{p}.scale", self.scale, (0.35, 0.5, 0.75, 1.0, 1.25))
 
 
@@ -84,13 +82,6 @@ BackboneConfig = typing.Union[MobileNetV3Config, ResNetConfig]
 BACKBONE_PRESETS: dict[str, BackboneConfig] = {"mobilenet_v3": MobileNetV3Config(), "resnet34_vd": ResNetConfig()}
 
 
-def bench_backbone(configured: BackboneConfig, name: str) -> BackboneConfig:
-    """What a bench row named ``name`` measures: the configured backbone where it is of that kind (so
-    ``model.backbone.scale`` and the other settings in params.yaml or ``-o`` apply), else the preset."""
-    preset = BACKBONE_PRESETS[name]
-    return configured if type(configured) is type(preset) else preset
-
-
 @dataclass(frozen=True)
 class ModelConfig:
     # A mapping told apart by ``name``, as PaddleOCR's ``Backbone:`` section, or a BACKBONE_PRESETS name.
@@ -101,11 +92,11 @@ class ModelConfig:
     image_width: int = 100  # training width; inference accepts any width
     head_l2_decay: float = 4e-4
 
-    def validate(self, p: str) -> None:
-        check(self.image_height == 32, f"{p}.image_height", self.image_height,
+    def check(self, p: str) -> None:
+        require(self.image_height == 32, f"{p}.image_height", self.image_height,
                "must be 32 (the backbones reduce height 32 to 1)")
-        check(self.image_width >= 8, f"{p}.image_width", self.image_width, "must be at least 8")
-        check(self.head_l2_decay >= 0, f"{p}.head_l2_decay", self.head_l2_decay, "must be >= 0")
+        require(self.image_width >= 8, f"{p}.image_width", self.image_width, "must be at least 8")
+        require(self.head_l2_decay >= 0, f"{p}.head_l2_decay", self.head_l2_decay, "must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -123,10 +114,10 @@ class SynthEffects:
     low_resolution: float = 0.3    # down to 10-19 px high and back up, with harsher JPEG
     invert: float = 0.4            # a negative of the whole picture: dark and light swap
 
-    def validate(self, p: str) -> None:
+    def check(self, p: str) -> None:
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
-            check(0 <= v <= 1, f"{p}.{f.name}", v, "must be a probability between 0 and 1")
+            require(0 <= v <= 1, f"{p}.{f.name}", v, "must be a probability between 0 and 1")
 
 
 @dataclass(frozen=True)
@@ -148,27 +139,27 @@ class SynthConfig:
     max_word_len: int = 12
     punctuation: float = 0.2  # share of train/val words drawn with a mark before, after or inside ("SALE!", "$20")
 
-    def validate(self, p: str) -> None:
+    def check(self, p: str) -> None:
         for k in ("train_size", "val_size", "test_size"):
-            check(getattr(self, k) >= 1, f"{p}.{k}", getattr(self, k), "must be at least 1")
-        check(self.vocabulary_size >= 100, f"{p}.vocabulary_size", self.vocabulary_size, "must be at least 100")
-        check(0 <= self.numeric_fraction <= 1, f"{p}.numeric_fraction", self.numeric_fraction,
+            require(getattr(self, k) >= 1, f"{p}.{k}", getattr(self, k), "must be at least 1")
+        require(self.vocabulary_size >= 100, f"{p}.vocabulary_size", self.vocabulary_size, "must be at least 100")
+        require(0 <= self.numeric_fraction <= 1, f"{p}.numeric_fraction", self.numeric_fraction,
                "must be between 0 and 1")
-        check(0 < self.test_font_fraction < 1, f"{p}.test_font_fraction", self.test_font_fraction,
+        require(0 < self.test_font_fraction < 1, f"{p}.test_font_fraction", self.test_font_fraction,
                "must be between 0 and 1")
-        check(1 <= self.min_word_len <= self.max_word_len, f"{p}.min_word_len", self.min_word_len,
+        require(1 <= self.min_word_len <= self.max_word_len, f"{p}.min_word_len", self.min_word_len,
                "must be between 1 and max_word_len")
-        self.effects.validate(f"{p}.effects")
-        check(0 <= self.clean_fraction <= 1, f"{p}.clean_fraction", self.clean_fraction, "must be between 0 and 1")
-        check(0 <= self.punctuation <= 1, f"{p}.punctuation", self.punctuation, "must be between 0 and 1")
+        self.effects.check(f"{p}.effects")
+        require(0 <= self.clean_fraction <= 1, f"{p}.clean_fraction", self.clean_fraction, "must be between 0 and 1")
+        require(0 <= self.punctuation <= 1, f"{p}.punctuation", self.punctuation, "must be between 0 and 1")
 
 
 @dataclass(frozen=True)
 class SourceConfig:
     """A downloadable archive (or a local path) with an optional checksum."""
 
-    url: str = ""
-    sha256: Optional[str] = None
+    url: str = operational("")
+    sha256: Optional[str] = operational(None)
 
 
 @dataclass(frozen=True)
@@ -180,16 +171,16 @@ class ValidationConfig:
     min_shape_conformity: float = 0.99  # share of decodable images within min_height and max_aspect_ratio
     min_samples: int = 1
 
-    def validate(self, p: str) -> None:
-        check(0 <= self.max_undecodable_fraction <= 1, f"{p}.max_undecodable_fraction",
+    def check(self, p: str) -> None:
+        require(0 <= self.max_undecodable_fraction <= 1, f"{p}.max_undecodable_fraction",
                self.max_undecodable_fraction, "must be between 0 and 1")
-        check(0 <= self.min_charset_conformity <= 1, f"{p}.min_charset_conformity",
+        require(0 <= self.min_charset_conformity <= 1, f"{p}.min_charset_conformity",
                self.min_charset_conformity, "must be between 0 and 1")
-        check(self.min_height >= 1, f"{p}.min_height", self.min_height, "must be at least 1")
-        check(self.max_aspect_ratio > 0, f"{p}.max_aspect_ratio", self.max_aspect_ratio, "must be > 0")
-        check(0 <= self.min_shape_conformity <= 1, f"{p}.min_shape_conformity",
+        require(self.min_height >= 1, f"{p}.min_height", self.min_height, "must be at least 1")
+        require(self.max_aspect_ratio > 0, f"{p}.max_aspect_ratio", self.max_aspect_ratio, "must be > 0")
+        require(0 <= self.min_shape_conformity <= 1, f"{p}.min_shape_conformity",
                self.min_shape_conformity, "must be between 0 and 1")
-        check(self.min_samples >= 0, f"{p}.min_samples", self.min_samples, "must be >= 0")
+        require(self.min_samples >= 0, f"{p}.min_samples", self.min_samples, "must be >= 0")
 
 
 SourceName = Literal["synth", "mjsynth", "synthtext", "lmdb", "real"]
@@ -199,8 +190,8 @@ SourceName = Literal["synth", "mjsynth", "synthtext", "lmdb", "real"]
 class DataConfig:
     # Training corpora; the full-scale profiles use [mjsynth, synthtext] (MJ+ST); ``real`` is data.real_train.
     sources: list[SourceName] = field(default_factory=lambda: ["synth", "real"])
-    root: str = "data"  # relative to the project root
-    workers: int = 0  # processes for rendering, conversion and validation; 0 = all cores
+    root: str = operational("data")  # relative to the project root
+    workers: int = operational(0)  # processes for rendering, conversion and validation; 0 = all cores
     synth: SynthConfig = field(default_factory=SynthConfig)
     mjsynth: SourceConfig = field(default_factory=lambda: SourceConfig(
         url="https://www.robots.ox.ac.uk/~vgg/data/text/mjsynth.tar.gz"))
@@ -210,26 +201,26 @@ class DataConfig:
     benchmarks: SourceConfig = field(default_factory=SourceConfig)  # empty = the synth test split
     # A folder of real test sets (gt-file sets or LMDBs) outside the repository, relative to the project
     # folder, scored beside data.benchmarks where it exists; empty = none.
-    real_benchmarks: str = "../shared/benchmarks"
+    real_benchmarks: str = operational("../shared/benchmarks")
     # A folder of real labelled training sets (gt-file sets or LMDBs) outside the repository, relative to the
     # project folder: the ``real`` source. Missing: training goes on with the other sources; empty = none.
     real_train: str = "../shared/realtrain"
     real_val_fraction: float = 0.08  # of each real training set, held out (seeded) to choose best.pt on
-    validation: ValidationConfig = field(default_factory=ValidationConfig)
+    validation: ValidationConfig = operational(default_factory=ValidationConfig)
 
-    def validate(self, p: str) -> None:
-        check(self.workers >= 0, f"{p}.workers", self.workers, "must be >= 0")
-        check(len(self.sources) >= 1 and len(set(self.sources)) == len(self.sources), f"{p}.sources",
+    def check(self, p: str) -> None:
+        require(self.workers >= 0, f"{p}.workers", self.workers, "must be >= 0")
+        require(len(self.sources) >= 1 and len(set(self.sources)) == len(self.sources), f"{p}.sources",
                self.sources, "must list at least one source, each once")
-        check(0 < self.real_val_fraction < 1, f"{p}.real_val_fraction", self.real_val_fraction,
+        require(0 < self.real_val_fraction < 1, f"{p}.real_val_fraction", self.real_val_fraction,
               "must be between 0 and 1")
         for name in self.sources:
             if name == "real":
-                check(bool(self.real_train), f"{p}.real_train", self.real_train,
+                require(bool(self.real_train), f"{p}.real_train", self.real_train,
                       f"must name the folder of real training sets when {p}.sources lists real")
             elif name != "synth":
                 src = getattr(self, name)
-                check(bool(src.url), f"{p}.{name}.url", src.url,
+                require(bool(src.url), f"{p}.{name}.url", src.url,
                        f"must name a URL or a local path when {p}.sources lists {name}")
 
 
@@ -258,42 +249,42 @@ class TrainConfig:
     source_start_step: dict[SourceName, int] = field(default_factory=lambda: {"real": 300})
     init_from: str = ""  # weights to start from: a checkpoint file or models:/<name>@<alias> (or /<version>)
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
-    compile: bool = False
-    channels_last: bool = True  # NHWC activations: oneDNN's depthwise convolutions run much faster on CPU
-    device: str = "auto"  # auto, cpu, cuda, cuda:N
+    compile: bool = operational(False)
+    channels_last: bool = operational(True)  # NHWC activations: oneDNN's depthwise convolutions run much faster on CPU
+    device: str = operational("auto")  # auto, cpu, cuda, cuda:N
     nproc: int = 2  # > 1 launches torchrun with that many processes
-    num_workers: int = 0
-    threads: int = 1  # torch intra-op threads on CPU; 0 = leave torch's default
+    num_workers: int = operational(0)
+    threads: int = operational(1)  # torch intra-op threads on CPU; 0 = leave torch's default
     eval_every: int = 500
     val_samples: int = 0  # validation samples scored every eval_every steps (evenly spaced); 0 = all
-    checkpoint_every: int = 500
-    log_every: int = 50
-    max_bad_steps: int = 20  # consecutive non-finite losses before the run stops
-    log_model: bool = True  # log the best model to MLflow (pytorch flavour) at the end
-    out_dir: str = "runs/train"
+    checkpoint_every: int = operational(500)
+    log_every: int = operational(50)
+    max_bad_steps: int = operational(20)  # consecutive non-finite losses before the run stops
+    log_model: bool = operational(True)  # log the best model to MLflow (pytorch flavour) at the end
+    out_dir: str = operational("runs/train")
 
-    def validate(self, p: str) -> None:
-        check(self.lr > 0, f"{p}.lr", self.lr, "must be > 0")
-        check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), f"{p}.betas", self.betas,
+    def check(self, p: str) -> None:
+        require(self.lr > 0, f"{p}.lr", self.lr, "must be > 0")
+        require(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), f"{p}.betas", self.betas,
                "must be two numbers in [0, 1)")
-        check(self.batch_size >= 1, f"{p}.batch_size", self.batch_size, "must be at least 1")
-        check(self.epochs >= 1 or self.max_steps >= 1, f"{p}.epochs", self.epochs,
+        require(self.batch_size >= 1, f"{p}.batch_size", self.batch_size, "must be at least 1")
+        require(self.epochs >= 1 or self.max_steps >= 1, f"{p}.epochs", self.epochs,
                "must be at least 1 unless max_steps is set")
-        check(self.max_steps >= 0, f"{p}.max_steps", self.max_steps, "must be >= 0")
-        check(self.warmup_steps >= 0, f"{p}.warmup_steps", self.warmup_steps, "must be >= 0")
-        check(self.curriculum_steps >= 0, f"{p}.curriculum_steps", self.curriculum_steps, "must be >= 0")
-        check(self.grad_clip >= 0, f"{p}.grad_clip", self.grad_clip, "must be >= 0")
-        check(self.nproc >= 1, f"{p}.nproc", self.nproc, "must be at least 1")
-        check(self.num_workers >= 0, f"{p}.num_workers", self.num_workers, "must be >= 0")
-        check(all(r >= 0 for r in self.batch_ratio.values()), f"{p}.batch_ratio", self.batch_ratio,
+        require(self.max_steps >= 0, f"{p}.max_steps", self.max_steps, "must be >= 0")
+        require(self.warmup_steps >= 0, f"{p}.warmup_steps", self.warmup_steps, "must be >= 0")
+        require(self.curriculum_steps >= 0, f"{p}.curriculum_steps", self.curriculum_steps, "must be >= 0")
+        require(self.grad_clip >= 0, f"{p}.grad_clip", self.grad_clip, "must be >= 0")
+        require(self.nproc >= 1, f"{p}.nproc", self.nproc, "must be at least 1")
+        require(self.num_workers >= 0, f"{p}.num_workers", self.num_workers, "must be >= 0")
+        require(all(r >= 0 for r in self.batch_ratio.values()), f"{p}.batch_ratio", self.batch_ratio,
               "must give non-negative shares")
-        check(all(s >= 0 for s in self.source_start_step.values()), f"{p}.source_start_step", self.source_start_step,
+        require(all(s >= 0 for s in self.source_start_step.values()), f"{p}.source_start_step", self.source_start_step,
               "must give steps >= 0")
-        check(self.val_samples >= 0, f"{p}.val_samples", self.val_samples, "must be >= 0")
-        check(self.threads >= 0, f"{p}.threads", self.threads, "must be >= 0")
+        require(self.val_samples >= 0, f"{p}.val_samples", self.val_samples, "must be >= 0")
+        require(self.threads >= 0, f"{p}.threads", self.threads, "must be >= 0")
         for k in ("eval_every", "checkpoint_every", "log_every", "max_bad_steps"):
-            check(getattr(self, k) >= 1, f"{p}.{k}", getattr(self, k), "must be at least 1")
-        check(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
+            require(getattr(self, k) >= 1, f"{p}.{k}", getattr(self, k), "must be at least 1")
+        require(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
                f"{p}.device", self.device, "must be auto, cpu, cuda or cuda:N")
         check_out_dir(self.out_dir, p)
 
@@ -305,11 +296,11 @@ class EvalConfig:
     threads: int = 0  # CPU threads of inference (evaluate, predict, export's int8 gate); 0 = all cores
     out_dir: str = "runs/eval"
 
-    def validate(self, p: str) -> None:
-        check(self.batch_size >= 1, f"{p}.batch_size", self.batch_size, "must be at least 1")
-        check(self.gallery_size >= 0, f"{p}.gallery_size", self.gallery_size, "must be >= 0")
+    def check(self, p: str) -> None:
+        require(self.batch_size >= 1, f"{p}.batch_size", self.batch_size, "must be at least 1")
+        require(self.gallery_size >= 0, f"{p}.gallery_size", self.gallery_size, "must be >= 0")
         check_out_dir(self.out_dir, p)
-        check(self.threads >= 0, f"{p}.threads", self.threads, "must be >= 0 (0 = all cores)")
+        require(self.threads >= 0, f"{p}.threads", self.threads, "must be >= 0 (0 = all cores)")
 
 
 @dataclass(frozen=True)
@@ -324,17 +315,17 @@ class ExportConfig:
     int8_max_accuracy_drop: float = 0.005  # int8 gate: accuracy lost on any benchmark set, at most
     out_dir: str = "runs/export"
 
-    def validate(self, p: str) -> None:
-        check(self.opset >= 17, f"{p}.opset", self.opset, "must be at least 17")
+    def check(self, p: str) -> None:
+        require(self.opset >= 17, f"{p}.opset", self.opset, "must be at least 17")
         check_out_dir(self.out_dir, p)
-        check(self.max_abs_diff > 0, f"{p}.max_abs_diff", self.max_abs_diff, "must be > 0")
-        check(0 <= self.min_same_text <= 1, f"{p}.min_same_text", self.min_same_text,
+        require(self.max_abs_diff > 0, f"{p}.max_abs_diff", self.max_abs_diff, "must be > 0")
+        require(0 <= self.min_same_text <= 1, f"{p}.min_same_text", self.min_same_text,
                "must be between 0 and 1")
-        check(self.parity_samples >= 1, f"{p}.parity_samples", self.parity_samples, "must be at least 1")
-        check(self.batch_size >= 1, f"{p}.batch_size", self.batch_size, "must be at least 1")
-        check(0 <= self.int8_min_same_text <= 1, f"{p}.int8_min_same_text", self.int8_min_same_text,
+        require(self.parity_samples >= 1, f"{p}.parity_samples", self.parity_samples, "must be at least 1")
+        require(self.batch_size >= 1, f"{p}.batch_size", self.batch_size, "must be at least 1")
+        require(0 <= self.int8_min_same_text <= 1, f"{p}.int8_min_same_text", self.int8_min_same_text,
                "must be between 0 and 1")
-        check(0 <= self.int8_max_accuracy_drop <= 1, f"{p}.int8_max_accuracy_drop", self.int8_max_accuracy_drop,
+        require(0 <= self.int8_max_accuracy_drop <= 1, f"{p}.int8_max_accuracy_drop", self.int8_max_accuracy_drop,
                "must be between 0 and 1")
 
 
@@ -350,16 +341,16 @@ class RegistryConfig:
     previous_alias: str = "previous"
     out_dir: str = "runs/register"
 
-    def validate(self, p: str) -> None:
-        check(bool(self.model_name), f"{p}.model_name", self.model_name, "must not be empty")
-        check(bool(self.metric), f"{p}.metric", self.metric, "must name a benchmark metric")
-        check(self.margin >= 0, f"{p}.margin", self.margin, "must be >= 0")
-        check(math.isfinite(self.min_score), f"{p}.min_score", self.min_score, "must be a finite number")
+    def check(self, p: str) -> None:
+        require(bool(self.model_name), f"{p}.model_name", self.model_name, "must not be empty")
+        require(bool(self.metric), f"{p}.metric", self.metric, "must name a benchmark metric")
+        require(self.margin >= 0, f"{p}.margin", self.margin, "must be >= 0")
+        require(math.isfinite(self.min_score), f"{p}.min_score", self.min_score, "must be a finite number")
         for k in ("alias", "previous_alias"):
             value = getattr(self, k)
-            check(bool(value) and value.replace("_", "").replace("-", "").isalnum(), f"{p}.{k}", value,
+            require(bool(value) and value.replace("_", "").replace("-", "").isalnum(), f"{p}.{k}", value,
                    "must be a non-empty name of letters, digits, - and _")
-        check(self.alias != self.previous_alias, f"{p}.previous_alias", self.previous_alias,
+        require(self.alias != self.previous_alias, f"{p}.previous_alias", self.previous_alias,
                "must differ from registry.alias")
         check_out_dir(self.out_dir, p)
 
@@ -374,10 +365,10 @@ class ServeConfig:
     max_request_mb: int = 32  # encoded image bytes in one request
     precision: str = "fp32"  # the registered ONNX file served: fp32, or int8 (the export's model.int8.onnx)
 
-    def validate(self, p: str) -> None:
+    def check(self, p: str) -> None:
         for k in ("max_image_side", "max_image_pixels", "max_request_images", "max_request_mb"):
-            check(getattr(self, k) >= 1, f"{p}.{k}", getattr(self, k), "must be at least 1")
-        check(self.precision in ("fp32", "int8"), f"{p}.precision", self.precision, "must be fp32 or int8")
+            require(getattr(self, k) >= 1, f"{p}.{k}", getattr(self, k), "must be at least 1")
+        require(self.precision in ("fp32", "int8"), f"{p}.precision", self.precision, "must be fp32 or int8")
 
 
 @dataclass(frozen=True)
@@ -386,9 +377,9 @@ class PrefectConfig:
     data_retry_delay_s: float = 30.0
     mlflow_ui_url: Optional[str] = "http://127.0.0.1:5000"  # where `mlflow ui` serves the store; null = no link
 
-    def validate(self, p: str) -> None:
-        check(self.data_retries >= 0, f"{p}.data_retries", self.data_retries, "must be >= 0")
-        check(self.data_retry_delay_s >= 0, f"{p}.data_retry_delay_s", self.data_retry_delay_s, "must be >= 0")
+    def check(self, p: str) -> None:
+        require(self.data_retries >= 0, f"{p}.data_retries", self.data_retries, "must be >= 0")
+        require(self.data_retry_delay_s >= 0, f"{p}.data_retry_delay_s", self.data_retry_delay_s, "must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -396,9 +387,6 @@ class MlflowConfig:
     tracking_uri: Optional[str] = None  # None = sqlite file at the project root (``project_root()``, absolute)
     experiment: str = "rosetta"
     run_name: Optional[str] = None
-
-    def resolved_tracking_uri(self, root: Path | None = None) -> str:
-        return self.tracking_uri or f"sqlite:///{((root or project_root()) / 'mlflow.db').resolve()}"
 
 
 @dataclass(frozen=True)
@@ -408,22 +396,22 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    export: ExportConfig = field(default_factory=ExportConfig)
-    registry: RegistryConfig = field(default_factory=RegistryConfig)
-    serve: ServeConfig = field(default_factory=ServeConfig)
-    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
-    prefect: PrefectConfig = field(default_factory=PrefectConfig)
+    eval: EvalConfig = operational(default_factory=EvalConfig)
+    export: ExportConfig = operational(default_factory=ExportConfig)
+    registry: RegistryConfig = operational(default_factory=RegistryConfig)
+    serve: ServeConfig = operational(default_factory=ServeConfig)
+    mlflow: MlflowConfig = operational(default_factory=MlflowConfig)
+    prefect: PrefectConfig = operational(default_factory=PrefectConfig)
 
-    def validate(self, p: str) -> None:
+    def check(self, p: str) -> None:
         """Checks across sections: train.batch_ratio gives a share to every source of data.sources (one source
         takes every place whatever its share)."""
         ratio, sources = self.train.batch_ratio, self.data.sources
         if ratio and len(sources) > 1:
             missing = [s for s in sources if s not in ratio]
-            check(not missing, "train.batch_ratio", ratio, f"gives no share to {', '.join(missing)} of data.sources; "
+            require(not missing, "train.batch_ratio", ratio, f"gives no share to {', '.join(missing)} of data.sources; "
                   "add one, or set {} to draw from all sources together")
-            check(any(ratio[s] > 0 for s in sources), "train.batch_ratio", ratio,
+            require(any(ratio[s] > 0 for s in sources), "train.batch_ratio", ratio,
                   f"gives no source of data.sources {sources} a share above 0")
 
     def to_dict(self) -> dict:
@@ -442,6 +430,33 @@ class Config:
 
         walk("", self.to_dict())
         return out
+
+
+def operational_keys(section: Any, prefix: str = "") -> set[str]:
+    """Dotted names of the fields of ``section`` (a config dataclass) marked ``OPERATIONAL``; a marked section
+    stands for all its keys."""
+    keys = set()
+    for f in dataclasses.fields(section):
+        value = getattr(section, f.name)
+        if f.metadata.get("operational"):
+            keys.add(prefix + f.name)
+        elif dataclasses.is_dataclass(value):
+            keys |= operational_keys(value, f"{prefix}{f.name}.")
+    return keys
+
+
+def result_params(cfg: Config) -> dict[str, Any]:
+    """The flat params (``Config.flat``) that can change a trained model or its scores: every key not under an
+    operational one."""
+    marked = operational_keys(cfg)
+    return {k: v for k, v in cfg.flat().items()
+            if not any(k == m or k.startswith(m + ".") for m in marked)}
+
+
+def result_fields(section: Any) -> dict[str, Any]:
+    """The fields of one section that can change a trained model or its scores, as a (nested) dict."""
+    marked = operational_keys(section)
+    return {k: v for k, v in dataclasses.asdict(section).items() if k not in marked}
 
 
 # --------------------------------------------------------------------------- building
@@ -474,153 +489,3 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     if path is None:
         path = project_root() / "params.yaml"
     return config_from_dict(read_params(Path(path)), overrides)
-
-
-def project_path(p: str | Path, root: Path | None = None) -> Path:
-    """A params path made absolute against the working directory (DVC runs stages from the repo root)."""
-    p = Path(p).expanduser()
-    return p if p.is_absolute() else (root or Path.cwd()) / p
-
-
-@dataclass(frozen=True)
-class DataLayout:
-    """Where each stage reads and writes below ``data.root``; stages, flows and tests share it."""
-
-    root: Path
-
-    @classmethod
-    def from_config(cls, cfg: Config) -> "DataLayout":
-        return cls(project_path(cfg.data.root))
-
-    def raw(self, source: str) -> Path:
-        return self.root / "raw" / source
-
-    def lmdb(self, source: str) -> Path:
-        """LMDBs of one source: ``train/``, ``val/`` and (where the source has one) ``test/``. The real
-        training sets (source ``real``) have a stage of their own, so a folder apart from ``lmdb/``."""
-        return self.real_train if source == "real" else self.root / "lmdb" / source
-
-    def validation_splits(self, sources: list[str]) -> list[Path]:
-        """The ``val/`` LMDB folder of each source that has one, in ``sources`` order."""
-        return [self.lmdb(s) / "val" for s in sources if (self.lmdb(s) / "val").is_dir()]
-
-    @property
-    def benchmarks(self) -> Path:
-        """One LMDB per evaluation set, named by its folder."""
-        return self.root / "lmdb" / "benchmarks"
-
-    @property
-    def real_manifest(self) -> Path:
-        """The fingerprint of the data.real_benchmarks sets, rewritten on every ``dvc repro``."""
-        return self.root / "real" / "manifest.json"
-
-    @property
-    def real_benchmarks(self) -> Path:
-        """The data.real_benchmarks sets converted, one LMDB per set, beside a copy of the manifest."""
-        return self.root / "real" / "lmdb"
-
-    @property
-    def real_train_manifest(self) -> Path:
-        """The fingerprint of the data.real_train sets, rewritten on every ``dvc repro``."""
-        return self.root / "realtrain" / "manifest.json"
-
-    @property
-    def real_train(self) -> Path:
-        """The data.real_train sets converted: ``train/<SET>`` and the held-out ``val/<SET>`` LMDBs, beside a
-        copy of the manifest and the conversion report."""
-        return self.root / "realtrain" / "lmdb"
-
-    @property
-    def reports(self) -> Path:
-        return self.root / "reports"
-
-
-@dataclass(frozen=True)
-class RunLayout:
-    """Where the model stages write, below the ``<stage>.out_dir`` params: the one home of these file names.
-    Stages, the flow, the CLI and the tests take paths from here; ``dvc.yaml`` names the same files for the
-    default params, and a test holds the two together."""
-
-    train: Path
-    eval: Path
-    export: Path
-    register: Path
-
-    @classmethod
-    def from_config(cls, cfg: Config, root: Path | None = None) -> "RunLayout":
-        return cls(project_path(cfg.train.out_dir, root), project_path(cfg.eval.out_dir, root),
-                   project_path(cfg.export.out_dir, root), project_path(cfg.registry.out_dir, root))
-
-    # train: the best inference checkpoint, the resumable training state, the MLflow run record, metrics, plots
-    @property
-    def best_checkpoint(self) -> Path:
-        return self.train / "best.pt"
-
-    @property
-    def checkpoints(self) -> Path:
-        return self.train / "checkpoints"
-
-    @property
-    def last_checkpoint(self) -> Path:
-        return self.checkpoints / "last.pt"
-
-    @property
-    def train_lock(self) -> Path:
-        """Held (flock) by the process training into this folder: one training per ``train.out_dir``."""
-        return self.train / ".train.lock"
-
-    @property
-    def run_json(self) -> Path:
-        return self.train / "run.json"
-
-    @property
-    def train_metrics(self) -> Path:
-        return self.train / "train_metrics.json"
-
-    @property
-    def loss_csv(self) -> Path:
-        return self.train / "plots" / "train_loss.csv"
-
-    @property
-    def val_csv(self) -> Path:
-        return self.train / "plots" / "val_accuracy.csv"
-
-    @property
-    def curve_png(self) -> Path:
-        return self.train / "curve.png"
-
-    # evaluate: benchmark metrics (a DVC metric), their Markdown table, the gallery of mistakes
-    @staticmethod
-    def eval_files(folder: str | Path) -> tuple[Path, Path, Path]:
-        """(metrics.json, metrics.md, gallery.png) in an evaluation folder: ``eval.out_dir``, or ``--out``."""
-        folder = Path(folder)
-        return folder / "metrics.json", folder / "metrics.md", folder / "gallery.png"
-
-    @property
-    def eval_metrics(self) -> Path:
-        return self.eval_files(self.eval)[0]
-
-    @property
-    def eval_table(self) -> Path:
-        return self.eval_files(self.eval)[1]
-
-    @property
-    def gallery_png(self) -> Path:
-        return self.eval_files(self.eval)[2]
-
-    # export and register
-    @property
-    def onnx(self) -> Path:
-        return self.export / "model.onnx"
-
-    @property
-    def parity(self) -> Path:
-        return self.export / "parity.json"
-
-    @property
-    def int8_report(self) -> Path:
-        return self.export / "int8.json"
-
-    @property
-    def decision(self) -> Path:
-        return self.register / "decision.json"

@@ -1,6 +1,7 @@
-"""Reading params files into typed, frozen dataclasses: type coercion with one-sentence ``ConfigError``s
-naming the key, tagged unions told apart by ``name``, PaddleOCR-style ``-o key=value`` overrides, and
-overlays (a file with ``base:`` merged over the file it names). ``rosetta.config`` holds the schema.
+"""Reading params files: which project's ``params.yaml`` (``project_root``), YAML into typed, frozen dataclasses
+(type coercion with one-sentence ``ConfigError``s naming the key, tagged unions told apart by ``name``),
+PaddleOCR-style ``-o key=value`` overrides, and overlays (a file with ``base:`` merged over the file it names).
+``rosetta.config`` holds the schema.
 """
 from __future__ import annotations
 
@@ -16,6 +17,26 @@ import yaml
 
 from rosetta.errors import RosettaError
 
+# The checkout this package is installed from (editable): the project only where the working directory is in none.
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def project_root() -> Path:
+    """The project the working directory is in: the nearest folder at or above it holding params.yaml or
+    dvc.yaml, else ``PROJECT_ROOT``. So a second checkout sharing one virtual environment reads its own
+    params and writes its own ``mlflow.db``, not those of the checkout the package is installed from."""
+    cwd = Path.cwd().resolve()
+    for folder in (cwd, *cwd.parents):
+        if (folder / "params.yaml").is_file() or (folder / "dvc.yaml").is_file():
+            return folder
+    return PROJECT_ROOT
+
+
+def project_path(p: str | Path, root: Path | None = None) -> Path:
+    """A params path made absolute against the working directory (DVC runs stages from the repo root)."""
+    p = Path(p).expanduser()
+    return p if p.is_absolute() else (root or Path.cwd()) / p
+
 
 class ConfigError(RosettaError, ValueError):
     """A user-fixable problem in params.yaml or an override; the message is one sentence."""
@@ -26,7 +47,7 @@ def choice(key: str, value: Any, allowed: tuple) -> None:
         raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(str, allowed))}")
 
 
-def check(cond: bool, key: str, value: Any, must: str) -> None:
+def require(cond: bool, key: str, value: Any, must: str) -> None:
     if not cond:
         raise ConfigError(f"{key}: {value!r} {must}")
 
@@ -115,7 +136,7 @@ def _tagged(tp: Any, value: Any, key: str) -> Any:
 
 
 def build(cls: type, data: dict, prefix: str = "") -> Any:
-    """An instance of the dataclass ``cls`` from ``data``; each section's ``validate(prefix)`` runs once built."""
+    """An instance of the dataclass ``cls`` from ``data``; each section's ``check(prefix)`` runs once built."""
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     for k in data:
@@ -130,8 +151,8 @@ def build(cls: type, data: dict, prefix: str = "") -> Any:
             v = {"name": default.name, **v}  # a tagged section without a name is of its default's kind
         kwargs[k] = _coerce(hints[k], v, f"{prefix}.{k}" if prefix else k)
     obj = cls(**kwargs)
-    if hasattr(obj, "validate"):
-        obj.validate(prefix)
+    if hasattr(obj, "check"):
+        obj.check(prefix)
     return obj
 
 

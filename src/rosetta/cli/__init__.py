@@ -20,7 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="rosetta", description="Rosetta scene-text recognition: data, training, evaluation, export, registry.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for group in GROUPS:
-        group.register(sub)
+        group.add_parsers(sub)
     return parser
 
 

@@ -7,13 +7,13 @@ import argparse
 import json
 from pathlib import Path
 
-from rosetta.bench import MODES
+from rosetta.bench.common import MODES
 from rosetta.cli.common import add_config_args, config_from_args, positive_int
 from rosetta.config import BACKBONE_PRESETS
 from rosetta.errors import RosettaError
 
 
-def register(subparsers) -> None:
+def add_parsers(subparsers) -> None:
     bench = subparsers.add_parser("bench", help="throughput benchmarks",
                                   description="Throughput benchmarks of the configured pipeline.")
     sub = bench.add_subparsers(dest="bench_command", required=True, metavar="COMMAND")
@@ -66,7 +66,7 @@ def _finish(p: argparse.ArgumentParser, func) -> None:
 
 
 def _bench_train(args: argparse.Namespace) -> int:
-    from rosetta.bench import bench_train
+    from rosetta.bench.train import bench_train
 
     rows = bench_train(config_from_args(args), args.backbones, args.batch_size, args.steps, args.warmup,
                        Path(args.data) if args.data else None, tuple(args.modes), args.processes)
@@ -76,7 +76,8 @@ def _bench_train(args: argparse.Namespace) -> int:
 
 
 def _bench_serve(args: argparse.Namespace) -> int:
-    from rosetta.http_serving import bench_serve, running_server
+    from rosetta.bench.serve import bench_serve
+    from rosetta.delivery.http_server import running_server
 
     with running_server(config_from_args(args), args.model_uri) as url:
         rows = bench_serve(url, args.batch_sizes, args.requests)
@@ -88,8 +89,8 @@ def _bench_serve(args: argparse.Namespace) -> int:
 def _bench_infer(args: argparse.Namespace) -> int:
     import tempfile
 
-    from rosetta.bench_infer import bench_infer
-    from rosetta.export import validation_dir
+    from rosetta.bench.infer import bench_infer
+    from rosetta.delivery.export import validation_dir
 
     if args.min_seconds < 0:
         raise RosettaError("--min-seconds must be at least 0")

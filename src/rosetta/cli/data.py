@@ -7,13 +7,13 @@ from pathlib import Path
 
 from rosetta.charset import Charset
 from rosetta.cli.common import add_config_args, config_from_args
-from rosetta.config import DataLayout
 from rosetta.errors import RosettaError
+from rosetta.layout import DataLayout
 
 SOURCE_NAMES = ("mjsynth", "synthtext", "lmdb", "benchmarks")
 
 
-def register(subparsers) -> None:
+def add_parsers(subparsers) -> None:
     data = subparsers.add_parser("data", help="render, download, convert, validate and describe datasets",
                                  description="Dataset commands. Each reads params.yaml (-c) with -o overrides.")
     sub = data.add_subparsers(dest="data_command", required=True, metavar="COMMAND")

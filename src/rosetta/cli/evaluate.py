@@ -8,7 +8,7 @@ from pathlib import Path
 from rosetta.cli.common import add_config_args, config_from_args
 
 
-def register(subparsers) -> None:
+def add_parsers(subparsers) -> None:
     p = subparsers.add_parser(
         "evaluate", help="score a model on benchmark sets",
         description="Score a checkpoint (.pt) or an exported model (.onnx) on every benchmark set below DIR, each "
@@ -35,12 +35,15 @@ def register(subparsers) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from rosetta.config import RunLayout
-    from rosetta.evaluate import evaluate_benchmarks, markdown_table, pipeline_benchmarks
+    from rosetta.evaluation.evaluate import evaluate_benchmarks
+    from rosetta.evaluation.report import markdown_table
+    from rosetta.evaluation.sets import scored_sets
+    from rosetta.layout import RunLayout
 
     cfg = config_from_args(args)
     model = Path(args.model) if args.model else RunLayout.from_config(cfg).best_checkpoint
-    data, real = (Path(args.data), None) if args.data else pipeline_benchmarks(cfg)
+    sets = scored_sets(cfg)
+    data, real = (Path(args.data), None) if args.data else (sets.benchmarks, sets.real)
     summary = evaluate_benchmarks(model, data, cfg, Path(args.out) if args.out else None, args.run_id, real)
     print(json.dumps(summary, indent=2) if args.json else markdown_table(summary), end="\n" if args.json else "")
     return 0

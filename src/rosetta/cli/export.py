@@ -7,7 +7,7 @@ from pathlib import Path
 from rosetta.cli.common import add_config_args, config_from_args
 
 
-def register(subparsers) -> None:
+def add_parsers(subparsers) -> None:
     p = subparsers.add_parser(
         "export", help="export a checkpoint to ONNX and gate it against PyTorch",
         description="Write an ONNX file (input x [batch, 3, 32, width], dynamic batch and width; output "
@@ -33,9 +33,10 @@ def register(subparsers) -> None:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from rosetta.config import RunLayout
-    from rosetta.export import export_checkpoint, export_int8
-    from rosetta.onnx_runtime import int8_path
+    from rosetta.delivery.export import export_checkpoint
+    from rosetta.delivery.int8 import export_int8
+    from rosetta.layout import RunLayout
+    from rosetta.recognition.onnx_runtime import int8_path
 
     cfg = config_from_args(args)
     runs = RunLayout.from_config(cfg)

@@ -6,7 +6,7 @@ import argparse
 from rosetta.cli.common import positive_int
 
 
-def register(subparsers) -> None:
+def add_parsers(subparsers) -> None:
     p = subparsers.add_parser(
         "predict", help="recognize word images",
         description="Recognize word images with a checkpoint (.pt) or an exported model (.onnx); prints "
@@ -19,6 +19,6 @@ def register(subparsers) -> None:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from rosetta.predict import predict_files
+    from rosetta.recognition.predict import predict_files
 
     return 1 if predict_files(args.model, args.images, args.device, args.batch_size) else 0

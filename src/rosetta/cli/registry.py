@@ -6,7 +6,7 @@ import argparse
 from rosetta.cli.common import add_config_args, config_from_args
 
 
-def register(subparsers) -> None:
+def add_parsers(subparsers) -> None:
     p = subparsers.add_parser(
         "register", help="register the exported model in MLflow and decide its promotion",
         description="Log the gated ONNX file as a pyfunc model in the training run, register it as a version of "
@@ -37,8 +37,8 @@ def register(subparsers) -> None:
 
 
 def _register(args: argparse.Namespace) -> int:
-    from rosetta.config import RunLayout
-    from rosetta.registry import pipeline_inputs, register_and_promote
+    from rosetta.delivery.registry import pipeline_inputs, register_and_promote
+    from rosetta.layout import RunLayout
 
     cfg = config_from_args(args)
     onnx, parity, metrics, run_id = pipeline_inputs(cfg, args.onnx, args.parity, args.metrics, args.run_json)
@@ -47,13 +47,13 @@ def _register(args: argparse.Namespace) -> int:
 
 
 def _promote(args: argparse.Namespace) -> int:
-    from rosetta.registry import promote
+    from rosetta.delivery.registry import promote
 
     return 0 if promote(config_from_args(args), args.version, args.force).promoted else 1
 
 
 def _rollback(args: argparse.Namespace) -> int:
-    from rosetta.registry import rollback
+    from rosetta.delivery.registry import rollback
 
     rollback(config_from_args(args))
     return 0

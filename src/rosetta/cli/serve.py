@@ -7,7 +7,7 @@ import os
 from rosetta.cli.common import add_config_args, config_from_args
 
 
-def register(subparsers) -> None:
+def add_parsers(subparsers) -> None:
     p = subparsers.add_parser(
         "serve", help="serve the production model over HTTP (mlflow models serve)",
         description="Runs `mlflow models serve -m models:/<registry.model_name>@<registry.alias> --env-manager "
@@ -21,7 +21,7 @@ def register(subparsers) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from rosetta.http_serving import production_uri, serve_command, serve_env
+    from rosetta.delivery.http_server import production_uri, serve_command, serve_env
 
     cfg = config_from_args(args)
     command = serve_command(args.model_uri or production_uri(cfg), args.host, args.port)

@@ -6,7 +6,7 @@ import argparse
 from rosetta.cli.common import add_config_args, config_from_args
 
 
-def register(subparsers) -> None:
+def add_parsers(subparsers) -> None:
     p = subparsers.add_parser(
         "train", help="train the configured model (resumes from the last checkpoint)",
         description="Train per params.yaml's train section (PaddleOCR's recipe in the profiles). Rerunning the "
@@ -18,7 +18,7 @@ def register(subparsers) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from rosetta.train import run_training
+    from rosetta.training.trainer import run_training
 
     run_training(config_from_args(args), resume=not args.no_resume)
     return 0

@@ -14,10 +14,10 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-from rosetta.config import project_path
 from rosetta.data.convert import find_benchmark_sets, import_benchmarks
 from rosetta.errors import RosettaError
 from rosetta.fsutil import atomic_dir, write_json
+from rosetta.params import project_path
 
 MANIFEST = "manifest.json"
 

@@ -14,11 +14,12 @@ from typing import Iterator
 import numpy as np
 from PIL import Image
 
-from rosetta.config import DataConfig, DataLayout
+from rosetta.config import DataConfig
 from rosetta.data.lmdb_io import FileSample, Record, copy_lmdb, find_lmdbs, write_lmdb
 from rosetta.data.preprocess import ImageDecodeError, decode_image
 from rosetta.errors import RosettaError
 from rosetta.fsutil import atomic_dir
+from rosetta.layout import DataLayout
 
 FORMATS = ("mjsynth", "synthtext", "gt-file")
 GT_FILE = "gt.txt"  # a benchmark set in DTRB's layout: <SET>/gt.txt listing images/x.png<TAB>label

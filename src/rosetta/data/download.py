@@ -21,9 +21,10 @@ from urllib.parse import unquote, urlparse
 import requests
 from tqdm import tqdm
 
-from rosetta.config import DataConfig, DataLayout
+from rosetta.config import DataConfig
 from rosetta.errors import RosettaError
 from rosetta.fsutil import COMPLETE_MARKER, atomic_dir, check_replaceable, write_json
+from rosetta.layout import DataLayout
 
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".zip")
 _RETRY_STATUS = {408, 429, 500, 502, 503, 504}

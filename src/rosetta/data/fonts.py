@@ -16,8 +16,9 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from rosetta.config import SynthConfig, project_path
+from rosetta.config import SynthConfig
 from rosetta.errors import RosettaError
+from rosetta.params import project_path
 
 PIP_FONT_PACKAGES = ("font_roboto", "font_lato", "font_caladea", "font_source_sans_pro", "font_source_serif_pro",
                      "font_hanken_grotesk", "font_fredoka_one", "font_manrope", "font_fjallaone", "font_rhd")

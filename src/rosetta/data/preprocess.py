@@ -113,3 +113,14 @@ def preprocess_spec(height: int, width: int) -> dict:
         "per_image": "each image resized and padded on its own, never to its batch's widest",
         "normalize": "(pixel / 255 - mean) / std", "mean": MEAN, "std": STD, "layout": "NCHW float32",
     }
+
+
+def contract_size(spec: dict, source: str) -> tuple[int, int]:
+    """(height, width) of the inference contract a model file asks for (``preprocess_spec``'s words, from an ONNX
+    file's metadata or a checkpoint), refused in one sentence when it is not the one this version implements."""
+    expected = preprocess_spec(spec.get("height"), spec.get("width"))
+    if spec != expected:
+        differ = sorted(k for k in expected.keys() | spec.keys() if spec.get(k) != expected.get(k))
+        raise RosettaError(f"{source}: the model asks for preprocessing this version does not implement "
+                           f"({', '.join(differ)} differ); export or train it again with this version")
+    return int(spec["height"]), int(spec["width"])

@@ -10,11 +10,12 @@ import torch
 from torch.utils.data import ConcatDataset, Subset
 
 from rosetta.charset import Charset
-from rosetta.config import Config, DataLayout
+from rosetta.config import Config
 from rosetta.data.dataset import LmdbDataset
 from rosetta.data.loader import Stream, split_batch
 from rosetta.data.real_train import real_train_note
 from rosetta.errors import RosettaError
+from rosetta.layout import DataLayout
 
 
 def available_sources(cfg: Config) -> tuple[list[str], list[str]]:

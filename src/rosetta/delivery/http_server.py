@@ -1,0 +1,114 @@
+"""The registered model over HTTP: ``mlflow models serve`` started as the README shows it (``rosetta serve``), and
+a client that posts images as MLflow's JSON (base64 strings in the binary ``image`` column)."""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Sequence
+
+from rosetta.config import Config
+from rosetta.errors import RosettaError
+
+
+def production_uri(cfg: Config) -> str:
+    return f"models:/{cfg.registry.model_name}@{cfg.registry.alias}"
+
+
+def serve_command(model_uri: str, host: str, port: int) -> list[str]:
+    """``mlflow models serve`` in this environment (``--env-manager local``: no new virtualenv per model)."""
+    mlflow = Path(sys.executable).parent / "mlflow"
+    return [str(mlflow), "models", "serve", "-m", model_uri, "--env-manager", "local", "-h", host, "-p", str(port)]
+
+
+def serve_env(cfg: Config) -> dict[str, str]:
+    """The environment the server needs: the registry's store, and this venv's ``bin`` on PATH (MLflow starts
+    ``uvicorn`` from PATH; without it the server dies with status 127)."""
+    from rosetta.tracking.store import tracking_uri
+
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    return {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri(cfg), "PATH": path}
+
+
+def invocations_body(images: Sequence[bytes]) -> bytes:
+    """MLflow's JSON for a batch of encoded images: one row per image, base64 in the ``image`` column."""
+    rows = [[base64.b64encode(data).decode("ascii")] for data in images]
+    return json.dumps({"dataframe_split": {"columns": ["image"], "data": rows}}).encode()
+
+
+def post(url: str, body: bytes, timeout: float = 60) -> tuple[int, dict]:
+    """(HTTP status, JSON body) of a POST to ``url``/invocations."""
+    request = urllib.request.Request(f"{url}/invocations", data=body, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
+
+
+def _free_port(host: str) -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """``mlflow models serve`` for ``model_uri`` (default: the production alias), started at once in its own
+    process group; ``wait`` returns its URL once it answers ``/ping``, ``stop`` ends it and its uvicorn."""
+
+    def __init__(self, cfg: Config, model_uri: str | None = None, host: str = "127.0.0.1", port: int | None = None):
+        self.model_uri = model_uri or production_uri(cfg)
+        port = port or _free_port(host)
+        self.url = f"http://{host}:{port}"
+        self._log = tempfile.TemporaryFile()
+        self._proc = subprocess.Popen(serve_command(self.model_uri, host, port), env=serve_env(cfg), stdout=self._log,
+                                      stderr=subprocess.STDOUT, start_new_session=True)
+
+    def wait(self, timeout: float = 120) -> str:
+        deadline = time.monotonic() + timeout
+        while True:
+            if self._proc.poll() is not None:
+                self._log.seek(0)
+                last = self._log.read().decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
+                raise RosettaError(f"`mlflow models serve -m {self.model_uri}` stopped with status "
+                                   f"{self._proc.returncode} ({last[0]}); check that the model is registered there")
+            try:
+                with urllib.request.urlopen(f"{self.url}/ping", timeout=2):
+                    return self.url
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RosettaError(f"`mlflow models serve -m {self.model_uri}` did not answer on {self.url} "
+                                       f"within {timeout:.0f} s") from None
+                time.sleep(0.5)
+
+    def stop(self) -> None:
+        if self._proc.poll() is None:
+            os.killpg(self._proc.pid, signal.SIGTERM)
+            try:
+                self._proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self._proc.pid, signal.SIGKILL)
+                self._proc.wait()
+        self._log.close()
+
+
+@contextmanager
+def running_server(cfg: Config, model_uri: str | None = None, host: str = "127.0.0.1",
+                   port: int | None = None) -> Iterator[str]:
+    """A ``Server`` that answers: its URL, and the server stopped on exit."""
+    server = Server(cfg, model_uri, host, port)
+    try:
+        yield server.wait()
+    finally:
+        server.stop()

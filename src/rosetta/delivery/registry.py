@@ -1,0 +1,298 @@
+"""The MLflow Model Registry: each gated ONNX export becomes a version of ``registry.model_name`` carrying
+its evidence as tags, and promotion moves aliases (``production``, ``previous``), never stages.
+
+``rosetta.delivery.promotion.decide`` is the rule (pure); ``promote``, ``rollback`` and ``register_and_promote``
+apply it to a real registry, record every decision on the version (its description, for people; tags, for code)
+and print it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from rosetta.config import Config
+from rosetta.delivery.promotion import (METRIC_TAG_PREFIX, TAG_BENCHMARK, TAG_BENCHMARK_REAL, TAG_PARITY, Decision,
+                                        Evidence, decide, resolve_metric)
+from rosetta.errors import RosettaError
+from rosetta.evaluation.metrics import flat_metrics
+from rosetta.evaluation.sets import scored_sets
+from rosetta.fsutil import write_json
+from rosetta.layout import RunLayout
+
+TAG_DECISION = "promotion.decision"
+TAG_REASON = "promotion.reason"
+TAG_TIME = "promotion.time"
+TAG_REPLACED = "promotion.replaced"  # the production version this one replaced: where a rollback returns
+TAG_MODEL_SHA256 = "model.sha256"  # with data_version, what makes a registration the same one again
+MODEL_ARTIFACT = "model"
+
+
+class RegistryError(RosettaError):
+    """A registration or promotion that cannot proceed; the message says what to do."""
+
+
+# --------------------------------------------------------------------------- evidence from files
+
+
+def read_json(path: Path, what: str, fix: str) -> dict:
+    if not path.is_file():
+        raise RegistryError(f"{path}: {what} not found; {fix}")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        raise RegistryError(f"{path}: {what} is not valid JSON; {fix}") from None
+    if not isinstance(data, dict):
+        raise RegistryError(f"{path}: {what} is not a JSON object; {fix}")
+    return data
+
+
+def benchmark_set(*roots: Path) -> str:
+    """A name for the benchmark data at ``roots``: a digest of every set's name, size and labels, then
+    the sets, e.g. ``3f2a9c1b0d4e: IIIT5k_3000=3000, SVT=647``. Equal strings mean comparable scores."""
+    from rosetta.data.lmdb_io import find_lmdbs, iter_labels, lmdb_name
+
+    digest = hashlib.sha256()
+    sizes = []
+    for root in roots:
+        paths = find_lmdbs(root) if root.is_dir() else []
+        if not paths:
+            raise RegistryError(f"{root}: no benchmark LMDB there; run `dvc repro evaluate` (promotion compares "
+                                "scores on the same benchmark set)")
+        for path in paths:
+            name = lmdb_name(path, root)
+            labels = [label for _, label in iter_labels(path)]
+            digest.update(f"{name}\0{len(labels)}\0".encode())
+            for label in labels:
+                digest.update(label.encode("utf-8") + b"\0")
+            n = len(labels)
+            sizes.append(f"{name}={n}")
+    return f"{digest.hexdigest()[:12]}: {', '.join(sizes)}"
+
+
+# --------------------------------------------------------------------------- the registry
+
+
+def registry_client(cfg: Config):
+    from mlflow import MlflowClient
+
+    from rosetta.tracking.store import tracking_uri
+
+    uri = tracking_uri(cfg)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def _pip_requirements() -> list[str]:
+    # Exactly what the pyfunc imports; listing them skips MLflow's slow requirement inference.
+    return [f"{dist}=={metadata.version(dist)}"
+            for dist in ("mlflow", "onnxruntime", "numpy", "pillow", "pandas", "pyyaml")]
+
+
+def register_model(cfg: Config, onnx_path: Path, parity: Mapping[str, Any], metrics: Mapping[str, float],
+                   run_id: str | None, benchmark_dirs: Sequence[Path], real_dir: Path | None = None) -> str:
+    """Log ``onnx_path`` as a pyfunc model in a run ``register`` nested under the training run ``run_id`` (a
+    run of its own without one) and register it; returns the version. ``benchmark_dirs`` are the LMDB folders
+    ``metrics`` were scored on.
+
+    Refuses a file whose parity gate did not pass, and metrics without ``registry.metric``. The same file
+    trained on the same data version (its sha256 and ``data_version`` tags) is the version that already
+    holds it: registering it again returns that version.
+    """
+    import mlflow
+
+    import rosetta
+    from rosetta.delivery import pyfunc_code
+    from rosetta.delivery.pyfunc import ONNX_ARTIFACT, ONNX_INT8_ARTIFACT, input_example, signature
+    from rosetta.recognition.onnx_runtime import int8_path, onnx_model_info
+    from rosetta.tracking.provenance import provenance_tags
+    from rosetta.tracking.store import Tracker, activate_store, tracking_uri
+
+    reg = cfg.registry
+    if not parity.get("passed"):
+        raise RegistryError(f"{onnx_path}: its ONNX parity gate did not pass ({'; '.join(parity.get('failures', []))});"
+                            " nothing was registered")
+    if not onnx_path.is_file():
+        raise RegistryError(f"{onnx_path}: ONNX model not found; run `rosetta export` (or `dvc repro export`) first")
+    if resolve_metric(reg.metric, metrics) not in metrics:
+        known = ", ".join(sorted(metrics)[:10]) or "none"
+        raise RegistryError(f"registry.metric: {reg.metric!r} is not among the benchmark metrics ({known}); "
+                            "pick one of them")
+    info = onnx_model_info(onnx_path)  # before anything is logged: a file that is not ours stops here
+    # The int8 model beside the float one passed its own gate (export leaves none otherwise): both are kept.
+    onnx_files = {ONNX_ARTIFACT: str(onnx_path)}
+    if int8_path(onnx_path).is_file():
+        onnx_files[ONNX_INT8_ARTIFACT] = str(int8_path(onnx_path))
+    elif cfg.serve.precision == "int8":
+        raise RegistryError(f"{int8_path(onnx_path)}: serve.precision is int8 but there is no int8 model; export "
+                            "with export.int8: true (or `rosetta export --int8`) first, or set serve.precision: fp32")
+    tags = {k: v for k, v in provenance_tags().items() if not k.startswith("mlflow.")}
+    tags[TAG_MODEL_SHA256] = hashlib.sha256(onnx_path.read_bytes()).hexdigest()
+    tags.update({"backbone": info.get("backbone", "unknown"), TAG_BENCHMARK: benchmark_set(*benchmark_dirs),
+                 TAG_PARITY: "true", "parity.max_abs_diff": f"{parity.get('max_abs_diff'):.3g}",
+                 "parity.same_text": f"{parity.get('same_text'):.4f}", "parity.samples": str(parity.get("samples"))})
+    tags.update({TAG_BENCHMARK_REAL: benchmark_set(real_dir)} if real_dir is not None else {})
+    tags.update({METRIC_TAG_PREFIX + k: f"{v:.6g}" for k, v in metrics.items()})
+
+    uri = tracking_uri(cfg)
+    activate_store(uri)
+    mlflow.set_registry_uri(uri)
+    client = registry_client(cfg)
+    same = [v for v in client.search_model_versions(f"name='{reg.model_name}'")
+            if all(v.tags.get(k) == tags[k] for k in (TAG_MODEL_SHA256, "data_version"))]
+    if same:
+        version = str(min(int(v.version) for v in same))
+        print(f"{reg.model_name} v{version} already holds {onnx_path} (same file sha256, data version "
+              f"{tags['data_version']}); not registered again", flush=True)
+        return version
+    if run_id is not None:
+        try:
+            client.get_run(run_id)
+        except Exception:
+            raise RegistryError(f"MLflow run {run_id} not found at {uri}; check mlflow.tracking_uri (or "
+                                "MLFLOW_TRACKING_URI) against the store the training run used") from None
+    run = Tracker(cfg, name=f"register {reg.model_name}", parent_id=run_id, tags=provenance_tags())
+    with mlflow.start_run(run_id=run.run_id):
+        # The input example (a small PNG) becomes serving_input_example.json; MLflow checks the model reads it.
+        logged = mlflow.pyfunc.log_model(
+            name=MODEL_ARTIFACT, python_model=pyfunc_code.__file__, artifacts=onnx_files,
+            code_paths=[str(Path(rosetta.__file__).parent)], pip_requirements=_pip_requirements(),
+            signature=signature(), input_example=input_example(), model_config=asdict(cfg.serve))
+    # Registered with its tags in one call: a promotion never sees a version without its evidence.
+    version = str(mlflow.register_model(logged.model_uri, reg.model_name, tags=tags).version)
+    client.set_tag(run.run_id, "registered_version", f"{reg.model_name} v{version}")
+    return version
+
+
+def _aliases(client, name: str) -> dict[str, str]:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return {k: str(v) for k, v in client.get_registered_model(name).aliases.items()}
+    except MlflowException:
+        raise RegistryError(f"registered model {name!r} not found in the MLflow registry; run the pipeline "
+                            "(`dvc repro` or the Prefect flow) first") from None
+
+
+def _evidence(client, name: str, version: str, metric: str) -> Evidence:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mv = client.get_model_version(name, version)
+    except MlflowException:
+        raise RegistryError(f"{name} v{version} not found in the MLflow registry; list versions in the MLflow UI "
+                            "or pass an existing --version") from None
+    return Evidence.from_tags(version, mv.tags, metric)
+
+
+def _record(client, name: str, version: str, decision: str, reason: str, **extra: str) -> None:
+    """The decision as tags (for code) and as the version's description, which the registry page shows
+    whole at the top (for people)."""
+    when = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    tags = {TAG_DECISION: decision, TAG_REASON: reason, TAG_TIME: when, **extra}
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, value)
+    client.update_model_version(name, version, description=f"**{decision}**: {reason} ({when})")
+
+
+def promote(cfg: Config, version: str | int | None = None, force: bool = False) -> Decision:
+    """Decide whether ``version`` (default: the newest) takes alias ``registry.alias``, apply it and record it.
+
+    The version it replaces gets ``registry.previous_alias``. The decision is tagged on the candidate and
+    printed, whatever it is.
+    """
+    reg = cfg.registry
+    client = registry_client(cfg)
+    aliases = _aliases(client, reg.model_name)
+    if version is None:
+        versions = client.search_model_versions(f"name='{reg.model_name}'")
+        if not versions:
+            raise RegistryError(f"registered model {reg.model_name!r} has no version yet; run the pipeline first")
+        version = max(int(v.version) for v in versions)
+    version = str(version)
+    candidate = _evidence(client, reg.model_name, version, reg.metric)
+    current = aliases.get(reg.alias)
+    production = _evidence(client, reg.model_name, current, reg.metric) if current else None
+    decision = decide(candidate, production, reg, force)
+    if production is not None and production.version == version:
+        print(decision.summary(), flush=True)  # nothing changes, and production keeps its own record
+        return decision
+    extra = {}
+    if decision.promoted:
+        if current:
+            client.set_registered_model_alias(reg.model_name, reg.previous_alias, current)
+            extra[TAG_REPLACED] = current
+        client.set_registered_model_alias(reg.model_name, reg.alias, version)
+    _record(client, reg.model_name, version, "promoted" if decision.promoted else "not promoted", decision.reason,
+            **extra)
+    print(decision.summary(), flush=True)
+    return decision
+
+
+def rollback(cfg: Config) -> Decision:
+    """Give ``registry.alias`` back to the ``registry.previous_alias`` version; that version's own
+    predecessor (if any) becomes the new previous, so rollbacks can be repeated."""
+    reg = cfg.registry
+    client = registry_client(cfg)
+    aliases = _aliases(client, reg.model_name)
+    current, previous = aliases.get(reg.alias), aliases.get(reg.previous_alias)
+    if current is None:
+        raise RegistryError(f"no version of {reg.model_name} has alias {reg.alias!r}; there is nothing to roll back")
+    if previous is None or previous == current:
+        raise RegistryError(f"{reg.model_name} has no {reg.previous_alias!r} version to roll back to; promote one "
+                            "by hand with `rosetta promote --version N --force`")
+    restored = client.get_model_version(reg.model_name, previous)
+    client.set_registered_model_alias(reg.model_name, reg.alias, previous)
+    earlier = restored.tags.get(TAG_REPLACED)
+    if earlier and earlier not in (current, previous):
+        client.set_registered_model_alias(reg.model_name, reg.previous_alias, earlier)
+    else:
+        client.delete_registered_model_alias(reg.model_name, reg.previous_alias)
+    _record(client, reg.model_name, current, "rolled back", f"replaced by v{previous} with `rosetta rollback`")
+    reason = f"rolled back from v{current} with `rosetta rollback`"
+    _record(client, reg.model_name, previous, "promoted", reason)
+    evidence = Evidence.from_tags(previous, restored.tags, reg.metric)
+    decision = Decision(reg.model_name, previous, True, reason, evidence.metric, evidence.score, current,
+                        _evidence(client, reg.model_name, current, reg.metric).score, action="rollback")
+    print(decision.summary(), flush=True)
+    return decision
+
+
+def register_and_promote(cfg: Config, onnx_path: Path, parity: Mapping[str, Any], metrics: Mapping[str, Any],
+                         run_id: str | None, decision_json: Path | None = None) -> Decision:
+    """The pipeline's last step, shared by the DVC stage and the flow: register, decide, record.
+
+    ``metrics`` is ``evaluate_benchmarks``' summary (what the evaluate stage writes to metrics.json).
+    """
+    if not isinstance(metrics.get("sets"), Mapping):
+        raise RegistryError("the benchmark metrics have no 'sets' section; evaluate the model again with the "
+                            "evaluate stage (`dvc repro evaluate`)")
+    sets = scored_sets(cfg)
+    real = sets.real if metrics.get("real_sets") else None
+    if metrics.get("real_sets") and real is None:
+        raise RegistryError(f"the benchmark metrics score the real sets {', '.join(metrics['real_sets'])}, which are "
+                            "no longer converted; run the pipeline again (`dvc repro evaluate`)")
+    scored = [sets.benchmarks] + ([real] if real else [])
+    version = register_model(cfg, Path(onnx_path), parity, flat_metrics(metrics), run_id, scored, real)
+    decision = promote(cfg, version)
+    if decision_json is not None:
+        write_json(Path(decision_json), {**decision.to_dict(), "run_id": run_id})
+    return decision
+
+
+def pipeline_inputs(cfg: Config, onnx: str | None = None, parity: str | None = None, metrics: str | None = None,
+                    run_json: str | None = None) -> tuple[Path, dict, dict, str | None]:
+    """(onnx, parity report, metrics, run id) from the files the export, evaluate and train stages write."""
+    runs = RunLayout.from_config(cfg)
+    parity_path = Path(parity) if parity else runs.parity
+    metrics_path = Path(metrics) if metrics else runs.eval_metrics
+    run_path = Path(run_json) if run_json else runs.run_json
+    run = read_json(run_path, "the training run record", "run the train stage (`dvc repro train`) first")
+    return (Path(onnx) if onnx else runs.onnx,
+            read_json(parity_path, "the parity report", "run `rosetta export` (or `dvc repro export`) first"),
+            read_json(metrics_path, "the benchmark metrics", "run the evaluate stage (`dvc repro evaluate`) first"),
+            run.get("run_id"))
+

@@ -1,0 +1,152 @@
+"""Benchmark evaluation: every LMDB below a folder is one set, scored with PaddleOCR's RecMetric; the
+results go to a JSON (DVC metrics), a Markdown table, a gallery of the worst mistakes and MLflow, as a run
+nested under the model's training run. The metric arithmetic lives in ``rosetta.evaluation.metrics``.
+"""
+from __future__ import annotations
+
+import contextlib
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rosetta.config import Config
+from rosetta.data.benchmarks import benchmark_lmdbs
+from rosetta.data.dataset import LmdbDataset
+from rosetta.errors import RosettaError
+from rosetta.evaluation.metrics import SampleScore, SetMetrics, flat_metrics, score_sample, set_metrics, summarize
+from rosetta.evaluation.plots import Mistake, mistakes_gallery
+from rosetta.evaluation.report import gallery_title, markdown_table, worst_mistakes
+from rosetta.fsutil import write_json
+from rosetta.layout import RunLayout
+from rosetta.recognition.dataset import predict_dataset
+from rosetta.recognition.device import prepare_device
+from rosetta.recognition.model_file import load_recognizer, training_run_of
+from rosetta.recognition.recognizer import Recognizer
+
+
+@dataclass
+class _Scored:
+    """Every sample of the evaluated sets, in order: where it comes from, its prediction and its score."""
+
+    samples: list[tuple[LmdbDataset, int]] = field(default_factory=list)
+    preds: list[tuple[str, float] | None] = field(default_factory=list)
+    scores: list[SampleScore] = field(default_factory=list)
+    per_set: dict[str, SetMetrics] = field(default_factory=dict)
+    unreadable: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0  # spent reading images and running the model (not converting gt-file sets)
+
+
+def _score_folder(scored: _Scored, recognizer, lmdbs: Path, shown_as: Path) -> list[str]:
+    """Score every set below ``lmdbs`` into ``scored``; returns the names of its sets."""
+    # Never a substitute for an image that does not decode: it counts as a wrong reading of its own sample.
+    dataset = LmdbDataset(lmdbs, recognizer.charset, substitute_bad_images=False)
+    if len(dataset) == 0:
+        raise RosettaError(f"{shown_as}: no sample survives the charset's label rules; nothing to evaluate")
+    start = time.perf_counter()
+    preds = predict_dataset(recognizer, dataset)
+    scored.seconds += time.perf_counter() - start
+    names = []
+    for s in dataset.sets:
+        if not s.num_kept:
+            continue
+        if s.name in scored.per_set:
+            raise RosettaError(f"benchmark set {s.name} is in {shown_as} and in another evaluated folder; keep it "
+                               "in one (data.benchmarks or data.real_benchmarks)")
+        part = preds[s.offset:s.offset + s.num_kept]
+        scores = [score_sample(p[0] if p else "", t)
+                  for p, t in zip(part, dataset.labels[s.offset:s.offset + s.num_kept])]
+        scored.per_set[s.name] = set_metrics(scores)
+        if part.count(None):
+            scored.unreadable[s.name] = part.count(None)
+        scored.samples += [(dataset, i) for i in range(s.offset, s.offset + s.num_kept)]
+        scored.preds += part
+        scored.scores += scores
+        names.append(s.name)
+    return names
+
+
+def set_accuracies(recognizers: dict[str, Recognizer], folders: list[Path], workers: int = 0
+                   ) -> dict[str, dict[str, float]]:
+    """Per recognizer (by name), the accuracy of each benchmark set below ``folders``; gt-file sets are
+    converted once for all of them. No files, no MLflow: what a gate compares."""
+    scored = {name: _Scored() for name in recognizers}
+    for folder in folders:
+        with benchmark_lmdbs(folder, workers) as lmdbs:
+            for name, recognizer in recognizers.items():
+                _score_folder(scored[name], recognizer, lmdbs, Path(folder))
+    return {name: {s: m.accuracy for s, m in sc.per_set.items()} for name, sc in scored.items()}
+
+
+def evaluate_benchmarks(checkpoint: Path, data_dir: Path, cfg: Config, out_dir: Path | None = None,
+                        run_id: str | None = None, real_dir: Path | None = None) -> dict:
+    """Score ``checkpoint`` (a ``.pt`` or an exported ``.onnx``) on every benchmark set below ``data_dir``
+    and, given ``real_dir``, below it too as the real benchmark sets. A folder of gt-file sets is converted
+    to LMDBs on the way (``benchmark_lmdbs``).
+
+    Returns the metrics: ``sets`` (per set: accuracy, norm_edit_dis, count), ``accuracy_total``
+    (sample-weighted), ``accuracy_mean`` (mean of the sets), ``norm_edit_dis_total``, ``count_total``,
+    ``accuracy_total7`` (DTRB's seven sets, when all are present), with ``real_dir`` ``accuracy_real``,
+    ``norm_edit_dis_real``, ``count_real`` and ``real_sets``, ``unreadable`` (per set, images that do not
+    decode, scored as wrong) when there are any, and ``images_per_s``. With ``out_dir`` writes metrics.json,
+    metrics.md and gallery.png there.
+
+    The results are logged into MLflow as a nested run ``evaluate <sets>`` of the training run: ``run_id``,
+    else the run the model file names (``rosetta.tracking.store.parent_run``); the training run gets each set's
+    metrics beside, and with ``run_id`` (the pipeline's own evaluation) the totals and a line in its description.
+    """
+    from rosetta.tracking.store import parent_run
+
+    parent = parent_run(cfg, checkpoint, run_id, None if run_id else training_run_of(checkpoint))
+    device = prepare_device(cfg.train)
+    recognizer = load_recognizer(checkpoint, str(device), cfg.eval.batch_size, cfg.eval.threads)
+    scored = _Scored()
+    real: list[str] = []
+    with contextlib.ExitStack() as stack:
+        for folder, is_real in ((data_dir, False), (real_dir, True)):
+            if folder is not None:
+                lmdbs = stack.enter_context(benchmark_lmdbs(folder, cfg.data.workers))
+                names = _score_folder(scored, recognizer, lmdbs, Path(folder))
+                real += names if is_real else []
+        summary = summarize(scored.per_set, real)
+        if scored.unreadable:
+            summary["unreadable"] = scored.unreadable
+        summary["images_per_s"] = len(scored.preds) / scored.seconds
+        if out_dir is None and parent is not None:  # the files go to MLflow all the same
+            out_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="rosetta-eval-")))
+        if out_dir is not None:
+            metrics_json, metrics_md, gallery_png = RunLayout.eval_files(out_dir)
+            metrics_json.parent.mkdir(parents=True, exist_ok=True)
+            write_json(metrics_json, summary)
+            metrics_md.write_text(markdown_table(summary))
+            set_names = [dataset.set_of(index) for dataset, index in scored.samples]
+            mistakes = []
+            for i in worst_mistakes(scored.preds, scored.scores, set_names, cfg.eval.gallery_size):
+                dataset, index = scored.samples[i]
+                text, confidence = scored.preds[i]
+                mistakes.append(Mistake(dataset[index][0], dataset.labels[index], text, confidence, set_names[i]))
+            mistakes_gallery(mistakes, gallery_png, title=gallery_title(summary))
+        if parent is not None:
+            _log_evaluation(cfg, parent, summary, out_dir, Path(checkpoint), headline=run_id is not None)
+    return summary
+
+
+def _log_evaluation(cfg: Config, parent: str, summary: dict, out_dir: Path, model: Path, headline: bool) -> None:
+    """A nested run of training run ``parent`` holding every metric and the files; ``parent`` gets each set's
+    metrics (a set's name says what was scored) and, when ``headline``, the totals and its description line."""
+    from rosetta.tracking.runs import benchmark_description
+    from rosetta.tracking.store import Tracker
+
+    flat = flat_metrics(summary)
+    sets = ", ".join(summary["sets"])
+    child = Tracker(cfg, name=f"evaluate {sets if len(sets) <= 60 else sets[:57] + '...'}", parent_id=parent,
+                    tags={"model_file": str(model)})
+    child.log_metrics(flat)
+    for path in RunLayout.eval_files(out_dir):
+        child.log_artifact(path, "eval")
+    child.end()
+    training = Tracker(cfg, parent, reopen=False)
+    per_set = tuple(f"{name}/" for name in summary["sets"])
+    training.log_metrics({k: v for k, v in flat.items() if headline or k.startswith(per_set)})
+    if headline:
+        training.add_to_description(benchmark_description(summary))

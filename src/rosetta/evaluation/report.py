@@ -1,0 +1,47 @@
+"""What an evaluation shows people: the metrics as a Markdown table, the worst mistakes for the gallery and the
+gallery's title."""
+from __future__ import annotations
+
+import itertools
+
+from rosetta.evaluation.metrics import SampleScore
+
+
+def worst_mistakes(preds: list[tuple[str, float] | None], scores: list[SampleScore], set_names: list[str],
+                   limit: int) -> list[int]:
+    """Indices of wrong readings (of images that decode), farthest from the truth first, then the most
+    confident, taken from each set in turn so that every set with mistakes shows."""
+    by_set: dict[str, list[int]] = {}
+    for i, (pred, score) in enumerate(zip(preds, scores)):
+        if pred is not None and not score.correct:
+            by_set.setdefault(set_names[i], []).append(i)
+    for wrong in by_set.values():
+        wrong.sort(key=lambda i: (-scores[i].edit_distance, -preds[i][1]))
+    picked = [i for rank in itertools.zip_longest(*by_set.values()) for i in rank if i is not None]
+    return picked[:limit]
+
+
+def gallery_title(summary: dict) -> str:
+    """Each set's accuracy in one line (and the real sets' total), above the gallery."""
+    parts = [f"{name} {m['accuracy']:.3f}" for name, m in summary["sets"].items()]
+    if "accuracy_real" in summary:
+        parts.append(f"real total {summary['accuracy_real']:.3f}")
+    return "accuracy: " + ", ".join(parts)
+
+
+def markdown_table(summary: dict) -> str:
+    """The metrics as a Markdown table; accuracy a fraction (0-1) with 4 decimals, as in MLflow and DVC."""
+    lines = ["| set | count | accuracy | norm_edit_dis |", "|---|---:|---:|---:|"]
+    for name, m in summary["sets"].items():
+        lines.append(f"| {name} | {m['count']} | {m['accuracy']:.4f} | {m['norm_edit_dis']:.4f} |")
+    lines.append(f"| **total** (sample-weighted) | {summary['count_total']} | {summary['accuracy_total']:.4f} "
+                 f"| {summary['norm_edit_dis_total']:.4f} |")
+    lines.append(f"| **mean** of the sets | | {summary['accuracy_mean']:.4f} | |")
+    if "accuracy_total7" in summary:
+        lines.append(f"| **total of DTRB's 7 sets** | | {summary['accuracy_total7']:.4f} | |")
+    if "accuracy_real" in summary:
+        lines.append(f"| **real total** ({', '.join(summary['real_sets'])}) | {summary['count_real']} | "
+                     f"{summary['accuracy_real']:.4f} | {summary['norm_edit_dis_real']:.4f} |")
+    notes = [f"{n} images of {name} do not decode: scored as wrong"
+             for name, n in summary.get("unreadable", {}).items()]
+    return "\n".join(lines + [""] + notes + [f"{summary['images_per_s']:.0f} images/s"]) + "\n"

@@ -1,0 +1,2 @@
+"""What the Prefect flow (``flows/train_rosetta.py``) runs on: its hold on the DVC project (``dvc_project``) and
+its report (``report``)."""

@@ -1,0 +1,128 @@
+"""The Prefect flow's hold on the DVC pipeline: ``dvc.yaml`` owns the sequence, the flow drives it.
+
+A flow run writes its overrides into the project's ``params.yaml`` (as ``dvc exp run -S`` does), runs each
+stage with ``dvc repro <stage>`` in the project folder, and records the result as a DVC experiment
+(``dvc exp save``), so ``dvc.lock``, ``dvc status`` and ``dvc exp show`` know every flow run. What the
+flow reports is ``rosetta.orchestration.report``'s.
+"""
+from __future__ import annotations
+
+import collections
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from rosetta.config import Config, load_config
+from rosetta.errors import RosettaError
+from rosetta.fsutil import exclusive_lock
+from rosetta.params import ConfigError, parse_override
+
+PARAMS = "params.yaml"  # what dvc.yaml's stages read
+LOCK = Path(".dvc") / "tmp" / "rosetta-flow.lock"
+
+
+def flow_overrides(overrides: list[str] | None, gpus: int | None) -> list[str]:
+    """The flow's overrides; ``gpus`` trains on that many CUDA devices (train.nproc)."""
+    overrides = list(overrides or [])
+    if gpus is not None:
+        if gpus < 1:
+            raise ConfigError(f"gpus: {gpus!r} must be at least 1 (leave it out to train on train.device)")
+        overrides += [f"train.nproc={gpus}", "train.device=cuda"]
+    return overrides
+
+
+def project_folder(project_dir: Path | None = None) -> Path:
+    """The DVC project the flow runs in: the working directory (the deployment's pull step sets it)."""
+    project_dir = Path(project_dir or Path.cwd()).resolve()
+    if not (project_dir / "dvc.yaml").is_file() or not (project_dir / PARAMS).is_file():
+        raise RosettaError(f"{project_dir}: no dvc.yaml and params.yaml there; run the flow from the project folder "
+                           "(deploy from it with `prefect deploy --all`)")
+    return project_dir
+
+
+def project_lock(project_dir: Path):
+    """One flow run at a time in a project folder: two would write the same params and checkpoints."""
+    return exclusive_lock(project_dir / LOCK, f"{project_dir}: another flow run is using this project folder "
+                                              "({holder}); wait for it to end (the deployments' concurrency_limit "
+                                              "queues runs) or run from another clone")
+
+
+def apply_params(project_dir: Path, overrides: list[str]) -> Config:
+    """Check ``overrides`` against the project's params.yaml, then write them into it, comments kept, so
+    every DVC stage reads them; returns the configuration the stages will see."""
+    path = project_dir / PARAMS
+    cfg = load_config(path, overrides)  # a bad override stops here, before any file changes
+    if overrides:
+        from ruamel.yaml import YAML
+        from ruamel.yaml.comments import CommentedSeq
+
+        yaml = YAML()  # round trip: params.yaml keeps its comments, order and style, as with `dvc exp run -S`
+        yaml.preserve_quotes = True
+        yaml.representer.add_representer(type(None), lambda r, _: r.represent_scalar("tag:yaml.org,2002:null", "null"))
+        data = yaml.load(path.read_text())
+        for text in overrides:
+            parts, value = parse_override(text)
+            if isinstance(value, list):  # written [a, b] on one line, as params.yaml writes lists
+                value = CommentedSeq(value)
+                value.fa.set_flow_style()
+            node = data
+            for part in parts[:-1]:
+                node = node.setdefault(part, {})
+            node[parts[-1]] = value
+        with path.open("w") as fh:
+            yaml.dump(data, fh)
+    return cfg
+
+
+def _dvc_command(*args: str) -> tuple[list[str], dict[str, str]]:
+    """The venv's dvc (else the one on PATH), with the venv first on PATH so stages find its python."""
+    bin_dir = Path(sys.executable).parent
+    exe = bin_dir / "dvc"
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}", "DVC_NO_ANALYTICS": "1"}
+    return [str(exe) if exe.exists() else "dvc", *args], env
+
+
+def dvc(project_dir: Path, *args: str) -> str:
+    """Run ``dvc args`` in ``project_dir``, echoing its output into the flow's log; a failure raises the stage
+    script's own one sentence (its ``error: ...`` line) when it printed one."""
+    cmd, env = _dvc_command(*args)
+    proc = subprocess.Popen(cmd, cwd=project_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    tail: collections.deque[str] = collections.deque(maxlen=200)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        print(line.rstrip(), flush=True)
+        tail.append(line.strip())
+    if proc.wait() != 0:
+        ours = [line[len("error: "):] for line in tail if line.startswith("error: ")]
+        raise RosettaError(ours[-1] if ours else f"`dvc {' '.join(args)}` failed in {project_dir}; see the log above")
+    return "\n".join(tail)
+
+
+def pull_data(project_dir: Path) -> None:
+    """``dvc pull`` the data stages' outputs when a DVC remote is configured; what it misses, repro rebuilds."""
+    cmd, env = _dvc_command("remote", "list")
+    remotes = subprocess.run(cmd, cwd=project_dir, env=env, capture_output=True, text=True)
+    if remotes.returncode == 0 and remotes.stdout.strip():
+        try:
+            dvc(project_dir, "pull", "validate")
+        except RosettaError as exc:
+            print(f"dvc pull did not bring everything ({exc}); dvc repro rebuilds the rest", flush=True)
+
+
+def metric_files(project_dir: Path) -> list[str]:
+    """The metrics files dvc.yaml declares that exist: git ignores them (runs/, data/), so an experiment
+    carries them only when named."""
+    stages = yaml.safe_load((project_dir / "dvc.yaml").read_text()).get("stages", {})
+    paths = [m if isinstance(m, str) else next(iter(m)) for stage in stages.values() for m in stage.get("metrics", [])]
+    return [p for p in paths if (project_dir / p).is_file()]
+
+
+def save_experiment(project_dir: Path, name: str) -> str:
+    """Record the workspace (params, ``dvc.lock``, metrics) as DVC experiment ``name`` for ``dvc exp show``."""
+    included = [arg for path in metric_files(project_dir) for arg in ("--include-untracked", path)]
+    dvc(project_dir, "exp", "save", "--force", "--name", name, *included)
+    return name

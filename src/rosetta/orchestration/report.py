@@ -1,0 +1,89 @@
+"""The flow run's report for the Prefect UI: what the stages left (``RunLayout``) as a benchmark table, the
+parity figures, the registry's decision and links into the MLflow UI."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from rosetta.config import Config
+from rosetta.errors import RosettaError
+from rosetta.evaluation.report import markdown_table
+from rosetta.layout import RunLayout
+from rosetta.tracking.store import tracking_uri
+
+
+def read_json(path: Path, stage: str) -> dict:
+    if not path.is_file():
+        raise RosettaError(f"{path}: not written; run the {stage} stage (`dvc repro {stage}`)")
+    return json.loads(path.read_text())
+
+
+@dataclass(frozen=True)
+class Links:
+    run: str | None = None
+    version: str | None = None
+
+
+def mlflow_links(cfg: Config, run_id: str | None, version: str | None) -> Links:
+    """Addresses in the MLflow UI (``prefect.mlflow_ui_url``) of the run and the registered version."""
+    ui = cfg.prefect.mlflow_ui_url
+    if not ui:
+        return Links()
+    from mlflow import MlflowClient
+
+    ui = ui.rstrip("/")
+    run = None
+    if run_id:
+        exp_id = MlflowClient(tracking_uri=tracking_uri(cfg)).get_run(run_id).info.experiment_id
+        run = f"{ui}/#/experiments/{exp_id}/runs/{run_id}"
+    model = f"{ui}/#/models/{cfg.registry.model_name}/versions/{version}" if version else None
+    return Links(run, model)
+
+
+def report_markdown(cfg: Config, metrics: Mapping[str, Any], parity: Mapping[str, Any],
+                    decision: Mapping[str, Any], run: Mapping[str, Any], links: Links,
+                    experiment: str | None = None) -> str:
+    """The flow run's summary for the Prefect UI: benchmark table, parity, registry decision, MLflow links.
+    ``decision`` and ``run`` are what the register and train stages write (decision.json, run.json)."""
+    run_id = run.get("run_id")
+    run_text = f"[{run_id}]({links.run})" if links.run else f"`{run_id}`"
+    version = f"v{decision['version']}"
+    version = f"[{version}]({links.version})" if links.version else version
+    lines = [
+        f"# train-rosetta: {cfg.model.backbone.key}",
+        "",
+        "## Benchmarks",
+        "",
+        markdown_table(metrics),
+        "## ONNX parity (ONNX Runtime vs PyTorch, validation split)",
+        "",
+        f"{parity['samples']} images: max abs difference {parity['max_abs_diff']:.3g} "
+        f"(limit {cfg.export.max_abs_diff:g}), same text {parity['same_text']:.2%} "
+        f"(limit {cfg.export.min_same_text:.2%})",
+        "",
+        "## Registry",
+        "",
+        f"{decision['model_name']} {version}: **{'promoted' if decision['promoted'] else 'not promoted'}**: "
+        f"{decision['reason']}",
+        "",
+        f"MLflow run: {run_text}",
+        "",
+    ]
+    store = run.get("tracking_uri")
+    if links.run or links.version:
+        lines += [f"The links open while `mlflow ui --backend-store-uri {store}` serves {cfg.prefect.mlflow_ui_url}; "
+                  f"the runs and models are stored in `{store}`.", ""]
+    elif store:
+        lines += [f"MLflow store: `{store}`", ""]
+    if experiment:
+        lines += [f"DVC experiment: `{experiment}` (`dvc exp show`)", ""]
+    return "\n".join(lines)
+
+
+def run_outputs(cfg: Config) -> dict[str, dict]:
+    """What the stages left for the report: the training run record, metrics, parity and decision."""
+    layout = RunLayout.from_config(cfg)
+    return {"run": read_json(layout.run_json, "train"), "metrics": read_json(layout.eval_metrics, "evaluate"),
+            "parity": read_json(layout.parity, "export"), "decision": read_json(layout.decision, "register")}

@@ -1,7 +1,0 @@
-"""The file MLflow stores as the pyfunc model's code (MLflow's "models from code", no pickle): loading
-the registered model runs it, and it names the model class."""
-from mlflow.models import set_model
-
-from rosetta.serving import OnnxRecognizerModel
-
-set_model(OnnxRecognizerModel())

@@ -1,0 +1,251 @@
+"""The MLflow store and its runs: one ``Tracker`` per run, addressed by id (no global active run); evaluation,
+export and registration are nested runs of the training run.
+
+The tracking URI is ``MLFLOW_TRACKING_URI`` when set, else ``mlflow.tracking_uri`` from params, else an absolute
+sqlite file at the project root. A new experiment gets an absolute artifact location beside the sqlite file, so
+runs started from DVC's or pytest's folders land in one place.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from rosetta.config import Config
+from rosetta.errors import RosettaError
+from rosetta.params import project_root
+from rosetta.tracking.runs import run_name
+
+ARTIFACTS_DIR = "mlartifacts"
+_MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
+TAG_PARENT = "mlflow.parentRunId"  # MLflow nests a run under the one this tag names
+TAG_NOTE = "mlflow.note.content"  # the description at the top of a run's page
+# An experiment of this kind opens in MLflow's "Model training" view rather than the GenAI one.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+# Decimals for fractions (accuracy, norm_edit_dis): 4 tell 1 sample in 10,000 apart; anything else keeps
+# 4 significant digits (loss, lr, throughput).
+_FRACTION_METRICS = ("accuracy", "norm_edit_dis", "same_text")
+
+
+def round_metric(name: str, value: float) -> float:
+    value = float(value)
+    if name.rsplit("/", 1)[-1].startswith(_FRACTION_METRICS) or name.endswith(_FRACTION_METRICS):
+        return round(value, 4)
+    return float(f"{value:.4g}")
+
+
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+# mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI (for child processes); afterwards this process must
+# still see the user's own setting, or none, not the store an earlier call chose: (user's value, exported).
+_exported: tuple[str | None, str | None] | None = None
+
+
+def _user_tracking_env() -> str | None:
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if _exported is not None and env == _exported[1]:
+        return _exported[0]
+    return env
+
+
+def default_tracking_uri(cfg: Config) -> str:
+    """``mlflow.tracking_uri``, else ``mlflow.db`` at the project root (``project_root``), absolute."""
+    return cfg.mlflow.tracking_uri or f"sqlite:///{(project_root() / 'mlflow.db').resolve()}"
+
+
+def activate_store(uri: str) -> None:
+    """Make ``uri`` MLflow's store for the fluent API in this process (and its children)."""
+    global _exported
+    import mlflow
+
+    user = _user_tracking_env()
+    mlflow.set_tracking_uri(uri)
+    _exported = (user, os.environ.get("MLFLOW_TRACKING_URI"))
+
+
+def tracking_uri(cfg: Config) -> str:
+    """The MLflow store: ``MLFLOW_TRACKING_URI``, else ``mlflow.tracking_uri``, else the project's mlflow.db.
+    A sqlite file that is not a database is refused here in one sentence (MLflow would print pages of
+    SQLAlchemy); a missing or empty one is a new store."""
+    uri = _user_tracking_env() or default_tracking_uri(cfg)
+    if uri.startswith("sqlite:///"):
+        path = Path(uri[len("sqlite:///"):])
+        try:
+            with open(path, "rb") as f:
+                head = f.read(len(_SQLITE_HEADER))
+        except FileNotFoundError:
+            head = b""
+        except OSError as exc:
+            raise RosettaError(f"{path}: the MLflow store cannot be read ({exc.strerror}); fix its permissions "
+                               "or set mlflow.tracking_uri to another store") from None
+        if head and head != _SQLITE_HEADER:
+            raise RosettaError(f"{path}: the MLflow store is not an SQLite database (damaged or overwritten); "
+                               "move it aside to start a new store, or set mlflow.tracking_uri to another one")
+    return uri
+
+
+def artifact_location(uri: str) -> str | None:
+    """``<folder of the sqlite file>/mlartifacts`` for sqlite stores; None lets a server decide."""
+    if uri.startswith("sqlite:///"):
+        return (Path(uri[len("sqlite:///"):]).resolve().parent / ARTIFACTS_DIR).as_uri()
+    return None
+
+
+def ensure_experiment(client, name: str, uri: str) -> str:
+    """The id of experiment ``name``, created with an absolute artifact location when missing."""
+    from mlflow.exceptions import MlflowException
+
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        if exp.lifecycle_stage == "deleted":
+            client.restore_experiment(exp.experiment_id)
+        for key, value in EXPERIMENT_KIND.items():
+            if key not in exp.tags:  # a kind someone chose in the UI stays
+                client.set_experiment_tag(exp.experiment_id, key, value)
+        return exp.experiment_id
+    try:
+        return client.create_experiment(name, artifact_location=artifact_location(uri), tags=EXPERIMENT_KIND)
+    except MlflowException:
+        # Another process created it between our lookup and our create.
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+def parent_run(cfg: Config, model: str | Path, run_id: str | None, named_run: str | None) -> str | None:
+    """The training run that results about ``model`` nest under: ``run_id`` when given (it must be in the
+    store), else ``named_run``, the run the model file names (``rosetta.recognition.model_file.training_run_of``),
+    when the store holds it; else None, said in one line."""
+    from mlflow import MlflowClient
+
+    uri = tracking_uri(cfg)
+    wanted = run_id or named_run
+    if wanted is None:
+        print(f"{model} names no MLflow training run (trained before model files recorded it); these results "
+              "are not logged to MLflow (`rosetta evaluate` takes --run-id)", file=sys.stderr)
+        return None
+    try:
+        MlflowClient(tracking_uri=uri).get_run(wanted)
+    except Exception:
+        if run_id is not None:
+            raise RosettaError(f"MLflow run {run_id} not found at {uri}; check MLFLOW_TRACKING_URI or "
+                               "mlflow.tracking_uri (or train again)") from None
+        print(f"{model} was trained in MLflow run {wanted}, which {uri} does not hold; these results are not "
+              "logged (set mlflow.tracking_uri to that run's store)", file=sys.stderr)
+        return None
+    return wanted
+
+
+class Tracker:
+    """One MLflow run: created (``run_id=None``, under ``parent_id`` when given) or continued, then written
+    to by id. ``reopen=False`` adds to a run without marking it running again (its duration stays)."""
+
+    def __init__(self, cfg: Config, run_id: str | None = None, *, tags: Mapping[str, str] | None = None,
+                 params: Mapping[str, Any] | None = None, name: str | None = None, parent_id: str | None = None,
+                 reopen: bool = True):
+        from mlflow import MlflowClient
+
+        self.uri = tracking_uri(cfg)
+        self.experiment = cfg.mlflow.experiment
+        self.client = MlflowClient(tracking_uri=self.uri)
+        if run_id is not None:
+            self.run_id = self._existing(run_id).info.run_id
+            if reopen:
+                self.client.update_run(run_id, status="RUNNING")
+            return
+        tags = dict(tags or {})
+        if parent_id is not None:
+            exp_id = self._existing(parent_id).info.experiment_id
+            tags[TAG_PARENT] = parent_id
+        else:
+            exp_id = ensure_experiment(self.client, self.experiment, self.uri)
+        name = name or tags.pop("mlflow.runName", None) or self._unique(exp_id, run_name(cfg))
+        run = self.client.create_run(exp_id, run_name=name, tags=tags)
+        self.run_id = run.info.run_id
+        if params:
+            self.log_params(params)
+
+    def _unique(self, exp_id: str, name: str) -> str:
+        """``name``, or ``name #2``, ``#3``... when runs of the experiment already have it (two runs started
+        in the same second, or the same ``mlflow.run_name``)."""
+        if "'" in name:
+            return name
+        taken = {r.info.run_name for r in self.client.search_runs(
+            [exp_id], filter_string=f"attributes.run_name LIKE '{name}%'", max_results=1000)}
+        n = 1
+        candidate = name
+        while candidate in taken:
+            n += 1
+            candidate = f"{name} #{n}"
+        return candidate
+
+    def _existing(self, run_id: str):
+        try:
+            return self.client.get_run(run_id)
+        except Exception:
+            raise RosettaError(f"MLflow run {run_id} not found at {self.uri}; check MLFLOW_TRACKING_URI "
+                               "or mlflow.tracking_uri (or train again)") from None
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, str(v)[:_MAX_PARAM_LENGTH]) for k, v in params.items()]
+        for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
+            self.client.log_batch(self.run_id, params=items[i:i + 100])
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(k, round_metric(k, v), now, step or 0) for k, v in metrics.items()]
+        for i in range(0, len(items), 1000):
+            self.client.log_batch(self.run_id, metrics=items[i:i + 1000])
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        for k, v in tags.items():
+            self.client.set_tag(self.run_id, k, v)
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def log_config(self, cfg: Config) -> None:
+        """Every param, those that cannot change a result included, as ``config/params.yaml``."""
+        self.client.log_text(self.run_id, yaml.safe_dump(cfg.to_dict(), sort_keys=False), "config/params.yaml")
+
+    def describe(self, text: str) -> None:
+        self.client.set_tag(self.run_id, TAG_NOTE, text)
+
+    def add_to_description(self, line: str) -> None:
+        """Append ``line`` to the description, replacing an earlier line that starts with the same words."""
+        current = self.client.get_run(self.run_id).data.tags.get(TAG_NOTE, "")
+        head = line.split(":", 1)[0]
+        kept = [p for p in current.split("\n\n") if p and not p.startswith(head)]
+        self.describe("\n\n".join([*kept, line]))
+
+    def log_pytorch_model(self, model, example, name: str = "pytorch_model") -> str:
+        """The model in MLflow's pytorch flavour (``pt2``: a traced graph, no pickle), batch and width
+        dynamic; returns the model URI."""
+        import mlflow
+        import numpy as np
+        import torch
+        from mlflow.models import ModelSignature
+        from mlflow.types import Schema, TensorSpec
+
+        signature = ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *example.shape[1:3], -1))]),
+                                   outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, -1, -1))]))
+        activate_store(self.uri)
+        with mlflow.start_run(run_id=self.run_id):
+            # A pt2 graph needs torch alone: naming it spares MLflow inferring requirements in a subprocess.
+            info = mlflow.pytorch.log_model(model.eval(), name=name, input_example=example, signature=signature,
+                                            serialization_format="pt2",
+                                            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
+        self.client.update_run(self.run_id, status="RUNNING")
+        return info.model_uri
+
+    def end(self, status: str = "FINISHED") -> None:
+        self.client.set_terminated(self.run_id, status)
