@@ -9,7 +9,7 @@ FONTS := $(VENV)/.fonts-installed
 # pyproject's optional dependencies to install with the project; the Dockerfile's image sets EXTRAS= (none).
 EXTRAS ?= dev
 
-.PHONY: install install-serve-onnx demo test bench gpu-check mlflow-screenshot import-graph dvc-deps prefect-up prefect-down \
+.PHONY: install install-serve-onnx demo test test-quick bench gpu-check mlflow-screenshot import-graph dvc-deps prefect-up prefect-down \
 	clean
 
 $(STAMP): pyproject.toml
@@ -41,6 +41,11 @@ demo: install
 
 test: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q
+
+# The edit-test loop: every test but the end-to-end ones (marked slow: they train, start a server, or run dvc,
+# prefect or torchrun). CI runs `make test`.
+test-quick: install
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -m "not slow"
 
 bench: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/rosetta bench train

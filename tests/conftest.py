@@ -1,16 +1,19 @@
-"""Fixtures shared by the test modules: one torch thread, the tiny data set, and ``rosetta`` run as a
-user runs it. Test modules use these; nothing else in tests/ builds data or starts the CLI its own way."""
+"""Fixtures shared by the test modules, each made once per test run: the tiny data sets, one tiny trained and
+exported model, and ``rosetta`` run as a user runs it; plus one torch thread per module. Test modules use these;
+nothing else in tests/ builds data, trains a model to read, or starts the CLI its own way."""
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
 
 from model_fixtures import write_word_lmdb
+from rosetta.config import Config
 from rosetta.params import PROJECT_ROOT
 
 # The maintainer scripts' modules the tests share (import_graph: the reader of rosetta's imports).
@@ -57,6 +60,73 @@ def tiny_mixed_data(tmp_path_factory) -> Path:
     convert_real_train(layout.real_train_manifest, layout.real_train, Charset(), 0.25, 0, [layout.benchmarks],
                        workers=1)
     return layout.root
+
+
+@dataclass(frozen=True)
+class TinyRun:
+    """A finished tiny training run and its gated export. Tests read these files, or copy them to change them;
+    only tests/test_train_tracking.py adds to the run's store (the evaluation it checks)."""
+
+    root: Path  # a project folder (dvc.yaml, dvc.lock) holding the run, its store and its export
+    cfg: Config  # the params it trained under
+    best: Path  # runs/train/best.pt (MobileNetV3 small x0.35, 12 steps on tiny_data)
+    onnx: Path  # its export, through the parity gate
+    parity: dict  # the gate's report
+    run_id: str  # the training run in ``root/mlflow.db`` (experiment ``tiny``), best model logged
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, tiny_data) -> TinyRun:
+    """The tiny recipe (train_fixtures.TINY) trained once on ``tiny_data`` and exported once, for every test that
+    needs a trained model or a finished training run rather than a training of its own."""
+    from rosetta.delivery.export import export_checkpoint
+    from rosetta.training.trainer import run_training
+    from train_fixtures import DVC_LOCK, tiny_config
+
+    root = tmp_path_factory.mktemp("tiny_run")
+    (root / "dvc.yaml").write_text("stages: {}\n")  # a project folder: project_root() finds it, and its lock
+    (root / "dvc.lock").write_text(DVC_LOCK)
+    threads = torch.get_num_threads()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        mp.chdir(root)
+        torch.set_num_threads(1)
+        try:
+            cfg = tiny_config(root, f"data.root={tiny_data}", "train.log_model=true", "mlflow.experiment=tiny",
+                              "export.parity_samples=12", "export.batch_size=4")
+            result = run_training(cfg)
+            report = export_checkpoint(result.best_checkpoint, root / "export" / "model.onnx", cfg,
+                                       root / "export" / "parity.json")
+        finally:
+            torch.set_num_threads(threads)
+    return TinyRun(root, cfg, result.best_checkpoint, root / "export" / "model.onnx", report.to_dict(),
+                   result.run_id)
+
+
+@dataclass(frozen=True)
+class UntrainedModel:
+    """An untrained MobileNetV3 of the default params and its gated export; tests copy them to change them."""
+
+    best: Path
+    onnx: Path
+    parity: dict
+
+
+@pytest.fixture(scope="session")
+def untrained_model(tmp_path_factory, tiny_data) -> UntrainedModel:
+    """A model whose readings differ from image to image, as a trained model's do (its BatchNorm statistics
+    measured; ``model_fixtures.untrained_checkpoint``), where ``tiny_run``'s 12 steps still read every image as
+    blank: what the export, parity, backend and serving tests compare. Made and exported once."""
+    from model_fixtures import config, untrained_checkpoint
+    from rosetta.delivery.export import export_checkpoint
+
+    root = tmp_path_factory.mktemp("untrained")
+    cfg = config(f"data.root={tiny_data}", "export.parity_samples=12", "export.batch_size=4")
+    best = untrained_checkpoint(root / "best.pt", cfg)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        report = export_checkpoint(best, root / "model.onnx", cfg, root / "parity.json")
+    return UntrainedModel(best, root / "model.onnx", report.to_dict())
 
 
 class RosettaCLI:

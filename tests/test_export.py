@@ -29,13 +29,9 @@ def _cfg(tiny_data: Path, *overrides: str):
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory, tiny_data):
-    """An untrained MobileNetV3 checkpoint, exported once for the tests that only read the result."""
-    tmp = tmp_path_factory.mktemp("mv3")
-    cfg = _cfg(tiny_data)
-    ckpt = untrained_checkpoint(tmp / "best.pt", cfg)
-    report = export_checkpoint(ckpt, tmp / "model.onnx", cfg, tmp / "parity.json")
-    return ckpt, tmp / "model.onnx", tmp / "parity.json", report
+def exported(untrained_model):
+    """An untrained MobileNetV3 checkpoint and its export (the session's), for the tests that only read them."""
+    return untrained_model.best, untrained_model.onnx
 
 
 def _dims(value_info) -> list:
@@ -75,7 +71,7 @@ def test_export_is_dynamic_checked_and_within_parity(tmp_path, tiny_data, backbo
 
 
 def test_metadata_alone_runs_the_file_like_pytorch(tmp_path, exported):
-    ckpt, onnx_path, _, _ = exported
+    ckpt, onnx_path = exported
     alone = tmp_path / "elsewhere" / "rosetta.onnx"
     alone.parent.mkdir()
     shutil.copy(onnx_path, alone)  # no checkpoint, no params next to it

@@ -3,7 +3,8 @@ copy of the project (a git + DVC repository with tiny params): ``scripts/prefect
 ``make prefect-up`` runs: a server on a free port with its own PREFECT_HOME, the work pools, a worker),
 ``prefect deploy --all`` in forced-interactive mode with nothing to answer, then
 ``prefect deployment run 'train-rosetta/local' --watch``. DVC, MLflow and Prefect's API are then asked what
-happened. Each test runs its own deployment run, so one failure does not hide the others."""
+happened, and DVC for the metrics and plots the stages wrote (the one end-to-end `dvc repro` of the model stages
+in the suite). Each test runs its own deployment run, so one failure does not hide the others."""
 from __future__ import annotations
 
 import json
@@ -170,6 +171,21 @@ def test_dvc_records_the_flow_run(stack, flow_run):
     assert recorded["params"]["params.yaml"]["data"]["train"]["max_steps"] == 5
     metrics = set(recorded["metrics"])
     assert {"runs/eval/metrics.json", "runs/export/parity.json", "runs/register/decision.json"} <= metrics
+
+
+def test_dvc_reads_the_runs_metrics_and_plots(stack, flow_run):
+    """The train and evaluate stages' files as DVC shows them, and the run record the later stages read."""
+    run = json.loads((stack["repo"] / "runs" / "train" / "run.json").read_text())
+    assert run["tracking_uri"] == f"sqlite:///{stack['root'] / 'mlflow.db'}" and run["steps"] == 5
+    assert (stack["root"] / "mlartifacts").is_dir()
+    metrics = json.JSONDecoder().raw_decode(_dvc(stack, "metrics", "show", "--json"))[0]
+    files = next(iter(metrics.values()))["data"]
+    assert files["runs/eval/metrics.json"]["data"]["sets"]["synth_test"]["count"] == 10
+    assert files["runs/train/train_metrics.json"]["data"]["steps"] == 5
+    plots = subprocess.run([str(DVC), "plots", "show", "--json"], cwd=stack["repo"], env=stack["env"],
+                           capture_output=True, text=True, timeout=300).stdout
+    for name in ("runs/train/plots/train_loss.csv", "runs/train/plots/val_accuracy.csv", "runs/eval/gallery.png"):
+        assert name in plots
 
 
 def test_the_flow_run_registers_and_reports(stack, flow_run):

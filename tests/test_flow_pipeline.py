@@ -67,6 +67,7 @@ def test_one_flow_run_per_project_folder(tmp_path):
         pass
 
 
+@pytest.mark.slow
 def test_a_failing_stage_is_its_own_sentence(tmp_path):
     """A real ``dvc repro`` whose stage fails the way a stage script does: ``error: <sentence>``, exit 2."""
     sentence = "https://example.org/x.tar: the server answered 503; try again later"
@@ -77,6 +78,7 @@ def test_a_failing_stage_is_its_own_sentence(tmp_path):
     assert str(info.value) == sentence
 
 
+@pytest.mark.slow
 def test_a_run_is_saved_as_an_experiment_with_its_metrics(tmp_path):
     """The metrics live under git-ignored runs/, as in the project; the experiment still carries them."""
     (tmp_path / "stage.py").write_text(

@@ -7,7 +7,6 @@ import shutil
 import pytest
 import torch
 
-from model_fixtures import untrained_checkpoint
 from rosetta.errors import RosettaError
 from rosetta.recognition.checkpoint import load_checkpoint
 from rosetta.training.optim import build_trainable
@@ -23,17 +22,18 @@ def _same_weights(model: torch.nn.Module, state: dict) -> bool:
 
 
 @pytest.fixture
-def trained(tmp_path, monkeypatch, tiny_data):
-    """A finished tiny run; its best.pt copied out of the run folder, as a user keeps yesterday's model."""
+def trained(tmp_path, monkeypatch, tiny_data, tiny_run):
+    """The params of a finished tiny run (``tiny_run``) and its best.pt copied out of the run folder, as a user
+    keeps yesterday's model."""
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    cfg = tiny_config(tmp_path / "first", f"data.root={tiny_data}", "train.max_steps=6")
-    run_training(cfg)
+    cfg = tiny_config(tmp_path / "first", f"data.root={tiny_data}")
     kept = tmp_path / "kept" / "best.pt"
     kept.parent.mkdir()
-    shutil.copy(tmp_path / "first" / "runs" / "train" / "best.pt", kept)
+    shutil.copy(tiny_run.best, kept)
     return cfg, kept
 
 
+@pytest.mark.slow
 def test_a_checkpoint_gives_its_weights_to_a_new_run(tmp_path, capsys, trained, tiny_data):
     _, kept = trained
     cfg = tiny_config(tmp_path / "second", f"data.root={tiny_data}", f"train.init_from={kept}", "train.max_steps=3")
@@ -73,20 +73,18 @@ def test_a_missing_file_or_one_inside_the_run_folder_is_refused(tmp_path, traine
         load_pretrained(tiny_config(tmp_path / "first", f"data.root={tiny_data}", f"train.init_from={inside}"))
 
 
-def test_the_registered_production_model_gives_its_training_checkpoint(tmp_path, monkeypatch, tiny_data):
-    from rosetta.delivery.export import export_checkpoint
+def test_the_registered_production_model_gives_its_training_checkpoint(tmp_path, monkeypatch, tiny_data, tiny_run):
     from rosetta.delivery.registry import register_and_promote
     from rosetta.tracking.store import Tracker
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.chdir(tmp_path)
-    cfg = tiny_config(tmp_path, f"data.root={tiny_data}", "registry.min_score=0.1", "export.parity_samples=8",
-                      "export.batch_size=4")
-    ckpt = untrained_checkpoint(tmp_path / "best.pt", cfg, seed=3)
+    cfg = tiny_config(tmp_path, f"data.root={tiny_data}", "registry.min_score=0.1")
+    ckpt, parity = tiny_run.best, tiny_run.parity
+    shutil.copy(tiny_run.onnx, tmp_path / "model.onnx")
     tracker = Tracker(cfg, tags={"mlflow.runName": "trained"})
     tracker.log_artifact(ckpt, "checkpoints")
     tracker.end()
-    parity = export_checkpoint(ckpt, tmp_path / "model.onnx", cfg, tmp_path / "parity.json").to_dict()
     summary = {"sets": {"synth_test": {"accuracy": 0.5, "norm_edit_dis": 0.5, "count": 12}}, "accuracy_total": 0.5,
                "accuracy_mean": 0.5, "norm_edit_dis_total": 0.5, "count_total": 12, "images_per_s": 1.0}
     assert register_and_promote(cfg, tmp_path / "model.onnx", parity, summary, tracker.run_id).promoted

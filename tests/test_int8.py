@@ -4,6 +4,7 @@ no file otherwise."""
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from model_fixtures import config, untrained_checkpoint
+from model_fixtures import config
 from rosetta.delivery.export import ExportError, export_checkpoint
 from rosetta.delivery.int8 import export_int8
 from rosetta.delivery.pyfunc import ONNX_ARTIFACT, ONNX_INT8_ARTIFACT, OnnxRecognizerModel
@@ -24,12 +25,13 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def fp32(tmp_path_factory, tiny_data):
+def fp32(tmp_path_factory, tiny_data, untrained_model):
+    """The session's untrained model and its export, copied: a test here exports it again in place."""
     tmp = tmp_path_factory.mktemp("int8")
     cfg = config(f"data.root={tiny_data}", "export.parity_samples=12", "export.batch_size=4", "data.real_benchmarks=",
                  "eval.threads=1")
-    ckpt = untrained_checkpoint(tmp / "best.pt", cfg)
-    export_checkpoint(ckpt, tmp / "model.onnx", cfg)
+    shutil.copy(untrained_model.best, tmp / "best.pt")
+    shutil.copy(untrained_model.onnx, tmp / "model.onnx")
     return cfg, tmp / "model.onnx"
 
 

@@ -125,6 +125,7 @@ def test_validate_refuses_a_training_lmdb_holding_a_benchmark_image_and_counts_t
     assert json.loads((layout.reports / "validation" / "overlap.json").read_text())["copies"]
 
 
+@pytest.mark.slow
 def test_training_mixes_real_words_into_its_batches_and_chooses_best_pt_on_them(tmp_path, monkeypatch, capsys,
                                                                                tiny_mixed_data):
     from rosetta.training.trainer import run_training

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -15,8 +16,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from model_fixtures import config, png_bytes, untrained_checkpoint, word_image
-from rosetta.delivery.export import export_checkpoint
+from model_fixtures import config, png_bytes, word_image
 from rosetta.delivery.promotion import Evidence, decide
 from rosetta.delivery.registry import (TAG_DECISION, TAG_REASON, RegistryError, promote, register_and_promote,
                                        rollback)
@@ -36,8 +36,9 @@ def _summary(accuracy: float) -> dict:
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory, tiny_data):
-    """A project-like folder: the tiny data, one gated ONNX export, an MLflow sqlite store; the cwd is there."""
+def store(tmp_path_factory, tiny_data, untrained_model):
+    """A project-like folder: the tiny data, one gated ONNX export (the session's untrained model), an MLflow
+    sqlite store; the cwd is there."""
     root = tmp_path_factory.mktemp("registry")
     overrides = [f"data.root={tiny_data}", f"mlflow.tracking_uri=sqlite:///{root / 'mlflow.db'}",
                  "export.parity_samples=8", "export.batch_size=4", "registry.min_score=0.2"]
@@ -45,9 +46,9 @@ def store(tmp_path_factory, tiny_data):
         mp.chdir(root)
         mp.delenv("MLFLOW_TRACKING_URI", raising=False)
         cfg = config(*overrides)
-        ckpt = untrained_checkpoint(root / "best.pt", cfg)
-        parity = export_checkpoint(ckpt, root / "model.onnx", cfg, root / "parity.json").to_dict()
-        yield {"root": root, "cfg": cfg, "overrides": overrides, "onnx": root / "model.onnx", "parity": parity}
+        shutil.copy(untrained_model.onnx, root / "model.onnx")
+        yield {"root": root, "cfg": cfg, "overrides": overrides, "onnx": root / "model.onnx",
+               "parity": untrained_model.parity}
 
 
 def _model_file(store, name: str) -> Path:

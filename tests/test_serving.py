@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -15,16 +16,15 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from model_fixtures import WORDS, config, png_bytes, untrained_checkpoint, word_image
+from model_fixtures import WORDS, config, png_bytes, word_image
 from rosetta.bench.serve import bench_serve
 from rosetta.data.preprocess import ImageDecodeError, ImageLimits, decode_image, resize_norm_img
-from rosetta.delivery.export import export_checkpoint
 from rosetta.delivery.http_server import Server, invocations_body, post, serve_command
 from rosetta.delivery.registry import register_and_promote
 from rosetta.recognition.model_file import load_recognizer
 from rosetta.tracking.store import Tracker
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]  # a real server
 
 LIMITS = ["serve.max_image_side=4096", "serve.max_request_images=48", "serve.max_request_mb=1"]
 
@@ -43,9 +43,9 @@ def varied_images(n: int, seed: int = 0) -> list[Image.Image]:
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory, tiny_data):
-    """A checkpoint, its gated ONNX export, registered with the production alias in a sqlite store, and
-    `mlflow models serve` of that alias starting."""
+def served(tmp_path_factory, tiny_data, untrained_model):
+    """A checkpoint and its gated ONNX export (the session's untrained model), registered with the production
+    alias in a sqlite store, and `mlflow models serve` of that alias starting."""
     # MLflow's set_tracking_uri exports MLFLOW_TRACKING_URI, which rosetta reads first: an earlier test's store
     # must not stand in for this module's.
     env = pytest.MonkeyPatch()
@@ -53,8 +53,8 @@ def served(tmp_path_factory, tiny_data):
     root = tmp_path_factory.mktemp("serving")
     cfg = config(f"data.root={tiny_data}", f"mlflow.tracking_uri=sqlite:///{root / 'mlflow.db'}",
                  "export.parity_samples=8", "export.batch_size=4", "registry.min_score=0.2", *LIMITS)
-    ckpt = untrained_checkpoint(root / "best.pt", cfg)
-    parity = export_checkpoint(ckpt, root / "model.onnx", cfg, root / "parity.json").to_dict()
+    ckpt, parity = untrained_model.best, untrained_model.parity
+    shutil.copy(untrained_model.onnx, root / "model.onnx")
     tracker = Tracker(cfg)
     tracker.end()
     summary = {"sets": {"synth_test": {"accuracy": 0.5, "norm_edit_dis": 0.5, "count": 12}}, "accuracy_total": 0.5,

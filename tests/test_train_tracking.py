@@ -1,6 +1,6 @@
-"""MLflow: a tiny training plus evaluation leave a training run holding the result params, provenance, step
-and benchmark metrics, artifacts and a loadable logged model, with the evaluation nested under it, in a real
-sqlite store."""
+"""MLflow: a tiny training (the session's ``tiny_run``) plus evaluation leave a training run holding the result
+params, provenance, step and benchmark metrics, artifacts and a loadable logged model, with the evaluation nested
+under it, in a real sqlite store."""
 from __future__ import annotations
 
 import json
@@ -13,42 +13,20 @@ from rosetta.evaluation.evaluate import evaluate_benchmarks
 from rosetta.layout import DataLayout, RunLayout
 from rosetta.tracking.provenance import data_version
 from rosetta.tracking.store import TAG_PARENT, artifact_location
-from rosetta.training.trainer import run_training
-from train_fixtures import tiny_config
+from rosetta.training.trainer import result_from_run_json
 
 pytestmark = pytest.mark.slow
 
-DVC_LOCK = """schema: '2.0'
-stages:
-  convert:
-    cmd: python stages/convert.py
-    outs:
-    - path: data/lmdb
-      hash: md5
-      md5: 0123456789abcdef0123456789abcdef.dir
-      size: 1000
-      nfiles: 4
-  validate:
-    cmd: python stages/validate.py
-    outs:
-    - path: data/reports/validation
-      hash: md5
-      md5: fedcba9876543210fedcba9876543210.dir
-"""
 
-
-def test_training_and_evaluation_land_in_one_mlflow_run(tmp_path, monkeypatch, tiny_data):
+def test_training_and_evaluation_land_in_one_mlflow_run(tiny_run, monkeypatch):
     import mlflow
     from mlflow import MlflowClient
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "dvc.lock").write_text(DVC_LOCK)
-    (tmp_path / "dvc.yaml").write_text("stages: {}\n")  # a project folder: rosetta.config.project_root finds it
+    monkeypatch.chdir(tiny_run.root)  # the run trained in this project folder; its dvc.lock names the data
     assert data_version() == {"data/lmdb": "0123456789abcdef0123456789abcdef.dir"}
-    cfg = tiny_config(tmp_path, f"data.root={tiny_data}", "train.log_model=true",
-                      "mlflow.experiment=tiny")
-    result = run_training(cfg)
+    cfg, tmp_path = tiny_run.cfg, tiny_run.root
+    result = result_from_run_json(RunLayout.from_config(cfg).run_json)
 
     info = json.loads(RunLayout.from_config(cfg).run_json.read_text())
     assert info["run_id"] == result.run_id
@@ -92,7 +70,9 @@ def test_training_and_evaluation_land_in_one_mlflow_run(tmp_path, monkeypatch, t
     artifacts |= {a.path for d in ("checkpoints", "config", "plots") for a in client.list_artifacts(result.run_id, d)}
     assert {"checkpoints/best.pt", "train_metrics.json", "curve.png", "plots/train_loss.csv",
             "config/params.yaml"} <= artifacts
-    (evaluation,) = client.search_runs([exp.experiment_id], f"tags.`{TAG_PARENT}` = '{result.run_id}'")
+    nested = client.search_runs([exp.experiment_id], f"tags.`{TAG_PARENT}` = '{result.run_id}'")
+    assert sorted(r.info.run_name for r in nested) == ["evaluate synth_test", "export"]  # tiny_run exported it
+    (evaluation,) = [r for r in nested if r.info.run_name.startswith("evaluate")]
     assert evaluation.info.run_name == "evaluate synth_test" and "synth_test/accuracy" in evaluation.data.metrics
     assert {a.path for a in client.list_artifacts(evaluation.info.run_id, "eval")} == {
         "eval/metrics.json", "eval/metrics.md", "eval/gallery.png"}

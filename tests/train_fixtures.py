@@ -32,3 +32,22 @@ def write_params(cfg: Config, path: Path) -> Path:
     path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     return path
 
+
+# A project folder's dvc.lock, as the pipeline writes it: the data version a training run records (its md5s).
+DVC_LOCK = """schema: '2.0'
+stages:
+  convert:
+    cmd: python stages/convert.py
+    outs:
+    - path: data/lmdb
+      hash: md5
+      md5: 0123456789abcdef0123456789abcdef.dir
+      size: 1000
+      nfiles: 4
+  validate:
+    cmd: python stages/validate.py
+    outs:
+    - path: data/reports/validation
+      hash: md5
+      md5: fedcba9876543210fedcba9876543210.dir
+"""
