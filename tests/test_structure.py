@@ -1,13 +1,14 @@
 """The library's shape: the folder tree is the pipeline's table of contents, layered (no import from a lower
-layer to a higher one, function-level imports included, and no cycle), argparse only in the CLI package, and no
-long module outside the list below."""
+layer to a higher one, function-level imports included, and no cycle), argparse only in the CLI package, no
+long module outside the list below, and the README's Layout table naming the tree as it is."""
 from __future__ import annotations
 
 import ast
+import re
 
 import pytest
 
-from import_graph import PACKAGE, SRC, import_graph, module_imports, modules
+from import_graph import PACKAGE, ROOT, SRC, import_graph, module_imports, modules
 
 CLI = PACKAGE / "cli"
 MAX_LINES = 400
@@ -17,7 +18,7 @@ LONG_MODULES = {
                       "against one file",
 }
 # Every top-level module and package of src/rosetta/, lowest layer first: a module may import from its own layer
-# and those below, never from a higher one.
+# and those below, never from a higher one. The README's Layout table lists them in this order.
 LAYERS = [
     ("errors.py", 0), ("fsutil.py", 1), ("params.py", 1), ("config.py", 2), ("layout.py", 3),
     ("charset.py", 4), ("modeling/", 4), ("postprocess/", 5),
@@ -42,7 +43,8 @@ def layer(module: str) -> int:
     for name, rank in LAYERS:
         if name.rstrip("/").removesuffix(".py") == top:
             return rank
-    raise AssertionError(f"{module}: {top} has no layer; add it to LAYERS in tests/test_structure.py")
+    raise AssertionError(f"{module}: {top} has no layer; add it to LAYERS in tests/test_structure.py (and to the "
+                         "README's Layout table)")
 
 
 def upward_imports(graph: dict[str, set[str]]) -> list[str]:
@@ -120,6 +122,23 @@ def test_long_modules_are_listed():
     assert not unlisted, f"split these by responsibility (or list them in LONG_MODULES with the reason): {unlisted}"
     stale = sorted(set(LONG_MODULES) - set(long))
     assert not stale, f"no longer over {MAX_LINES} lines: remove {stale} from LONG_MODULES"
+
+
+def readme_layout_rows() -> list[str]:
+    """The src/rosetta/ entries of the README's Layout table, in order: ``errors.py``, ``data/``, ..."""
+    text = (ROOT / "README.md").read_text()
+    table = text.split("## Layout", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"^\| `  ([\w.]+/?)`", table, re.M)
+
+
+def test_the_readme_layout_table_is_the_package_tree():
+    tree = sorted(p.name + ("/" if p.is_dir() else "") for p in PACKAGE.iterdir()
+                  if p.name not in ("__init__.py", "__main__.py", "py.typed", "__pycache__")
+                  and (p.suffix == ".py" or (p / "__init__.py").is_file()))
+    assert sorted(name for name, _ in LAYERS) == tree, "LAYERS must name every top-level module and package"
+    assert readme_layout_rows() == [name for name, _ in LAYERS], (
+        "the README's Layout table must list src/rosetta/'s modules and packages one per row, lowest layer first, "
+        "as tests/test_structure.py's LAYERS does")
 
 
 @pytest.mark.parametrize("package", sorted(p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()))
