@@ -31,7 +31,7 @@ def test_dataclass_defaults_are_params_yaml():
 
 
 def test_backbone_in_paddleocr_shape_and_by_preset_name():
-    assert load_config(ROOT / "params.yaml").model.backbone == MobileNetV3Config(model_name="large", scale=0.5)
+    assert load_config(ROOT / "params.yaml").model.backbone == MobileNetV3Config(model_name="small", scale=0.5)
     r34 = config_from_dict({}, ["model.backbone=resnet34_vd"])
     assert r34.model.backbone == BACKBONE_PRESETS["resnet34_vd"] == ResNetConfig(layers=34)
     assert r34.to_dict()["model"]["backbone"] == {"name": "ResNet", "layers": 34}  # no MobileNetV3 keys
@@ -55,14 +55,14 @@ def test_each_profile_is_an_overlay_on_params_yaml(profile):
 def test_r34_profile_carries_no_mobilenet_keys():
     cfg = load_config(ROOT / "profiles" / "rosetta_r34_vd.yaml")
     assert cfg.to_dict()["model"]["backbone"] == {"name": "ResNet", "layers": 34} and cfg.train.shuffle is True
-    assert load_config(ROOT / "profiles" / "rosetta_mv3.yaml").model.backbone == MobileNetV3Config()
+    assert load_config(ROOT / "profiles" / "rosetta_mv3.yaml").model.backbone == MobileNetV3Config(model_name="large")
 
 
 def test_overlay_merges_key_by_key_and_a_backbone_of_another_name_whole(tmp_path):
     (tmp_path / "base.yaml").write_text((ROOT / "params.yaml").read_text())
     (tmp_path / "small.yaml").write_text("base: base.yaml\nmodel: {backbone: {scale: 0.35}}\ntrain: {lr: 1.0e-3}\n")
     small = load_config(tmp_path / "small.yaml")
-    assert small.model.backbone == MobileNetV3Config(model_name="large", scale=0.35) and small.train.lr == 1e-3
+    assert small.model.backbone == MobileNetV3Config(model_name="small", scale=0.35) and small.train.lr == 1e-3
     assert small.train.batch_size == load_config(tmp_path / "base.yaml").train.batch_size
     (tmp_path / "r34.yaml").write_text("base: small.yaml\nmodel: {backbone: {name: ResNet, layers: 34}}\n")
     assert load_config(tmp_path / "r34.yaml").model.backbone == ResNetConfig()

@@ -53,7 +53,7 @@ class MobileNetV3Config:
     """PaddleOCR's ``Backbone: {name: MobileNetV3, scale: 0.5, model_name: large}``."""
 
     name: Literal["MobileNetV3"] = "MobileNetV3"
-    model_name: Literal["large", "small"] = "large"
+    model_name: Literal["large", "small"] = "small"
     scale: float = 0.5
 
     @property
@@ -229,14 +229,14 @@ class TrainConfig:
     # Defaults equal params.yaml's (the embedded CPU recipe; tests/test_config.py holds them together);
     # PaddleOCR's recipe is in profiles/.
     optimizer: Literal["adam", "adamw"] = "adamw"
-    lr: float = 3e-3
+    lr: float = 4e-3
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     weight_decay: float = 0.05  # decoupled decay for AdamW (all params); Adam uses model.head_l2_decay
     scheduler: Literal["constant", "cosine", "onecycle"] = "cosine"
     warmup_steps: int = 400
     batch_size: int = 32
     epochs: int = 72
-    max_steps: int = 1500  # > 0 overrides epochs
+    max_steps: int = 3000  # > 0 overrides epochs
     grad_clip: float = 5.0  # 0 = off
     shuffle: bool = True
     curriculum_steps: int = 200  # the first steps read only the head of each training set (the renderer's plain words)

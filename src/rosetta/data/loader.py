@@ -231,7 +231,11 @@ class RecAug:
 
 class RecTrainSet(Dataset):
     """``key -> (image tensor (3, H, W), encoded label)`` over a dataset of ``(PIL image, label)``; RecAug on
-    every sample (``augment`` True) or on the samples of the given index ranges (the augmented streams)."""
+    every sample (``augment`` True) or on the samples of the given index ranges (the augmented streams).
+
+    An image to augment is first brought down to twice the model's height (keeping its ratio): RecAug's cost
+    grows with the pixels (a real crop of a few hundred pixels costs ten times a small one), while the model
+    only ever sees it at ``height``."""
 
     def __init__(self, base: Dataset, charset: Charset, height: int = 32, width: int = 100,
                  augment: bool | Sequence[range] = False):
@@ -246,6 +250,9 @@ class RecTrainSet(Dataset):
         index, seed = key
         img, label = self.base[index]
         if self.augment is not None and (self.augmented is None or any(index in r for r in self.augmented)):
+            w, h = img.size
+            if h > 2 * self.height:
+                img = img.resize((max(1, round(w * 2 * self.height / h)), 2 * self.height), Image.Resampling.BILINEAR)
             img = self.augment(img, np.random.default_rng(seed))
         return resize_norm_img(img, self.height, self.width), self.charset.encode(label)
 
