@@ -97,6 +97,9 @@ def test_evaluation_export_and_registration_are_nested_under_the_training_run(tw
 
 
 def test_the_promotion_decision_is_the_version_description(two_runs):
+    from rosetta.delivery.decisions import decision_history
+
     version = two_runs["client"].get_model_version("rosetta", "1")
-    decision, reason = version.tags["promotion.decision"], version.tags["promotion.reason"]
-    assert version.description.startswith(f"**{decision}**: {reason}")
+    (record,) = decision_history(two_runs["client"], "rosetta", "1")
+    assert version.tags["promotion.decision"] == record.decision
+    assert version.description.startswith(f"{record.decision} ") and record.reason in version.description.split("\n")[0]
