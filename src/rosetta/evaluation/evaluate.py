@@ -14,7 +14,8 @@ from rosetta.config import Config
 from rosetta.data.benchmarks import benchmark_lmdbs
 from rosetta.data.dataset import LmdbDataset
 from rosetta.errors import RosettaError
-from rosetta.evaluation.metrics import SampleScore, SetMetrics, flat_metrics, score_sample, set_metrics, summarize
+from rosetta.evaluation.metrics import (SampleScore, SetMetrics, flat_metrics, headline_first, headline_sets, score_sample,
+                                        set_metrics, summarize)
 from rosetta.evaluation.plots import Mistake, mistakes_gallery
 from rosetta.evaluation.report import gallery_title, markdown_table, worst_mistakes
 from rosetta.fsutil import write_json
@@ -117,7 +118,7 @@ def evaluate_benchmarks(checkpoint: Path, data_dir: Path, cfg: Config, out_dir: 
         if out_dir is not None:
             metrics_json, metrics_md, gallery_png = RunLayout.eval_files(out_dir)
             metrics_json.parent.mkdir(parents=True, exist_ok=True)
-            write_json(metrics_json, summary)
+            write_json(metrics_json, headline_first(summary))
             metrics_md.write_text(markdown_table(summary))
             set_names = [dataset.set_of(index) for dataset, index in scored.samples]
             mistakes = []

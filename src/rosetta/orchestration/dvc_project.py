@@ -113,16 +113,8 @@ def pull_data(project_dir: Path) -> None:
             print(f"dvc pull did not bring everything ({exc}); dvc repro rebuilds the rest", flush=True)
 
 
-def metric_files(project_dir: Path) -> list[str]:
-    """The metrics files dvc.yaml declares that exist: git ignores them (runs/, data/), so an experiment
-    carries them only when named."""
-    stages = yaml.safe_load((project_dir / "dvc.yaml").read_text()).get("stages", {})
-    paths = [m if isinstance(m, str) else next(iter(m)) for stage in stages.values() for m in stage.get("metrics", [])]
-    return [p for p in paths if (project_dir / p).is_file()]
-
-
 def save_experiment(project_dir: Path, name: str) -> str:
-    """Record the workspace (params, ``dvc.lock``, metrics) as DVC experiment ``name`` for ``dvc exp show``."""
-    included = [arg for path in metric_files(project_dir) for arg in ("--include-untracked", path)]
-    dvc(project_dir, "exp", "save", "--force", "--name", name, *included)
+    """Record the workspace as DVC experiment ``name`` for ``dvc exp show``: params and ``dvc.lock``, whose
+    outputs (metrics, plots, models) ``dvc repro`` has put in the cache, so the experiment keeps them all."""
+    dvc(project_dir, "exp", "save", "--force", "--name", name)
     return name
