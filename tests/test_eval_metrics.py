@@ -135,3 +135,24 @@ def test_predict_prints_one_line_per_image_and_reports_unreadable_files(tmp_path
     assert ok.returncode == 0 and ok.stderr == ""
     text, conf = ast.literal_eval(ok.stdout.split(": ", 1)[1])
     assert text == "a" and conf == pytest.approx(CONFIDENCE, abs=1e-5)
+
+
+def test_evaluation_progress_is_per_set_with_its_eta():
+    """Batches crossing set boundaries advance each set's bar in turn; in a log each set ends on a line of its own
+    with its count and the time it took (tqdm's elapsed<remaining)."""
+    import io
+    from pathlib import Path
+
+    from rosetta.data.dataset import LmdbSet
+    from rosetta.evaluation.evaluate import SetProgress
+
+    sets = [LmdbSet("IIIT5k_3000", Path("a"), 5, 5, 0), LmdbSet("empty", Path("b"), 3, 0, 5),
+            LmdbSet("SVT_647", Path("c"), 7, 7, 5)]
+    log = io.StringIO()
+    progress = SetProgress(sets, log, quiet_interval=0)
+    for n in (4, 4, 4):
+        progress(n)
+    lines = [line for line in log.getvalue().replace("\r", "\n").splitlines() if line.strip()]
+    assert any(line.startswith("evaluate IIIT5k_3000: 100%") and "5/5" in line for line in lines), lines
+    assert any(line.startswith("evaluate SVT_647: 100%") and "7/7" in line and "<" in line for line in lines), lines
+    assert not any("empty" in line for line in lines)
