@@ -187,3 +187,5 @@ def _log_evaluation(cfg: Config, parent: str, summary: dict, out_dir: Path, mode
     training.log_metrics({k: v for k, v in flat.items() if headline or k.startswith(per_set)})
     if headline:
         training.add_to_description(benchmark_description(summary))
+        first = [k for k in ("accuracy_real", "accuracy_total") if k in summary]
+        training.share_runs_view([first[0], *(f"{name}/accuracy" for name in headline_sets(summary)), *first[1:]])

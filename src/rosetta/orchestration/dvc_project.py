@@ -11,16 +11,19 @@ import collections
 import os
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
-
-import yaml
+from typing import Iterator
 
 from rosetta.config import Config, load_config
 from rosetta.errors import RosettaError
 from rosetta.fsutil import exclusive_lock
-from rosetta.params import ConfigError, parse_override
+from rosetta.params import PROJECT_ROOT, ConfigError, parse_override
+from rosetta.tracking.provenance import DVC_EXPERIMENT_ENV, FLOW_RUN_URL_ENV
 
 PARAMS = "params.yaml"  # what dvc.yaml's stages read
+# On a worker's host: the project folder its flow runs start in (the gpu deployment's pull step, ``enter_project``).
+PROJECT_DIR_ENV = "ROSETTA_PROJECT_DIR"
 LOCK = Path(".dvc") / "tmp" / "rosetta-flow.lock"
 
 
@@ -48,6 +51,24 @@ def project_lock(project_dir: Path):
     return exclusive_lock(project_dir / LOCK, f"{project_dir}: another flow run is using this project folder "
                                               "({holder}); wait for it to end (the deployments' concurrency_limit "
                                               "queues runs) or run from another clone")
+
+
+@contextmanager
+def recorded_as(experiment: str, flow_run_url: str | None) -> Iterator[None]:
+    """Every dvc command started inside runs its stages for DVC experiment ``experiment`` and the Prefect flow run
+    at ``flow_run_url``: the training run and the registered version are tagged with both
+    (``rosetta.tracking.provenance``), as ``dvc exp run`` names its experiment to its stages."""
+    values = {DVC_EXPERIMENT_ENV: experiment, FLOW_RUN_URL_ENV: flow_run_url}
+    before = {k: os.environ.get(k) for k in values}
+    os.environ.update({k: v for k, v in values.items() if v})
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def apply_params(project_dir: Path, overrides: list[str]) -> Config:
