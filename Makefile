@@ -80,11 +80,13 @@ import-graph: $(STAMP) $(GRAPHVIZ)
 dvc-deps: $(STAMP)
 	$(BIN)/python scripts/dvc_deps.py
 
-# A local Prefect server on 127.0.0.1:$(PREFECT_PORT), work pools local and gpu, and a worker for local, in the
-# background; returns once the server answers. Logs in .prefect-local/; `make prefect-down` stops them.
+# A local Prefect server on $(PREFECT_HOST):$(PREFECT_PORT) (PREFECT_HOST=0.0.0.0: workers on other hosts reach it),
+# work pools local and gpu, and a worker for local, in the background; returns once the server answers. Logs in
+# .prefect-local/; `make prefect-down` stops them.
 PREFECT_PORT ?= 4200
+PREFECT_HOST ?= 127.0.0.1
 prefect-up: install
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python scripts/prefect_local.py up --port $(PREFECT_PORT)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python scripts/prefect_local.py up --host $(PREFECT_HOST) --port $(PREFECT_PORT)
 
 prefect-down:
 	$(BIN)/python scripts/prefect_local.py down

@@ -46,6 +46,16 @@ def project_folder(project_dir: Path | None = None) -> Path:
     return project_dir
 
 
+def enter_project(directory: str | None = None) -> dict[str, str]:
+    """The gpu deployment's pull step (prefect.yaml): a flow run starts in the project folder on the worker's own
+    host, never in a path of the machine that deployed it. That folder is ``directory`` when the step names one,
+    else ``$ROSETTA_PROJECT_DIR`` on the worker's host, else the checkout this ``rosetta`` is installed from: the
+    worker's own clone, whose venv runs the stages' code."""
+    folder = project_folder(Path(directory or os.environ.get(PROJECT_DIR_ENV) or PROJECT_ROOT))
+    os.chdir(folder)
+    return {"directory": str(folder)}
+
+
 def project_lock(project_dir: Path):
     """One flow run at a time in a project folder: two would write the same params and checkpoints."""
     return exclusive_lock(project_dir / LOCK, f"{project_dir}: another flow run is using this project folder "
