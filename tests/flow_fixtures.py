@@ -46,10 +46,11 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
-def stop(proc: subprocess.Popen, grace: float = 60) -> None:
+def stop(proc: subprocess.Popen, grace: float = 20) -> None:
     """End a server or worker started in a session of its own: SIGTERM to its group, SIGKILL after ``grace``
-    seconds. A Prefect worker turns the first SIGTERM into a graceful stop (SIGINT to itself), which on a busy
-    machine may not end within the grace; the tests read what it did, not how fast it stops."""
+    seconds, as ``prefect_local.py down`` does. A Prefect worker turns the first SIGTERM into a graceful stop that
+    waits for its flow runs' processes, which on a busy machine may not end within the grace; the tests read what
+    it did, not how fast it stops."""
     os.killpg(proc.pid, signal.SIGTERM)
     try:
         proc.wait(timeout=grace)
