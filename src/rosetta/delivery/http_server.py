@@ -1,5 +1,9 @@
 """The registered model over HTTP: ``mlflow models serve`` started as the README shows it (``rosetta serve``), and
-a client that posts images as MLflow's JSON (base64 strings in the binary ``image`` column)."""
+a client that posts images as MLflow's JSON (base64 strings in the binary ``image`` column).
+
+``rosetta serve`` picks a version (the one holding an alias, or a number), serves that version and tells the
+pyfunc which it is (``SERVED_MODEL_ENV``), so every answer names the model, version and alias it came from.
+"""
 from __future__ import annotations
 
 import base64
@@ -13,15 +17,46 @@ import time
 import urllib.error
 import urllib.request
 from contextlib import contextmanager
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
 from rosetta.config import Config
+from rosetta.delivery.pyfunc import SERVED_MODEL_ENV
 from rosetta.errors import RosettaError
 
 
-def production_uri(cfg: Config) -> str:
-    return f"models:/{cfg.registry.model_name}@{cfg.registry.alias}"
+@dataclass(frozen=True)
+class ServedModel:
+    """A registered version to serve, and the alias it was picked by ("" when picked by its number)."""
+
+    name: str
+    version: str
+    alias: str = ""
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.name}/{self.version}"
+
+    def __str__(self) -> str:
+        return f"{self.name} v{self.version}" + (f" (alias {self.alias})" if self.alias else "")
+
+
+def served_model(cfg: Config, alias: str | None = None, version: int | str | None = None) -> ServedModel:
+    """The version of ``registry.model_name`` to serve: ``version`` when given, else the one holding ``alias``
+    (default ``registry.alias``)."""
+    from rosetta.delivery.registry import RegistryError, model_aliases, model_version
+
+    name = cfg.registry.model_name
+    if version is not None:
+        return ServedModel(name, str(model_version(cfg, name, str(version)).version))
+    alias = alias or cfg.registry.alias
+    aliases = model_aliases(cfg, name)
+    if alias not in aliases:
+        held = ", ".join(f"{a} (v{v})" for a, v in sorted(aliases.items())) or "none"
+        raise RegistryError(f"no version of {name} has alias {alias!r} (aliases: {held}); promote one with `rosetta "
+                            "promote --version N --force`, or serve one with `rosetta serve --version N`")
+    return ServedModel(name, aliases[alias], alias)
 
 
 def serve_command(model_uri: str, host: str, port: int) -> list[str]:
@@ -30,13 +65,16 @@ def serve_command(model_uri: str, host: str, port: int) -> list[str]:
     return [str(mlflow), "models", "serve", "-m", model_uri, "--env-manager", "local", "-h", host, "-p", str(port)]
 
 
-def serve_env(cfg: Config) -> dict[str, str]:
-    """The environment the server needs: the registry's store, and this venv's ``bin`` on PATH (MLflow starts
-    ``uvicorn`` from PATH; without it the server dies with status 127)."""
+def serve_env(cfg: Config, served: ServedModel | None = None) -> dict[str, str]:
+    """The environment the server needs: the registry's store, this venv's ``bin`` on PATH (MLflow starts
+    ``uvicorn`` from PATH; without it the server dies with status 127) and, given ``served``, which version it
+    serves, for the pyfunc's answers."""
     from rosetta.tracking.store import tracking_uri
 
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    return {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri(cfg), "PATH": path}
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri(cfg), "PATH": path}
+    env.pop(SERVED_MODEL_ENV, None)
+    return env | ({SERVED_MODEL_ENV: json.dumps(asdict(served))} if served else {})
 
 
 def invocations_body(images: Sequence[bytes]) -> bytes:
@@ -64,16 +102,20 @@ def _free_port(host: str) -> int:
 
 
 class Server:
-    """``mlflow models serve`` for ``model_uri`` (default: the production alias), started at once in its own
-    process group; ``wait`` returns its URL once it answers ``/ping``, ``stop`` ends it and its uvicorn."""
+    """``mlflow models serve`` for ``model`` (a ``ServedModel`` or a model URI; default: the version holding
+    ``registry.alias``), started at once in its own process group; ``wait`` returns its URL once it answers
+    ``/ping``, ``stop`` ends it and its uvicorn."""
 
-    def __init__(self, cfg: Config, model_uri: str | None = None, host: str = "127.0.0.1", port: int | None = None):
-        self.model_uri = model_uri or production_uri(cfg)
+    def __init__(self, cfg: Config, model: ServedModel | str | None = None, host: str = "127.0.0.1",
+                 port: int | None = None):
+        served = served_model(cfg) if model is None else model
+        served = served if isinstance(served, ServedModel) else None
+        self.model_uri = served.uri if served else str(model)
         port = port or _free_port(host)
         self.url = f"http://{host}:{port}"
         self._log = tempfile.TemporaryFile()
-        self._proc = subprocess.Popen(serve_command(self.model_uri, host, port), env=serve_env(cfg), stdout=self._log,
-                                      stderr=subprocess.STDOUT, start_new_session=True)
+        self._proc = subprocess.Popen(serve_command(self.model_uri, host, port), env=serve_env(cfg, served),
+                                      stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def wait(self, timeout: float = 120) -> str:
         deadline = time.monotonic() + timeout
@@ -104,10 +146,10 @@ class Server:
 
 
 @contextmanager
-def running_server(cfg: Config, model_uri: str | None = None, host: str = "127.0.0.1",
+def running_server(cfg: Config, model: ServedModel | str | None = None, host: str = "127.0.0.1",
                    port: int | None = None) -> Iterator[str]:
     """A ``Server`` that answers: its URL, and the server stopped on exit."""
-    server = Server(cfg, model_uri, host, port)
+    server = Server(cfg, model, host, port)
     try:
         yield server.wait()
     finally:
