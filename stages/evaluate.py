@@ -1,5 +1,6 @@
 """DVC stage ``evaluate``: the best checkpoint on every benchmark LMDB and the converted real sets, as DVC
-metrics, a Markdown table and a gallery of mistakes under ``runs/eval/``, logged under the training run named
+metrics (with the validation accuracy best.pt was chosen on), a Markdown table and a gallery of mistakes under
+``runs/eval/``, logged under the training run named
 by ``runs/train/run.json`` (a nested run, and the scores on the training run itself)."""
 import json
 import sys
@@ -7,6 +8,7 @@ import sys
 from rosetta.config import load_config
 from rosetta.errors import run_guarded
 from rosetta.evaluation.evaluate import evaluate_benchmarks
+from rosetta.evaluation.metrics import validation_of
 from rosetta.evaluation.report import markdown_table
 from rosetta.evaluation.sets import scored_sets
 from rosetta.layout import RunLayout
@@ -17,8 +19,9 @@ def main() -> int:
     runs = RunLayout.from_config(cfg)
     run = json.loads(runs.run_json.read_text())
     sets = scored_sets(cfg)
+    validation = validation_of(json.loads(runs.train_metrics.read_text()))
     summary = evaluate_benchmarks(runs.best_checkpoint, sets.benchmarks, cfg, runs.eval, run.get("run_id"),
-                                  real_dir=sets.real)
+                                  real_dir=sets.real, validation=validation)
     print(markdown_table(summary), end="")
     return 0
 

@@ -13,8 +13,9 @@ from model_fixtures import BytesSample, png_bytes, word_image
 from rosetta.charset import Charset
 from rosetta.data.lmdb_io import write_lmdb
 from rosetta.evaluation.evaluate import evaluate_benchmarks
-from rosetta.evaluation.metrics import (SEVEN_SETS, SetMetrics, flat_metrics, levenshtein, normalize_text,
-                                        normalized_edit_distance, recognition_metrics, summarize)
+from rosetta.evaluation.metrics import (SEVEN_SETS, SetMetrics, flat_metrics, headline_first, levenshtein,
+                                        normalize_text, normalized_edit_distance, recognition_metrics, summarize,
+                                        validation_of)
 from rosetta.modeling import build_model
 from rosetta.recognition.checkpoint import inference_entries, save_checkpoint
 from train_fixtures import tiny_config
@@ -156,3 +157,13 @@ def test_evaluation_progress_is_per_set_with_its_eta():
     assert any(line.startswith("evaluate IIIT5k_3000: 100%") and "5/5" in line for line in lines), lines
     assert any(line.startswith("evaluate SVT_647: 100%") and "7/7" in line and "<" in line for line in lines), lines
     assert not any("empty" in line for line in lines)
+
+
+def test_validation_of_names_the_split_best_pt_was_chosen_on():
+    real_run = {"steps": 9, "best_val_accuracy": 0.6, "selected_on": "real", "best_step": 8,
+                "best_val_synth_accuracy": 0.9, "best_val_real_accuracy": 0.6, "final_val_accuracy": 0.5}
+    assert validation_of(real_run) == {"synth": 0.9, "real": 0.6, "selected_on": "real"}
+    summary = {"sets": {"S": {"accuracy": 0.25}}, "images_per_s": 3.0, "validation": validation_of(real_run)}
+    assert list(headline_first(summary))[:3] == ["S", "images_per_s", "val_real_accuracy"]
+    # A run from before the real source (no per-split accuracies) adds nothing.
+    assert validation_of({"best_val_accuracy": 0.6}) == {}

@@ -165,9 +165,16 @@ def test_dvc_converts_real_sets_once_per_change_and_says_one_line_without_them(t
     write_set(repo / "data" / "lmdb" / "benchmarks" / "synth_test", ["a", "b"])
     constant_a_checkpoint(repo / "runs" / "train" / "best.pt", config(*SMALL))
     (repo / "runs" / "train" / "run.json").write_text(json.dumps({"run_id": None}))
-    run(repo, sys.executable, "stages/evaluate.py")
+    (repo / "runs" / "train" / "train_metrics.json").write_text(json.dumps(
+        {"best_val_accuracy": 0.75, "selected_on": "real", "best_val_synth_accuracy": 0.5,
+         "best_val_real_accuracy": 0.75}))
+    printed = run(repo, sys.executable, "stages/evaluate.py")
+    assert "best.pt was chosen on the real validation split: accuracy 0.7500" in printed
     shown = json.loads(dvc(repo, "metrics", "show", "--json", stdout_only=True))
     metrics = next(iter(shown.values()))["data"]["runs/eval/metrics.json"]["data"]
+    # The real validation split best.pt was chosen on, beside the benchmarks it is scored on.
+    assert list(metrics)[:6] == ["accuracy_real", "IIIT_tiny", "SVT_tiny", "synth_test", "images_per_s",
+                                 "val_real_accuracy"] and metrics["val_real_accuracy"] == 0.75
     assert metrics["sets"]["IIIT_tiny"]["accuracy"] == pytest.approx(2 / 3)
     assert metrics["sets"]["synth_test"]["accuracy"] == 0.5 and metrics["accuracy_real"] == pytest.approx(3 / 5)
 

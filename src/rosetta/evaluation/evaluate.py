@@ -116,7 +116,8 @@ def set_accuracies(recognizers: dict[str, Recognizer], folders: list[Path], work
 
 
 def evaluate_benchmarks(checkpoint: Path, data_dir: Path, cfg: Config, out_dir: Path | None = None,
-                        run_id: str | None = None, real_dir: Path | None = None) -> dict:
+                        run_id: str | None = None, real_dir: Path | None = None,
+                        validation: dict | None = None) -> dict:
     """Score ``checkpoint`` (a ``.pt`` or an exported ``.onnx``) on every benchmark set below ``data_dir``
     and, given ``real_dir``, below it too as the real benchmark sets. A folder of gt-file sets is converted
     to LMDBs on the way (``benchmark_lmdbs``).
@@ -125,7 +126,9 @@ def evaluate_benchmarks(checkpoint: Path, data_dir: Path, cfg: Config, out_dir: 
     (sample-weighted), ``accuracy_mean`` (mean of the sets), ``norm_edit_dis_total``, ``count_total``,
     ``accuracy_total7`` (DTRB's seven sets, when all are present), with ``real_dir`` ``accuracy_real``,
     ``norm_edit_dis_real``, ``count_real`` and ``real_sets``, ``unreadable`` (per set, images that do not
-    decode, scored as wrong) when there are any, and ``images_per_s``. With ``out_dir`` writes metrics.json,
+    decode, scored as wrong) when there are any, ``images_per_s``, and ``validation`` as given (the training
+    run's validation accuracies, ``metrics.validation_of``: metrics.json names the one best.pt was chosen on
+    beside the benchmarks). With ``out_dir`` writes metrics.json,
     metrics.md and gallery.png there.
 
     The results are logged into MLflow as a nested run ``evaluate <sets>`` of the training run: ``run_id``,
@@ -149,6 +152,8 @@ def evaluate_benchmarks(checkpoint: Path, data_dir: Path, cfg: Config, out_dir: 
         if scored.unreadable:
             summary["unreadable"] = scored.unreadable
         summary["images_per_s"] = len(scored.preds) / scored.seconds
+        if validation:
+            summary["validation"] = validation
         if out_dir is None and parent is not None:  # the files go to MLflow all the same
             out_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="rosetta-eval-")))
         if out_dir is not None:

@@ -106,12 +106,26 @@ def headline_sets(summary: dict) -> list[str]:
 def headline_first(summary: dict) -> dict:
     """``summary`` as the evaluate stage writes it for DVC: first what a reader compares runs by, the real sets'
     total, each set's accuracy under its own name (the real sets first) and ``images_per_s``, then the whole
-    summary. DVC lists a metrics file's keys in the file's order, so these are the columns ``dvc exp show`` opens
+    summary; with the training run's ``validation`` (``validation_of``), the accuracy best.pt was chosen on
+    (``val_real_accuracy`` where the real source was trained on) last. DVC lists a metrics file's keys
+    in the file's order, so these are the columns ``dvc exp show`` opens
     with, short enough for a terminal."""
     head = {k: summary[k] for k in ("accuracy_real",) if k in summary}
     head.update({name: summary["sets"][name]["accuracy"] for name in headline_sets(summary)})
     head.update({k: summary[k] for k in ("images_per_s",) if k in summary})
+    validation = summary.get("validation", {})
+    if "selected_on" in validation:  # what best.pt was chosen on, beside what it reads of the benchmarks
+        head[f"val_{validation['selected_on']}_accuracy"] = validation[validation["selected_on"]]
     return {**head, **{k: v for k, v in summary.items() if k not in head}}
+
+
+def validation_of(train_metrics: dict) -> dict:
+    """The validation accuracies of a training run's best step, from its ``train_metrics.json``: each source's
+    split (``real``, ``synth``) and ``selected_on``, the split best.pt was chosen on."""
+    by_source = {k[len("best_val_"):-len("_accuracy")]: v for k, v in train_metrics.items()
+                 if k.startswith("best_val_") and k.endswith("_accuracy") and k != "best_val_accuracy"}
+    selected = train_metrics.get("selected_on")
+    return {**by_source, "selected_on": selected} if selected in by_source else by_source
 
 
 def _pool(parts: Iterable[SetMetrics]) -> SetMetrics:

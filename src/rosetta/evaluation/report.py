@@ -44,4 +44,8 @@ def markdown_table(summary: dict) -> str:
                      f"{summary['accuracy_real']:.4f} | {summary['norm_edit_dis_real']:.4f} |")
     notes = [f"{n} images of {name} do not decode: scored as wrong"
              for name, n in summary.get("unreadable", {}).items()]
+    validation = summary.get("validation", {})
+    if "selected_on" in validation:
+        notes.append(f"best.pt was chosen on the {validation['selected_on']} validation split: accuracy "
+                     f"{validation[validation['selected_on']]:.4f}")
     return "\n".join(lines + [""] + notes + [f"{summary['images_per_s']:.0f} images/s"]) + "\n"
