@@ -193,4 +193,6 @@ def _log_evaluation(cfg: Config, parent: str, summary: dict, out_dir: Path, mode
     if headline:
         training.add_to_description(benchmark_description(summary))
         first = [k for k in ("accuracy_real", "accuracy_total") if k in summary]
-        training.share_runs_view([first[0], *(f"{name}/accuracy" for name in headline_sets(summary)), *first[1:]])
+        selected = summary.get("validation", {}).get("selected_on")  # the training run's own metric of it
+        training.share_runs_view([first[0], *(f"{name}/accuracy" for name in headline_sets(summary)), *first[1:],
+                                  *([f"best_val/{selected}_accuracy"] if selected else [])])
