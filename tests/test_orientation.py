@@ -43,7 +43,7 @@ def test_only_a_tall_crop_is_also_read_turned_each_way():
 
 
 def test_recognize_and_evaluation_keep_the_most_confident_reading_of_each_tall_crop(tmp_path):
-    cfg = config()
+    cfg = config("model.backbone=mobilenet_v3")  # an untrained large-0.5 reads some turned views most confidently
     recognizer = load_recognizer(untrained_checkpoint(tmp_path / "best.pt", cfg), batch_size=4, threads=1)
     images = _images(9)
     assert sum(len(orientations(im)) > 1 for im in images) == 4

@@ -17,7 +17,7 @@ def test_a_run_name_leads_with_the_recipe_not_the_run_size():
     cfg = config("train.max_steps=60", "train.warmup_steps=20", "train.batch_size=16", "data.synth.train_size=400",
                  "train.augment=true", "train.lr=0.001", "train.log_every=5")
     name = run_name(cfg, datetime(2026, 11, 27, 23, 37, 24))
-    assert name == "mobilenet_v3 large x0.5 lr=0.001 augment=True warmup_steps=20 batch_size=16 +2 11-27 23:37:24"
+    assert name == "mobilenet_v3 small x0.5 lr=0.001 augment=True warmup_steps=20 batch_size=16 +2 11-27 23:37:24"
     assert "log_every" not in run_name(config("train.log_every=5"))  # operational: never in a name
 
 

@@ -91,7 +91,9 @@ class ResNetConfig:
 
 BackboneConfig = typing.Union[MobileNetV3Config, ResNetConfig]
 # Short names for a whole backbone mapping: ``-o model.backbone=resnet34_vd`` and ``rosetta bench --backbones``.
-BACKBONE_PRESETS: dict[str, BackboneConfig] = {"mobilenet_v3": MobileNetV3Config(), "resnet34_vd": ResNetConfig()}
+# PaddleOCR's two Rosetta backbones by name: rec_mv3_none_none_ctc (MobileNetV3-large-0.5) and rec_r34_vd_none_none_ctc.
+BACKBONE_PRESETS: dict[str, BackboneConfig] = {"mobilenet_v3": MobileNetV3Config(model_name="large", scale=0.5),
+                                               "resnet34_vd": ResNetConfig()}
 
 
 @dataclass(frozen=True)
