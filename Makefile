@@ -10,7 +10,7 @@ FONTS := $(VENV)/.fonts-installed
 EXTRAS ?= dev
 
 .PHONY: install install-serve-onnx demo test test-quick bench gpu-check mlflow-screenshot import-graph dvc-deps prefect-up prefect-down \
-	clean
+	team-up team-down clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,7 +34,13 @@ $(FONTS): packages/debian-fonts.txt | $(STAMP)
 	bash scripts/install_debian_packages.sh packages/debian-fonts.txt
 	touch $(FONTS)
 
-install: $(STAMP) $(FONTS)
+# The team servers' database (PostgreSQL 15), for `make team-up` and the tests that start the team.
+POSTGRES := $(VENV)/.postgresql-installed
+$(POSTGRES): packages/debian-postgresql.txt | $(STAMP)
+	bash scripts/install_debian_packages.sh packages/debian-postgresql.txt
+	touch $(POSTGRES)
+
+install: $(STAMP) $(FONTS) $(POSTGRES)
 
 demo: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
@@ -88,6 +94,15 @@ prefect-up: install
 
 prefect-down:
 	$(BIN)/python scripts/prefect_local.py down
+
+# The team's servers on this machine (README "For a team"): PostgreSQL, MLflow, Prefect with two workers, a DVC
+# remote; state, logs and secrets in $(TEAM_DIR). Prints the variables a team member sets (also in $(TEAM_DIR)/env.sh).
+TEAM_DIR ?= .team
+team-up: install
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/rosetta team up --folder $(TEAM_DIR)
+
+team-down:
+	$(BIN)/rosetta team down --folder $(TEAM_DIR)
 
 clean:
 	rm -rf $(VENV)
