@@ -61,14 +61,17 @@ def _auth(team) -> tuple[str, str]:
 @pytest.mark.slow
 def test_up_prints_and_writes_the_variables_a_team_member_sets(team):
     t = team["team"]
-    assert team["env"] == {"MLFLOW_TRACKING_URI": t.mlflow_url, "PREFECT_API_URL": t.prefect_api,
+    assert team["env"] == {"MLFLOW_TRACKING_URI": t.mlflow_url, "MLFLOW_TRACKING_USERNAME": "admin",
+                           "MLFLOW_TRACKING_PASSWORD": team["secrets"]["mlflow_admin_password"],
+                           "PREFECT_API_URL": t.prefect_api,
                            "PREFECT_API_AUTH_STRING": team["secrets"]["prefect_auth_string"],
                            "ROSETTA_DVC_REMOTE": str(t.remote)}
     for path in (t.env_file, t.folder / "secrets.json"):  # they hold credentials
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert f"export MLFLOW_TRACKING_URI={t.mlflow_url}" in team["up"]
     assert f"export PREFECT_API_URL={t.prefect_api}" in team["up"]
-    assert team["secrets"]["prefect_auth_string"] not in team["up"]
+    for secret in team["secrets"].values():
+        assert secret not in team["up"]
     assert (team["project"] / ".dvc" / "config.local").read_text().count(str(t.remote)) == 1
 
 
@@ -78,25 +81,35 @@ def test_postgres_holds_a_database_for_mlflow_and_one_for_prefect(team):
     with psycopg.connect(host="127.0.0.1", port=t.postgres_port, user="rosetta", dbname="postgres",
                          password=team["secrets"]["postgres_password"]) as conn:
         names = {row[0] for row in conn.execute("SELECT datname FROM pg_database")}
-        assert {"mlflow", "prefect"} <= names
-        for db in ("mlflow", "prefect"):  # each server made its schema there
+        assert {"mlflow", "mlflow_auth", "prefect"} <= names
+        for db, query in (("mlflow", "SELECT count(*) FROM alembic_version"),  # each server made its schema
+                          ("prefect", "SELECT count(*) FROM alembic_version"),
+                          ("mlflow_auth", "SELECT count(*) FROM users WHERE username = 'admin'")):
             with psycopg.connect(host="127.0.0.1", port=t.postgres_port, user="rosetta", dbname=db,
                                  password=team["secrets"]["postgres_password"]) as c:
-                assert c.execute("SELECT count(*) FROM alembic_version").fetchone()[0] == 1
+                assert c.execute(query).fetchone()[0] == 1, db
     with pytest.raises(psycopg.OperationalError):  # password authentication, no trust
         psycopg.connect(host="127.0.0.1", port=t.postgres_port, user="rosetta", dbname="postgres", password="x")
 
 
 @pytest.mark.slow
-def test_mlflow_and_prefect_answer_and_prefect_asks_for_credentials(team):
+def test_mlflow_and_prefect_answer_and_ask_for_credentials(team):
     t = team["team"]
     assert requests.get(f"{t.mlflow_url}/health", timeout=10).status_code == 200
+    search = f"{t.mlflow_url}/api/2.0/mlflow/experiments/search"
+    assert requests.get(search, params={"max_results": 1}, timeout=10).status_code == 401
+    wrong = requests.get(search, params={"max_results": 1}, auth=("admin", "wrong"), timeout=10)
+    assert wrong.status_code == 401
     assert requests.get(f"{t.prefect_api}/health", timeout=10).status_code == 200
     assert requests.get(f"{t.prefect_api}/work_pools/local", timeout=10).status_code == 401
     for pool in ("local", "gpu"):
         got = requests.get(f"{t.prefect_api}/work_pools/{pool}", auth=_auth(team), timeout=10)
         assert got.status_code == 200 and got.json()["type"] == "process"
     assert online_workers(t, team["secrets"]) == {"team-local-1", "team-local-2"}
+    for worker in ("team-local-1", "team-local-2"):  # what the flow runs they start inherit
+        environ = Path(f"/proc/{read_pid(t.folder / f'{worker}.pid')}/environ").read_bytes().split(b"\0")
+        for key in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+            assert f"{key}={team['env'][key]}".encode() in environ
 
 
 @pytest.mark.slow
@@ -112,7 +125,8 @@ def test_a_second_up_finds_everything_running(team, rosetta_cli):
 
 
 def _api(team, path: str, **params) -> dict:
-    got = requests.get(f"{team['team'].mlflow_url}/api/2.0/mlflow/{path}", params=params, timeout=30)
+    got = requests.get(f"{team['team'].mlflow_url}/api/2.0/mlflow/{path}", params=params, timeout=30,
+                       auth=(team["env"]["MLFLOW_TRACKING_USERNAME"], team["env"]["MLFLOW_TRACKING_PASSWORD"]))
     assert got.status_code == 200, got.text
     return got.json()
 
@@ -123,7 +137,7 @@ def test_train_evaluate_register_land_on_the_tracking_server(team, tiny_data, ro
     (tmp_path / "dvc.lock").write_text(DVC_LOCK)
     overrides = [*TINY, f"data.root={tiny_data}", "mlflow.experiment=team", "registry.model_name=rosetta-team",
                  "export.parity_samples=4", "export.batch_size=4"]
-    env = rosetta_cli.env(MLFLOW_TRACKING_URI=team["env"]["MLFLOW_TRACKING_URI"])
+    env = rosetta_cli.env(**{k: v for k, v in team["env"].items() if k.startswith("MLFLOW_")})
     best = "runs/train/best.pt"
     for command in (["train"], ["evaluate", "--model", best, "--out", "runs/eval"], ["export", "--model", best],
                     ["register"]):

@@ -3,8 +3,9 @@ serves its own artifact store, a Prefect server on it with the project's work po
 DVC remote folder. ``team_up`` starts what is not running and waits until each answers, ``team_down`` stops
 everything it started; both keep their state (pid files, logs, ports, secrets) in one folder, ``.team/``.
 
-The three settings a team member needs are written to ``<folder>/env.sh`` (mode 600: it holds Prefect's API
-credentials), sourceable by a shell.
+MLflow runs with its basic-auth app and Prefect with its API auth string. The settings a team member needs (the
+three addresses and the two servers' credentials) are written to ``<folder>/env.sh`` (mode 600), sourceable by a
+shell.
 """
 from __future__ import annotations
 
@@ -22,9 +23,11 @@ from rosetta.orchestration import processes
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 PG_USER = "rosetta"  # the cluster's superuser, with a generated password
-DATABASES = ("mlflow", "prefect")
+DATABASES = ("mlflow", "mlflow_auth", "prefect")  # runs and registry; MLflow's users; Prefect's state
+MLFLOW_ADMIN = "admin"  # the MLflow user a team member signs in as (more users: docs/reference.md)
 POOLS = ("local", "gpu")  # prefect.yaml's work pools
 WORKERS = 2  # workers on pool ``local``
+SECRET_VARIABLES = ("MLFLOW_TRACKING_PASSWORD", "PREFECT_API_AUTH_STRING")  # never printed
 BIN = Path(sys.executable).parent
 DEFAULT_PORTS = {"postgres_port": 5433, "mlflow_port": 5010, "prefect_port": 4210}
 
@@ -96,21 +99,25 @@ def _private_file(path: Path, text: str) -> None:
 
 
 def team_secrets(team: Team) -> dict[str, str]:
-    """The PostgreSQL password and Prefect's API credentials: generated once, kept in ``secrets.json``
-    (mode 600, inside the git-ignored team folder)."""
+    """The PostgreSQL password, MLflow's admin password and CSRF key, Prefect's API credentials: generated once,
+    kept in ``secrets.json`` (mode 600, inside the git-ignored team folder)."""
     path = team.folder / "secrets.json"
-    if path.is_file():
-        return json.loads(path.read_text())
-    values = {"postgres_password": secrets.token_urlsafe(24),
-              "prefect_auth_string": f"team:{secrets.token_urlsafe(24)}"}
-    team.folder.mkdir(parents=True, exist_ok=True)
-    _private_file(path, json.dumps(values, indent=2) + "\n")
+    values = json.loads(path.read_text()) if path.is_file() else {}
+    wanted = {"postgres_password": lambda: secrets.token_urlsafe(24),
+              "mlflow_admin_password": lambda: secrets.token_urlsafe(24),
+              "mlflow_secret_key": lambda: secrets.token_urlsafe(32),
+              "prefect_auth_string": lambda: f"team:{secrets.token_urlsafe(24)}"}
+    if wanted.keys() - values.keys():
+        values = {key: values.get(key) or make() for key, make in wanted.items()}
+        team.folder.mkdir(parents=True, exist_ok=True)
+        _private_file(path, json.dumps(values, indent=2) + "\n")
     return values
 
 
 def team_env(team: Team, values: dict[str, str]) -> dict[str, str]:
     """What a team member's shell sets: the tracking server, the Prefect API and its credentials, the remote."""
-    return {"MLFLOW_TRACKING_URI": team.mlflow_url, "PREFECT_API_URL": team.prefect_api,
+    return {"MLFLOW_TRACKING_URI": team.mlflow_url, "MLFLOW_TRACKING_USERNAME": MLFLOW_ADMIN,
+            "MLFLOW_TRACKING_PASSWORD": values["mlflow_admin_password"], "PREFECT_API_URL": team.prefect_api,
             "PREFECT_API_AUTH_STRING": values["prefect_auth_string"], "ROSETTA_DVC_REMOTE": str(team.remote)}
 
 
@@ -208,19 +215,27 @@ def _mlflow_health(team: Team) -> str:
     return f"{team.mlflow_url}/health"
 
 
-def _start_mlflow(team: Team, password: str, timeout: float) -> None:
+def _start_mlflow(team: Team, values: dict[str, str], timeout: float) -> None:
     if processes.port_in_use(team.mlflow_port):
         raise RosettaError(f"port {team.mlflow_port} on 127.0.0.1 is taken by another program; choose the MLflow "
                            "port with --mlflow-port")
-    # The store's URI goes by environment, not argument: a password in a command line is visible to `ps`.
-    # MLflow's job runner (seven huey consumers) serves GenAI features the pipeline does not use: not started.
+    password = values["postgres_password"]
+    # The basic-auth app keeps its users in their own database; its config names it, so it is private too.
+    auth_config = team.folder / "mlflow-auth.ini"
+    _private_file(auth_config, f"[mlflow]\ndefault_permission = READ\nadmin_username = {MLFLOW_ADMIN}\n"
+                               f"database_uri = {team.database_url('psycopg', 'mlflow_auth', password)}\n")
+    # Passwords go by environment, not argument: a command line is visible to `ps`. MLflow's job runner (seven
+    # huey consumers) serves GenAI features the pipeline does not use: not started.
     env = _server_env(MLFLOW_BACKEND_STORE_URI=team.database_url("psycopg", "mlflow", password),
+                      MLFLOW_AUTH_CONFIG_PATH=str(auth_config),
+                      MLFLOW_AUTH_ADMIN_PASSWORD=values["mlflow_admin_password"],
+                      MLFLOW_FLASK_SERVER_SECRET_KEY=values["mlflow_secret_key"],
                       MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
     artifacts = team.folder / "mlartifacts"
     artifacts.mkdir(parents=True, exist_ok=True)
-    proc = processes.start("mlflow", [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port",
-                                      str(team.mlflow_port), "--artifacts-destination", str(artifacts),
-                                      "--workers", "1"], team.folder, env, cwd=team.folder)
+    proc = processes.start("mlflow", [str(BIN / "mlflow"), "server", "--app-name", "basic-auth", "--host",
+                                      "127.0.0.1", "--port", str(team.mlflow_port), "--artifacts-destination",
+                                      str(artifacts), "--workers", "1"], team.folder, env, cwd=team.folder)
     processes.wait_until(lambda: processes.http_ok(_mlflow_health(team)), f"the MLflow server on port "
                          f"{team.mlflow_port}", team.folder / "mlflow.log", timeout, proc)
 
@@ -280,8 +295,11 @@ def _start_workers(team: Team, values: dict[str, str], timeout: float) -> None:
     for name in _worker_names():
         if processes.running(team.folder / f"{name}.pid"):
             continue
+        # The flow runs a worker starts inherit its environment: they track to the team's server, too.
+        env = {**_prefect_env(team, values), **{k: v for k, v in team_env(team, values).items()
+                                                 if k.startswith("MLFLOW_")}}
         procs[name] = processes.start(name, [str(BIN / "prefect"), "worker", "start", "--pool", "local", "--name",
-                                             name], team.folder, _prefect_env(team, values), cwd=team.project)
+                                             name], team.folder, env, cwd=team.project)
     for name, proc in procs.items():
         processes.wait_until(lambda: name in online_workers(team, values), f"the Prefect worker {name}",
                              team.folder / f"{name}.log", timeout, proc)
@@ -334,7 +352,7 @@ def team_up(team: Team, timeout: float = 300.0) -> dict[str, str]:
             print(f"starting MLflow at {team.mlflow_url} (store: PostgreSQL database mlflow, artifacts: "
                   f"{team.folder / 'mlartifacts'})", flush=True)
             started.append("mlflow")
-            _start_mlflow(team, values["postgres_password"], timeout)
+            _start_mlflow(team, values, timeout)
         if processes.running(team.folder / "prefect-server.pid") and processes.http_ok(f"{team.prefect_api}/health"):
             print(f"Prefect already runs at {team.prefect_api}", flush=True)
         else:
@@ -358,7 +376,7 @@ def team_up(team: Team, timeout: float = 300.0) -> dict[str, str]:
     print(f"\nthe team is up:\n  MLflow  {team.mlflow_url}\n  Prefect {team.prefect_api} (work pools "
           f"{', '.join(POOLS)}; {WORKERS} workers on local)\n  DVC remote {team.remote} (the default remote of "
           f"{team.project})\na team member sets (`source {team.env_file}`):\n"
-          + "".join(f"  export {k}={'<in env.sh>' if k == 'PREFECT_API_AUTH_STRING' else v}\n" for k, v in env.items())
+          + "".join(f"  export {k}={'<in env.sh>' if k in SECRET_VARIABLES else v}\n" for k, v in env.items())
           + "and, in another clone: dvc remote add --local -d team \"$ROSETTA_DVC_REMOTE\"", flush=True)
     return env
 
