@@ -6,6 +6,7 @@ finds everything running; ``team down`` leaves no process."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import stat
 import tempfile
@@ -215,11 +216,25 @@ def _cmdline(proc: Path) -> bytes:
 
 
 def test_up_outside_a_dvc_project_says_so_and_starts_nothing(rosetta_cli, tmp_path):
-    done = rosetta_cli("team", "up", "--folder", str(tmp_path / "team"), "--project", str(tmp_path), cwd=tmp_path)
+    (tmp_path / "params.yaml").write_text("{}\n")  # a rosetta project folder, not a DVC one
+    done = rosetta_cli("team", "up", "--folder", str(tmp_path / "team"), cwd=tmp_path)
     assert done.returncode == 2
     assert done.stderr.strip() == (f"error: {tmp_path}: not a DVC project (no .dvc folder); run `rosetta team up` "
                                    "from the project folder or pass --project")
     assert not (tmp_path / "team").exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="as root, PostgreSQL runs as the postgres user")
+def test_a_team_folder_postgres_cannot_reach_is_refused_before_anything_starts(rosetta_cli, tmp_path):
+    dvc(tmp_path, "init", "--no-scm", "-q")
+    tmp_path.chmod(0o700)  # as pytest makes it: closed to others
+    ports = [a for option in ("--postgres-port", "--mlflow-port", "--prefect-port") for a in (option, str(free_port()))]
+    done = rosetta_cli("team", "up", "--folder", str(tmp_path / "team"), *ports, cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.strip() == (f"error: {tmp_path / 'team' / 'pg'}: the postgres user cannot reach this folder; "
+                                   "let it through the folders above it (chmod o+x) or choose another place with "
+                                   "--folder")
+    assert not (tmp_path / "team" / "pg").exists() and not list((tmp_path / "team").glob("*.pid"))
 
 
 def test_other_ports_than_the_recorded_ones_are_refused(tmp_path):

@@ -18,8 +18,8 @@ def add_parsers(subparsers) -> None:
     p.add_argument("--folder", type=Path, default=None, metavar="DIR",
                    help="where the servers keep their data, logs and secrets (default: <project>/.team)")
     p.add_argument("--project", type=Path, default=None, metavar="DIR",
-                   help="the DVC project whose default remote is the team's (default: the project the working "
-                        "directory is in)")
+                   help="the DVC project whose default remote is the team's (default: the one the working "
+                        "directory is in, the nearest folder holding .dvc)")
     p.add_argument("--postgres-port", type=int, default=None, metavar="N", help="PostgreSQL's port (default 5433)")
     p.add_argument("--mlflow-port", type=int, default=None, metavar="N", help="MLflow's port (default 5010)")
     p.add_argument("--prefect-port", type=int, default=None, metavar="N", help="Prefect's port (default 4210)")
@@ -29,10 +29,9 @@ def add_parsers(subparsers) -> None:
 
 
 def _team(args: argparse.Namespace) -> int:
-    from rosetta.orchestration.team import load_team, team_down, team_status, team_up
-    from rosetta.params import project_root
+    from rosetta.orchestration.team import dvc_project, load_team, team_down, team_status, team_up
 
-    project = (args.project or project_root()).resolve()
+    project = dvc_project(args.project or Path.cwd())
     team = load_team(args.folder or project / ".team", project, postgres_port=args.postgres_port,
                      mlflow_port=args.mlflow_port, prefect_port=args.prefect_port)
     if args.action == "up":

@@ -12,16 +12,16 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import shutil
 import subprocess
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from rosetta.errors import RosettaError
+from rosetta.fsutil import write_private
 from rosetta.orchestration import processes
+from rosetta.orchestration.postgres import Cluster
 
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
 PG_USER = "rosetta"  # the cluster's superuser, with a generated password
 DATABASES = ("mlflow", "mlflow_auth", "prefect")  # runs and registry; MLflow's users; Prefect's state
 MLFLOW_ADMIN = "admin"  # the MLflow user a team member signs in as (more users: docs/reference.md)
@@ -48,6 +48,10 @@ class Team:
         return self.folder / "pg"
 
     @property
+    def postgres(self) -> Cluster:
+        return Cluster(self.pg_data, self.postgres_port)
+
+    @property
     def remote(self) -> Path:
         return self.folder / "dvc-remote"
 
@@ -65,6 +69,13 @@ class Team:
 
     def database_url(self, driver: str, database: str, password: str) -> str:
         return f"postgresql+{driver}://{PG_USER}:{password}@127.0.0.1:{self.postgres_port}/{database}"
+
+
+def dvc_project(start: Path) -> Path:
+    """The DVC project ``start`` is in: the nearest folder at or above it holding ``.dvc``, else ``start`` itself
+    (which ``team_up`` then refuses in one sentence)."""
+    start = start.resolve()
+    return next((folder for folder in (start, *start.parents) if (folder / ".dvc").is_dir()), start)
 
 
 def load_team(folder: Path, project: Path, **ports: int | None) -> Team:
@@ -90,14 +101,6 @@ def _save(team: Team) -> None:
     (team.folder / "team.json").write_text(json.dumps(record, indent=2) + "\n")
 
 
-def _private_file(path: Path, text: str) -> None:
-    """Write ``text`` readable by its owner only, never visible to others even for a moment."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.chmod(path, 0o600)
-
-
 def team_secrets(team: Team) -> dict[str, str]:
     """The PostgreSQL password, MLflow's admin password and CSRF key, Prefect's API credentials: generated once,
     kept in ``secrets.json`` (mode 600, inside the git-ignored team folder)."""
@@ -110,7 +113,7 @@ def team_secrets(team: Team) -> dict[str, str]:
     if wanted.keys() - values.keys():
         values = {key: values.get(key) or make() for key, make in wanted.items()}
         team.folder.mkdir(parents=True, exist_ok=True)
-        _private_file(path, json.dumps(values, indent=2) + "\n")
+        write_private(path, json.dumps(values, indent=2) + "\n")
     return values
 
 
@@ -119,89 +122,6 @@ def team_env(team: Team, values: dict[str, str]) -> dict[str, str]:
     return {"MLFLOW_TRACKING_URI": team.mlflow_url, "MLFLOW_TRACKING_USERNAME": MLFLOW_ADMIN,
             "MLFLOW_TRACKING_PASSWORD": values["mlflow_admin_password"], "PREFECT_API_URL": team.prefect_api,
             "PREFECT_API_AUTH_STRING": values["prefect_auth_string"], "ROSETTA_DVC_REMOTE": str(team.remote)}
-
-
-# PostgreSQL ----------------------------------------------------------------------------------------------------
-
-def _as_postgres(cmd: list[str]) -> list[str]:
-    # PostgreSQL refuses to run as root; as root, run its tools as the postgres user, who owns the data folder.
-    return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
-
-
-def _pg(team: Team, tool: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    done = subprocess.run(_as_postgres([str(PG_BIN / tool), *args]), cwd="/", capture_output=True, text=True,
-                          timeout=300)
-    if check and done.returncode != 0:
-        raise RosettaError(f"PostgreSQL's {tool} failed for {team.pg_data}: "
-                           f"{(done.stderr or done.stdout).strip().splitlines()[-1:]}; see {team.pg_data / 'server.log'}")
-    return done
-
-
-def _chown_postgres(path: Path) -> None:
-    if os.geteuid() == 0:
-        shutil.chown(path, "postgres", "postgres")
-
-
-def postgres_running(team: Team) -> bool:
-    return (team.pg_data / "PG_VERSION").is_file() and _pg(team, "pg_ctl", "-D", str(team.pg_data), "status",
-                                                           check=False).returncode == 0
-
-
-def _postmaster_pid(team: Team) -> int | None:
-    try:
-        return int((team.pg_data / "postmaster.pid").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def _init_postgres(team: Team, password: str) -> None:
-    """A new cluster in ``team.pg_data``, owned by postgres, password authentication only."""
-    if not (PG_BIN / "initdb").is_file():
-        raise RosettaError(f"PostgreSQL 15 is not installed ({PG_BIN / 'initdb'} is missing); run `make install` "
-                           "(it installs packages/debian-postgresql.txt)")
-    team.pg_data.mkdir(mode=0o700, parents=True, exist_ok=True)
-    _chown_postgres(team.pg_data)
-    if os.geteuid() == 0 and subprocess.run(_as_postgres(["test", "-w", str(team.pg_data)]),
-                                            capture_output=True).returncode != 0:
-        shutil.rmtree(team.pg_data)
-        raise RosettaError(f"{team.pg_data}: the postgres user cannot reach this folder; let it through the folders "
-                           f"above it (chmod o+x) or choose another place with --folder")
-    pwfile = team.folder / ".pg-password"
-    _private_file(pwfile, password + "\n")
-    _chown_postgres(pwfile)
-    try:
-        print(f"creating a PostgreSQL cluster in {team.pg_data}", flush=True)
-        done = subprocess.run(_as_postgres([str(PG_BIN / "initdb"), "-D", str(team.pg_data), "-U", PG_USER,
-                                            f"--pwfile={pwfile}", "--auth=scram-sha-256", "-E", "UTF8"]),
-                              cwd="/", capture_output=True, text=True, timeout=300)
-    finally:
-        pwfile.unlink(missing_ok=True)
-    if done.returncode != 0:
-        shutil.rmtree(team.pg_data, ignore_errors=True)  # no half-made cluster that looks like one
-        raise RosettaError(f"initdb could not create a cluster in {team.pg_data}: "
-                           f"{done.stderr.strip().splitlines()[-1:]}")
-
-
-def _start_postgres(team: Team, password: str, timeout: float) -> None:
-    if not (team.pg_data / "PG_VERSION").is_file():
-        _init_postgres(team, password)
-    if processes.port_in_use(team.postgres_port):
-        raise RosettaError(f"port {team.postgres_port} on 127.0.0.1 is taken by another program; choose the "
-                           "PostgreSQL port with --postgres-port")
-    options = f"-p {team.postgres_port} -c listen_addresses=127.0.0.1 -c unix_socket_directories=''"
-    _pg(team, "pg_ctl", "-D", str(team.pg_data), "-l", str(team.pg_data / "server.log"), "-o", options, "-w",
-        "-t", str(int(timeout)), "start")
-
-
-def _create_databases(team: Team, password: str) -> None:
-    import psycopg
-
-    with psycopg.connect(host="127.0.0.1", port=team.postgres_port, user=PG_USER, password=password,
-                         dbname="postgres", autocommit=True) as conn:
-        have = {row[0] for row in conn.execute("SELECT datname FROM pg_database")}
-        for name in DATABASES:
-            if name not in have:
-                conn.execute(f'CREATE DATABASE "{name}"')
 
 
 # MLflow and Prefect --------------------------------------------------------------------------------------------
@@ -222,7 +142,7 @@ def _start_mlflow(team: Team, values: dict[str, str], timeout: float) -> None:
     password = values["postgres_password"]
     # The basic-auth app keeps its users in their own database; its config names it, so it is private too.
     auth_config = team.folder / "mlflow-auth.ini"
-    _private_file(auth_config, f"[mlflow]\ndefault_permission = READ\nadmin_username = {MLFLOW_ADMIN}\n"
+    write_private(auth_config, f"[mlflow]\ndefault_permission = READ\nadmin_username = {MLFLOW_ADMIN}\n"
                                f"database_uri = {team.database_url('psycopg', 'mlflow_auth', password)}\n")
     # Passwords go by environment, not argument: a command line is visible to `ps`. MLflow's job runner (seven
     # huey consumers) serves GenAI features the pipeline does not use: not started.
@@ -339,13 +259,13 @@ def team_up(team: Team, timeout: float = 300.0) -> dict[str, str]:
     values = team_secrets(team)
     started: list[str] = []
     try:
-        if postgres_running(team):
+        if team.postgres.running():
             print(f"PostgreSQL already runs on 127.0.0.1:{team.postgres_port}", flush=True)
         else:
             print(f"starting PostgreSQL on 127.0.0.1:{team.postgres_port}", flush=True)
-            _start_postgres(team, values["postgres_password"], timeout)
             started.append("postgres")
-        _create_databases(team, values["postgres_password"])
+            team.postgres.start(PG_USER, values["postgres_password"], timeout)
+        team.postgres.create_databases(PG_USER, values["postgres_password"], DATABASES)
         if processes.running(team.folder / "mlflow.pid") and processes.http_ok(_mlflow_health(team)):
             print(f"MLflow already runs at {team.mlflow_url}", flush=True)
         else:
@@ -372,7 +292,7 @@ def team_up(team: Team, timeout: float = 300.0) -> dict[str, str]:
         _stop(team, started)
         raise
     env = team_env(team, values)
-    _private_file(team.env_file, "".join(f"export {k}={v}\n" for k, v in env.items()))
+    write_private(team.env_file, "".join(f"export {k}={v}\n" for k, v in env.items()))
     print(f"\nthe team is up:\n  MLflow  {team.mlflow_url}\n  Prefect {team.prefect_api} (work pools "
           f"{', '.join(POOLS)}; {WORKERS} workers on local)\n  DVC remote {team.remote} (the default remote of "
           f"{team.project})\na team member sets (`source {team.env_file}`):\n"
@@ -385,11 +305,7 @@ def _stop(team: Team, names: list[str]) -> None:
     for name, pid_file in _services(team):
         if name in names and processes.stop(pid_file):
             print(f"stopped {name}", flush=True)
-    if "postgres" in names and postgres_running(team):
-        pid = _postmaster_pid(team)
-        _pg(team, "pg_ctl", "-D", str(team.pg_data), "-m", "fast", "-w", "stop")
-        if pid is not None:
-            processes.stop_group(pid)  # pg_ctl's wait ends with the postmaster; its children go with it
+    if "postgres" in names and team.postgres.stop():
         print("stopped postgres", flush=True)
 
 
@@ -403,7 +319,7 @@ def team_status(team: Team) -> dict[str, bool]:
     """Which of the team's servers run and answer."""
     values = team_secrets(team) if (team.folder / "secrets.json").is_file() else None
     workers = online_workers(team, values) if values else set()
-    status = {"postgres": postgres_running(team),
+    status = {"postgres": team.postgres.running(),
               "mlflow": processes.http_ok(_mlflow_health(team)),
               "prefect-server": processes.http_ok(f"{team.prefect_api}/health"),
               **{name: processes.running(team.folder / f"{name}.pid") and name in workers
