@@ -1,7 +1,7 @@
 """Writing files and folders so that a reader never sees half of one: a folder is built beside its target
 and renamed into place (``atomic_dir``), a JSON file is written to a temporary name and renamed
 (``write_json``). Every module that writes outputs others read uses these two; ``exclusive_lock`` keeps
-two processes from writing one folder at a time.
+two processes from writing one folder at a time; ``write_private`` writes a file only its owner reads.
 """
 from __future__ import annotations
 
