@@ -10,7 +10,7 @@ FONTS := $(VENV)/.fonts-installed
 EXTRAS ?= dev
 
 .PHONY: install install-serve-onnx demo test test-quick bench gpu-check mlflow-screenshot import-graph dvc-deps prefect-up prefect-down \
-	clean
+	team-up team-down clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,12 @@ $(FONTS): packages/debian-fonts.txt | $(STAMP)
 	bash scripts/install_debian_packages.sh packages/debian-fonts.txt
 	touch $(FONTS)
 
+# The team servers' database (PostgreSQL 15), for `make team-up` and the tests that start the team.
+POSTGRES := $(VENV)/.postgresql-installed
+$(POSTGRES): packages/debian-postgresql.txt | $(STAMP)
+	bash scripts/install_debian_packages.sh packages/debian-postgresql.txt
+	touch $(POSTGRES)
+
 # Headless Chromium (Debian's package): the README's MLflow picture, and the tests that read the MLflow UI and the
 # offline plots.
 CHROMIUM := $(VENV)/.chromium-installed
@@ -49,7 +55,7 @@ $(PLOTS): | $(STAMP)
 	touch $(PLOTS)
 
 # With the dev extras (the test suite), also headless Chromium: the MLflow UI and offline-plot tests drive it.
-install: $(STAMP) $(FONTS) $(if $(wildcard .dvc/config),$(PLOTS)) $(if $(filter dev,$(EXTRAS)),$(CHROMIUM))
+install: $(STAMP) $(FONTS) $(POSTGRES) $(if $(wildcard .dvc/config),$(PLOTS)) $(if $(filter dev,$(EXTRAS)),$(CHROMIUM))
 
 demo: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
@@ -100,6 +106,15 @@ prefect-up: install
 
 prefect-down:
 	$(BIN)/python scripts/prefect_local.py down
+
+# The team's servers on this machine (README "For a team"): PostgreSQL, MLflow, Prefect with two workers, a DVC
+# remote; state, logs and secrets in $(TEAM_DIR). Prints the variables a team member sets (also in $(TEAM_DIR)/env.sh).
+TEAM_DIR ?= .team
+team-up: install
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/rosetta team up --folder $(TEAM_DIR)
+
+team-down:
+	$(BIN)/rosetta team down --folder $(TEAM_DIR)
 
 clean:
 	rm -rf $(VENV)

@@ -1,7 +1,7 @@
 """Writing files and folders so that a reader never sees half of one: a folder is built beside its target
 and renamed into place (``atomic_dir``), a JSON file is written to a temporary name and renamed
 (``write_json``). Every module that writes outputs others read uses these two; ``exclusive_lock`` keeps
-two processes from writing one folder at a time.
+two processes from writing one folder at a time; ``write_private`` writes a file only its owner reads.
 """
 from __future__ import annotations
 
@@ -104,3 +104,12 @@ def write_json(path: str | Path, data: Any, *, sort_keys: bool = False,
     tmp.write_text(json.dumps(data, indent=2, sort_keys=sort_keys, default=default) + "\n")
     os.replace(tmp, path)
     return path
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` readable by its owner only (a password, a config naming one), never readable by
+    others even for a moment."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.chmod(path, 0o600)  # a file that existed keeps its mode through os.open
