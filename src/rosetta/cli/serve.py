@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 
 from rosetta.cli.common import add_config_args, config_from_args
 
@@ -10,10 +9,13 @@ from rosetta.cli.common import add_config_args, config_from_args
 def add_parsers(subparsers) -> None:
     p = subparsers.add_parser(
         "serve", help="serve the production model over HTTP (mlflow models serve)",
-        description="Runs `mlflow models serve -m models:/<registry.model_name>@<registry.alias> --env-manager "
-                    "local` with MLFLOW_TRACKING_URI set to the configured store and this environment's bin on "
-                    "PATH; POST images to /invocations as the README shows.")
-    p.add_argument("--model-uri", default=None, help="default: models:/<registry.model_name>@<registry.alias>")
+        description="Downloads models:/<registry.model_name>@<registry.alias> from the configured store, checks its "
+                    "files against the digests the registry recorded, and runs `mlflow models serve --env-manager "
+                    "local` on that copy with this environment's bin on PATH; POST images to /invocations as the "
+                    "README shows. The copy is removed when the server ends.")
+    p.add_argument("--model-uri", default=None,
+                   help="models:/<name>@<alias> or models:/<name>/<version> of the configured registry, or a local "
+                        "model folder holding an MLmodel file (default: models:/<registry.model_name>@<registry.alias>)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=5001)
     add_config_args(p)
@@ -21,9 +23,6 @@ def add_parsers(subparsers) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from rosetta.delivery.http_server import production_uri, serve_command, serve_env
+    from rosetta.delivery.http_server import serve
 
-    cfg = config_from_args(args)
-    command = serve_command(args.model_uri or production_uri(cfg), args.host, args.port)
-    os.execve(command[0], command, serve_env(cfg))  # the server replaces this process: signals reach it
-    return 0
+    return serve(config_from_args(args), args.model_uri, args.host, args.port)

@@ -1,10 +1,18 @@
 """The registered model over HTTP: ``mlflow models serve`` started as the README shows it (``rosetta serve``), and
-a client that posts images as MLflow's JSON (base64 strings in the binary ``image`` column)."""
+a client that posts images as MLflow's JSON (base64 strings in the binary ``image`` column).
+
+What is served is a model of the configured registry (``models:/<name>@<alias>``, ``models:/<name>/<version>``),
+downloaded into a folder of this process and checked against the digests the registry recorded
+(``rosetta.tracking.registered.fetch_verified``), or a local model folder named on purpose (one holding an MLmodel
+file); anything else is refused in one sentence before a server starts. The downloaded folder is removed when the
+server ends, and one left by a process that was killed outright is removed by the next.
+"""
 from __future__ import annotations
 
 import base64
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,7 +20,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -22,6 +30,57 @@ from rosetta.errors import RosettaError
 
 def production_uri(cfg: Config) -> str:
     return f"models:/{cfg.registry.model_name}@{cfg.registry.alias}"
+
+
+_FOLDER_PREFIX = "rosetta-serve-"  # rosetta-serve-<pid>-<random>: a served model's checked copy
+
+
+@contextmanager
+def served_model(cfg: Config, model_uri: str | None = None) -> Iterator[Path]:
+    """The local folder to serve for ``model_uri`` (default: the production alias): a registered version's
+    files, checked, in a temporary folder removed on exit; or a local model folder as it is."""
+    from rosetta.tracking.registered import fetch_verified, is_model_uri
+    from rosetta.tracking.store import tracking_uri
+
+    uri = model_uri or production_uri(cfg)
+    if not is_model_uri(uri):
+        folder = Path(uri).expanduser()
+        if not (folder / "MLmodel").is_file():
+            raise RosettaError(f"--model-uri: {uri!r} is neither a model of the registry at {tracking_uri(cfg)} "
+                               "(models:/<name>@<alias> or models:/<name>/<version>) nor a local model folder holding "
+                               "an MLmodel file; give one of those")
+        yield folder
+        return
+    _remove_orphans()
+    tmp = Path(tempfile.mkdtemp(prefix=f"{_FOLDER_PREFIX}{os.getpid()}-"))
+    try:
+        yield fetch_verified(cfg, uri, tmp, "--model-uri").folder
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _remove_orphans() -> None:
+    """Checked copies whose server was killed outright (its pid is gone): nothing else removes them."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{_FOLDER_PREFIX}*-*"):
+        pid = folder.name[len(_FOLDER_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def serve(cfg: Config, model_uri: str | None, host: str, port: int) -> int:
+    """``rosetta serve``: ``mlflow models serve`` of the checked model until it ends; returns its exit status.
+    Ctrl-C reaches the server with the terminal's process group, a SIGTERM or SIGHUP sent to this process is
+    passed on; either way the checked copy is removed afterwards."""
+    with served_model(cfg, model_uri) as folder:
+        proc = subprocess.Popen(serve_command(str(folder), host, port), env=serve_env(cfg))
+        forward = {sig: signal.signal(sig, lambda signum, _: proc.send_signal(signum))
+                   for sig in (signal.SIGTERM, signal.SIGHUP)}
+        interrupt = signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server gets it too, and ends
+        try:
+            return proc.wait()
+        finally:
+            for sig, handler in {**forward, signal.SIGINT: interrupt}.items():
+                signal.signal(sig, handler)
 
 
 def serve_command(model_uri: str, host: str, port: int) -> list[str]:
@@ -69,10 +128,12 @@ class Server:
 
     def __init__(self, cfg: Config, model_uri: str | None = None, host: str = "127.0.0.1", port: int | None = None):
         self.model_uri = model_uri or production_uri(cfg)
+        self._files = ExitStack()  # the checked copy of the model, removed by ``stop``
+        folder = self._files.enter_context(served_model(cfg, model_uri))
         port = port or _free_port(host)
         self.url = f"http://{host}:{port}"
-        self._log = tempfile.TemporaryFile()
-        self._proc = subprocess.Popen(serve_command(self.model_uri, host, port), env=serve_env(cfg), stdout=self._log,
+        self._log = self._files.enter_context(tempfile.TemporaryFile())
+        self._proc = subprocess.Popen(serve_command(str(folder), host, port), env=serve_env(cfg), stdout=self._log,
                                       stderr=subprocess.STDOUT, start_new_session=True)
 
     def wait(self, timeout: float = 120) -> str:
@@ -100,7 +161,7 @@ class Server:
             except subprocess.TimeoutExpired:
                 os.killpg(self._proc.pid, signal.SIGKILL)
                 self._proc.wait()
-        self._log.close()
+        self._files.close()
 
 
 @contextmanager
