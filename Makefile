@@ -34,7 +34,22 @@ $(FONTS): packages/debian-fonts.txt | $(STAMP)
 	bash scripts/install_debian_packages.sh packages/debian-fonts.txt
 	touch $(FONTS)
 
-install: $(STAMP) $(FONTS)
+# Headless Chromium (Debian's package): the README's MLflow picture, and the tests that read the MLflow UI and the
+# offline plots.
+CHROMIUM := $(VENV)/.chromium-installed
+$(CHROMIUM): packages/debian-screenshot.txt | $(STAMP)
+	bash scripts/install_debian_packages.sh packages/debian-screenshot.txt
+	touch $(CHROMIUM)
+
+# `dvc plots show` / `dvc plots diff` charts drawn without a network: DVC's page template with vega inline (from the
+# vl-convert package) in the venv, named in .dvc/config.local. Where there is a DVC project (not in the Docker build).
+PLOTS := $(VENV)/.dvc-plots-offline
+$(PLOTS): | $(STAMP)
+	$(BIN)/python scripts/dvc_offline_plots.py
+	touch $(PLOTS)
+
+# With the dev extras (the test suite), also headless Chromium: the MLflow UI and offline-plot tests drive it.
+install: $(STAMP) $(FONTS) $(if $(wildcard .dvc/config),$(PLOTS)) $(if $(filter dev,$(EXTRAS)),$(CHROMIUM))
 
 demo: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
@@ -56,12 +71,7 @@ gpu-check: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python scripts/gpu_check.py
 
 # README "Compare runs in `mlflow ui`": docs/mlflow_compare.png from two short real runs (two MobileNetV3 recipes;
-# about 3 minutes on 2 cores) in a fresh store, photographed by headless Chromium (Debian's package, installed here).
-CHROMIUM := $(VENV)/.chromium-installed
-$(CHROMIUM): packages/debian-screenshot.txt | $(STAMP)
-	bash scripts/install_debian_packages.sh packages/debian-screenshot.txt
-	touch $(CHROMIUM)
-
+# about 3 minutes on 2 cores) in a fresh store, photographed by headless Chromium.
 mlflow-screenshot: install $(CHROMIUM)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python scripts/mlflow_screenshot.py
 
@@ -80,11 +90,13 @@ import-graph: $(STAMP) $(GRAPHVIZ)
 dvc-deps: $(STAMP)
 	$(BIN)/python scripts/dvc_deps.py
 
-# A local Prefect server on 127.0.0.1:$(PREFECT_PORT), work pools local and gpu, and a worker for local, in the
-# background; returns once the server answers. Logs in .prefect-local/; `make prefect-down` stops them.
+# A local Prefect server on $(PREFECT_HOST):$(PREFECT_PORT) (PREFECT_HOST=0.0.0.0: workers on other hosts reach it),
+# work pools local and gpu, and a worker for local, in the background; returns once the server answers. Logs in
+# .prefect-local/; `make prefect-down` stops them.
 PREFECT_PORT ?= 4200
+PREFECT_HOST ?= 127.0.0.1
 prefect-up: install
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python scripts/prefect_local.py up --port $(PREFECT_PORT)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python scripts/prefect_local.py up --host $(PREFECT_HOST) --port $(PREFECT_PORT)
 
 prefect-down:
 	$(BIN)/python scripts/prefect_local.py down

@@ -70,7 +70,8 @@ def train_rosetta(overrides: list[str] | None = None, gpus: int | None = None):
     ``gpus`` trains on that many CUDA devices (train.nproc)."""
     try:
         project = dvc_project.project_folder()
-        with dvc_project.project_lock(project):
+        name = f"flow-{flow_run.get_name()}"
+        with dvc_project.project_lock(project), dvc_project.recorded_as(name, flow_run.ui_url):
             cfg = params(project, dvc_project.flow_overrides(overrides, gpus))
             raw_data.with_options(retries=cfg.prefect.data_retries,
                                   retry_delay_seconds=cfg.prefect.data_retry_delay_s)(project)
@@ -79,7 +80,7 @@ def train_rosetta(overrides: list[str] | None = None, gpus: int | None = None):
             evaluate(project)
             export(project)
             register(project)
-            name = experiment(project, f"flow-{flow_run.get_name()}")
+            experiment(project, name)
             out = report.run_outputs(cfg)
     except RosettaError as exc:
         # The user's one sentence becomes the run's state message, not a traceback.

@@ -24,9 +24,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--hide-scrollbars", "--remote-debugging-port=0"]
 # Two recipes: the default backbone, and a smaller one trained with augmentation. (ResNet34_vd trains at a few
 # images per second on 2 CPU cores: too slow for a picture.)
 RUNS = {"default": [], "small": ["model.backbone.model_name=small", "train.augment=true"]}
@@ -85,49 +82,6 @@ def wait_for(url: str, seconds: float) -> None:
     raise SystemExit(f"{url} did not answer within {seconds:.0f} s")
 
 
-class Page:
-    """One Chromium tab driven over the DevTools protocol."""
-
-    def __init__(self, ws_url: str):
-        from websockets.sync.client import connect
-
-        self.ws = connect(ws_url, max_size=None)
-        self.next_id = 0
-
-    def send(self, method: str, **params) -> dict:
-        self.next_id += 1
-        self.ws.send(json.dumps({"id": self.next_id, "method": method, "params": params}))
-        while True:
-            msg = json.loads(self.ws.recv())
-            if msg.get("id") == self.next_id:
-                if "error" in msg:
-                    raise RuntimeError(f"{method}: {msg['error']}")
-                return msg.get("result", {})
-
-    def js(self, expression: str):
-        return self.send("Runtime.evaluate", expression=expression, returnByValue=True,
-                         awaitPromise=True).get("result", {}).get("value")
-
-    def wait_text(self, text: str, seconds: float = 60) -> None:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            if self.js(f"document.body && document.body.innerText.includes({json.dumps(text)})"):
-                return
-            time.sleep(0.5)
-        raise SystemExit(f"the MLflow page never showed {text!r}")
-
-
-# Clicks the innermost element whose text is exactly the given one (MLflow's sidebar switch is a div, role=button).
-CLICK_TEXT = """
-((text) => {
-  const hits = [...document.querySelectorAll('[role=button], button, a, span, div')]
-    .filter(e => e.textContent.trim() === text);
-  const target = hits.find(e => e.matches('[role=button], button, a')) || hits[hits.length - 1];
-  if (target) target.click();
-  return Boolean(target);
-})(%s)
-"""
-
 # Closes the assistant panel MLflow opens on the right (its close button, by the id MLflow gives it).
 CLOSE_ASSISTANT = """
 (() => {
@@ -154,51 +108,32 @@ SHOW_DIFF_ONLY = """
 def screenshot(uri: str, run_ids: list[str], out: Path, width: int, height: int) -> None:
     from mlflow import MlflowClient
 
+    from headless_chromium import chromium
+
     exp_id = MlflowClient(tracking_uri=uri).get_run(run_ids[0]).info.experiment_id
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        raise SystemExit("chromium not found; install Debian's chromium package (`make mlflow-screenshot` does)")
     port = free_port()
-    with tempfile.TemporaryDirectory(prefix="rosetta-chromium-") as profile:
-        server = subprocess.Popen([str(BIN / "mlflow"), "ui", "--backend-store-uri", uri, "--host", "127.0.0.1",
-                                   "--port", str(port), "--workers", "1"], stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL, start_new_session=True)
-        browser = subprocess.Popen([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}",
-                                    f"--window-size={width},{height}", "about:blank"],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        try:
-            wait_for(f"http://127.0.0.1:{port}/health", 120)
-            port_file = Path(profile) / "DevToolsActivePort"
-            deadline = time.monotonic() + 30
-            while not port_file.is_file() and time.monotonic() < deadline:
-                time.sleep(0.2)
-            devtools = port_file.read_text().split()[0]
-            with urllib.request.urlopen(f"http://127.0.0.1:{devtools}/json/list", timeout=10) as r:
-                tab = next(t for t in json.load(r) if t["type"] == "page")
-            page = Page(tab["webSocketDebuggerUrl"])
-            page.send("Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1,
-                      mobile=False)
-            # What a person does first: leave MLflow's GenAI mode for "Model training".
-            page.send("Page.navigate", url=f"http://127.0.0.1:{port}/#/experiments/{exp_id}")
-            page.wait_text("Model training")
-            page.js(CLICK_TEXT % json.dumps("Model training"))
-            time.sleep(2)
+    server = subprocess.Popen([str(BIN / "mlflow"), "ui", "--backend-store-uri", uri, "--host", "127.0.0.1",
+                               "--port", str(port), "--workers", "1"], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_for(f"http://127.0.0.1:{port}/health", 120)
+        with chromium(width, height) as page:
             query = urllib.parse.urlencode({"runs": json.dumps(run_ids), "experiments": json.dumps([exp_id]),
                                             "workflowType": "machine_learning"})
-            page.send("Page.navigate", url=f"http://127.0.0.1:{port}/#/compare-runs?{query}")
-            page.wait_text("Show diff only")
+            page.goto(f"http://127.0.0.1:{port}/#/compare-runs?{query}")
+            if not page.wait_text("Show diff only"):
+                raise SystemExit("the MLflow Compare page never showed 'Show diff only'")
             time.sleep(3)  # the charts draw after the tables
             page.js(CLOSE_ASSISTANT)
-            page.js(CLICK_TEXT % json.dumps("Visualizations"))  # folded: the params and metrics come up
+            page.click_text("Visualizations")  # folded: the params and metrics come up
             page.js(SHOW_DIFF_ONLY)
             time.sleep(2)
             shot = page.send("Page.captureScreenshot", format="png")
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_bytes(base64.b64decode(shot["data"]))
-        finally:
-            for proc in (browser, server):
-                os.killpg(proc.pid, 15)
-                proc.wait(timeout=30)
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(timeout=30)
 
 
 def main() -> int:

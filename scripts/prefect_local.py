@@ -1,6 +1,7 @@
-"""A local Prefect stack for the train-rosetta deployments: ``up`` starts a Prefect server on 127.0.0.1, waits
-until it answers, creates the process work pools ``local`` and ``gpu`` (GPU runs wait there for a worker on a
-GPU host) and starts a worker for ``local``; ``down`` stops both. ``make prefect-up`` / ``make prefect-down``.
+"""A local Prefect stack for the train-rosetta deployments: ``up`` starts a Prefect server on ``--host`` (127.0.0.1;
+0.0.0.0 lets workers on other hosts reach it), waits until it answers, creates the process work pools ``local``
+and ``gpu`` (GPU runs wait there for a worker on a GPU host) and starts a worker for ``local``; ``down`` stops
+both. ``make prefect-up [PREFECT_HOST=0.0.0.0]`` / ``make prefect-down``.
 
 Logs and process ids go to ``--state-dir`` (default ``.prefect-local/``); ``PREFECT_HOME`` is respected.
 """
@@ -47,15 +48,16 @@ def _start(name: str, cmd: list[str], state: Path, env: dict) -> subprocess.Pope
     return proc
 
 
-def up(port: int, state: Path, timeout: float) -> int:
-    api = f"http://127.0.0.1:{port}/api"
+def up(port: int, state: Path, timeout: float, host: str = "127.0.0.1") -> int:
+    # Bound to every address, the server still answers this machine's workers on loopback.
+    api = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/api"
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "PREFECT_API_URL": api}
     state.mkdir(parents=True, exist_ok=True)
     if _healthy(api):
         print(f"a Prefect server already answers at {api}; using it")
     else:
         server_env = {k: v for k, v in env.items() if k != "PREFECT_API_URL"}
-        server = _start("server", [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        server = _start("server", [str(BIN / "prefect"), "server", "start", "--host", host, "--port", str(port)],
                         state, server_env)
         deadline = time.time() + timeout
         while not _healthy(api):
@@ -84,6 +86,8 @@ def up(port: int, state: Path, timeout: float) -> int:
         return 1
     print(f"worker for pool 'local' started (log {state / 'worker.log'}); now run:\n"
           f"  export PREFECT_API_URL={api}")
+    if host in ("0.0.0.0", "::"):
+        print(f"workers on other hosts: export PREFECT_API_URL=http://<this host's address>:{port}/api")
     return 0
 
 
@@ -110,10 +114,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=("up", "down"))
     parser.add_argument("--port", type=int, default=4200)
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="the address the server binds: 0.0.0.0 for workers on other hosts (GPU hosts)")
     parser.add_argument("--state-dir", type=Path, default=Path(".prefect-local"))
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the server")
     args = parser.parse_args()
-    return up(args.port, args.state_dir, args.timeout) if args.command == "up" else down(args.state_dir)
+    return up(args.port, args.state_dir, args.timeout, args.host) if args.command == "up" else down(args.state_dir)
 
 
 if __name__ == "__main__":

@@ -150,3 +150,45 @@ class RosettaCLI:
 @pytest.fixture(scope="session")
 def rosetta_cli() -> RosettaCLI:
     return RosettaCLI()
+
+
+@pytest.fixture(scope="session")
+def flow_stack(tmp_path_factory):
+    """A local Prefect stack and the deployments, in a project copy (``flow_fixtures.Stack``); stopped at the end."""
+    from flow_fixtures import Stack
+
+    stack = Stack(tmp_path_factory.mktemp("flow"))
+    try:
+        yield stack
+    finally:
+        stack.down()
+
+
+@pytest.fixture(scope="session")
+def flow_run(flow_stack) -> dict:
+    """One deployment run with a training and a data override, as the README shows it: the pipeline run the flow,
+    DVC-experiment and MLflow-UI tests read."""
+    done, run = flow_stack.run_deployment("train.max_steps=5", "data.synth.train_size=30")
+    return {"done": done, "run": run, "experiment": f"flow-{run['name']}"}
+
+
+@pytest.fixture(scope="session")
+def flow_experiments(flow_stack, flow_run) -> dict:
+    """Beside the flow run, an experiment as a DVC user makes one, `dvc exp run -S` with another recipe setting
+    (RecAug on the synthetic words) and a margin no score passes (its version is registered and refused); then what
+    DVC says of the two, and `dvc exp apply` of the flow run's experiment, which gives the workspace back as the flow
+    left it (the flow tests read it)."""
+    from flow_fixtures import experiments
+
+    stack, root = flow_stack, flow_stack.root
+    subprocess.run([sys.executable, str(PROJECT_ROOT / "scripts" / "dvc_offline_plots.py"), "--repo", str(stack.repo)],
+                   env=stack.env, check=True, capture_output=True, timeout=120)
+    run = stack.dvc("exp", "run", "-n", "augmented", "-S", "train.augment=[synth]", "-S", "registry.margin=1")
+    shown = experiments(stack.dvc("exp", "show", "--json").stdout)
+    diff = stack.dvc("exp", "diff", flow_run["experiment"], "augmented", "--json", check=False)
+    plots = stack.dvc("plots", "diff", flow_run["experiment"], "augmented", "-o", str(root / "plots_diff"), check=False)
+    applied = stack.dvc("exp", "apply", flow_run["experiment"])
+    status = stack.dvc("status", "--json").stdout
+    repro = stack.dvc("repro")
+    return {"run": run, "shown": shown, "diff": diff, "plots": plots, "plots_html": root / "plots_diff" / "index.html",
+            "applied": applied, "status": status, "repro": repro.stdout + repro.stderr}

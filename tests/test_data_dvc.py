@@ -32,7 +32,9 @@ def test_dvc_repro_builds_data_then_skips_then_reruns_only_validate(tmp_path):
     assert metrics["benchmarks_synth_test"]["samples"] == 10
     assert (data / "reports" / "validation" / "synth_val.json").is_file()
     assert (data / "reports" / "plots" / "label_length" / "synth_test.csv").is_file()
-    assert "synth_train" in dvc(repo, "metrics", "show", "--json")
+    assert "synth_train" in dvc(repo, "metrics", "show", "--json", "data/reports/data_metrics.json")
+    docs = (data / "reports" / "data_docs" / "index.html").read_text()  # GX's Data Docs, every LMDB checked
+    assert all(name in docs for name in ("synth_train", "synth_val", "benchmarks_synth_test"))
 
     every_time = always_changed(repo)  # they fingerprint folders outside the repository; their outputs stay
     second = dvc(repo, "repro", "validate")

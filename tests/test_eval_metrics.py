@@ -88,7 +88,9 @@ def test_evaluate_end_to_end_with_known_predictions(tmp_path):
     assert s["accuracy_mean"] == pytest.approx((2 / 3 + 1 / 2) / 2)
     assert s["norm_edit_dis_total"] == pytest.approx(1 - 1.5 / 5)
     assert s["images_per_s"] > 0
-    assert json.loads((out / "metrics.json").read_text()) == s
+    written = json.loads((out / "metrics.json").read_text())  # DVC's columns first: each set's accuracy by name
+    assert list(written)[:3] == ["setA", "setB", "images_per_s"] and written["setB"] == 0.5
+    assert {k: v for k, v in written.items() if k not in ("setA", "setB")} == s
     table = (out / "metrics.md").read_text()
     assert "| setA | 3 | 0.6667 | 0.6667 |" in table and "| 0.6000 |" in table
     assert (out / "gallery.png").read_bytes().startswith(b"\x89PNG")
@@ -133,3 +135,24 @@ def test_predict_prints_one_line_per_image_and_reports_unreadable_files(tmp_path
     assert ok.returncode == 0 and ok.stderr == ""
     text, conf = ast.literal_eval(ok.stdout.split(": ", 1)[1])
     assert text == "a" and conf == pytest.approx(CONFIDENCE, abs=1e-5)
+
+
+def test_evaluation_progress_is_per_set_with_its_eta():
+    """Batches crossing set boundaries advance each set's bar in turn; in a log each set ends on a line of its own
+    with its count and the time it took (tqdm's elapsed<remaining)."""
+    import io
+    from pathlib import Path
+
+    from rosetta.data.dataset import LmdbSet
+    from rosetta.evaluation.evaluate import SetProgress
+
+    sets = [LmdbSet("IIIT5k_3000", Path("a"), 5, 5, 0), LmdbSet("empty", Path("b"), 3, 0, 5),
+            LmdbSet("SVT_647", Path("c"), 7, 7, 5)]
+    log = io.StringIO()
+    progress = SetProgress(sets, log, quiet_interval=0)
+    for n in (4, 4, 4):
+        progress(n)
+    lines = [line for line in log.getvalue().replace("\r", "\n").splitlines() if line.strip()]
+    assert any(line.startswith("evaluate IIIT5k_3000: 100%") and "5/5" in line for line in lines), lines
+    assert any(line.startswith("evaluate SVT_647: 100%") and "7/7" in line and "<" in line for line in lines), lines
+    assert not any("empty" in line for line in lines)

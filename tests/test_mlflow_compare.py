@@ -64,7 +64,9 @@ def test_two_runs_back_to_back_get_different_telling_names(two_runs):
     assert len(two_runs["runs"]) == 2 and a != b
     assert a.startswith("mobilenet_v3 small x0.35 ") and b.startswith("mobilenet_v3 small x0.35 ")
     assert "lr=0.001" in b and "lr=" not in a  # the tiny recipe keeps the default rate
-    assert "max_steps=6" in a and "batch_size=8" in a
+    # The recipe's changes lead; the tiny run's size follows (max_steps among the rest).
+    assert a.startswith("mobilenet_v3 small x0.35 augment=True sources=synth warmup_steps=2 batch_size=8 +3 ")
+    assert b.startswith("mobilenet_v3 small x0.35 lr=0.001 augment=True sources=synth warmup_steps=2 +4 ")
 
 
 def test_the_training_run_holds_what_a_person_compares_first(two_runs):
@@ -97,6 +99,9 @@ def test_evaluation_export_and_registration_are_nested_under_the_training_run(tw
 
 
 def test_the_promotion_decision_is_the_version_description(two_runs):
+    from rosetta.delivery.decisions import decision_history
+
     version = two_runs["client"].get_model_version("rosetta", "1")
-    decision, reason = version.tags["promotion.decision"], version.tags["promotion.reason"]
-    assert version.description.startswith(f"**{decision}**: {reason}")
+    (record,) = decision_history(two_runs["client"], "rosetta", "1")
+    assert version.tags["promotion.decision"] == record.decision
+    assert version.description.startswith(f"{record.decision} ") and record.reason in version.description.split("\n")[0]

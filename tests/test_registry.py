@@ -18,8 +18,8 @@ from mlflow import MlflowClient
 
 from model_fixtures import config, png_bytes, word_image
 from rosetta.delivery.promotion import Evidence, decide
-from rosetta.delivery.registry import (TAG_DECISION, TAG_REASON, RegistryError, promote, register_and_promote,
-                                       rollback)
+from rosetta.delivery.decisions import decision_history
+from rosetta.delivery.registry import TAG_DECISION, RegistryError, promote, register_and_promote, rollback
 from rosetta.recognition.onnx_runtime import load_onnx_recognizer
 from rosetta.tracking.store import Tracker
 
@@ -109,17 +109,31 @@ def test_a_first_version_is_promoted_with_its_evidence(lifecycle):
     tags = first["tags"]
     assert tags["backbone"] == "mobilenet_v3" and tags["metric.accuracy_total"] == "0.5"
     assert tags["metric.synth_test/accuracy"] == "0.5"
-    assert {"git_commit", "data_version", "benchmark_set", "parity.max_abs_diff"} <= tags.keys()
+    assert {"git_commit", "data_version", "benchmark_set"} <= tags.keys()
     assert tags["benchmark_set"].endswith("synth_test=12")
     assert tags[TAG_DECISION] == "promoted"
     assert first["record"]["promoted"] is True and first["record"]["run_id"]
+
+
+def test_a_version_shows_a_handful_of_tags_and_keeps_the_rest_in_its_training_run(store, lifecycle):
+    """The versions list shows a few tags a person reads; the other evidence is a file in the training run, which
+    is the version's run (its page lists the version)."""
+    client = _client(store)
+    mv = client.get_model_version("rosetta", "1")
+    assert len(mv.tags) <= 12 and not any(k.startswith(("data_version.", "parity.max", "mlflow.")) for k in mv.tags)
+    assert "metric.synth_test/norm_edit_dis" not in mv.tags
+    assert client.get_run(mv.run_id).info.run_name == "acc-0.5"  # the training run, not the nested register run
+    path = client.download_artifacts(mv.run_id, "registry/rosetta/v1/evidence.json", str(store["root"] / "ev"))
+    evidence = json.loads(Path(path).read_text())
+    assert evidence["parity"]["max_abs_diff"] == store["parity"]["max_abs_diff"]
+    assert evidence["metrics"]["synth_test/norm_edit_dis"] == 0.5 and evidence["tags"].items() <= mv.tags.items()
 
 
 def test_a_worse_version_is_registered_not_promoted(lifecycle):
     worse = lifecycle["worse"]
     assert not worse["decision"].promoted and worse["decision"].version == "2"
     assert "rosetta v2 not promoted: accuracy_total 0.3000 does not beat production v1's 0.5000" in worse["out"]
-    assert worse["tags"][TAG_DECISION] == "not promoted" and "does not beat production v1" in worse["tags"][TAG_REASON]
+    assert worse["tags"][TAG_DECISION] == "not promoted"
     assert worse["aliases"] == {"production": "1"}
     assert worse["record"]["promoted"] is False
 
@@ -131,6 +145,19 @@ def test_a_better_version_takes_production_and_the_replaced_one_becomes_previous
     assert better["tags"]["promotion.replaced"] == "1"
 
 
+def test_each_version_keeps_its_decision_history(store, lifecycle):
+    """Every decision stays, with the scores compared and the reason: v1 was promoted, then replaced by v3."""
+    client = _client(store)
+    history = decision_history(client, "rosetta", "1")
+    assert [r.decision for r in history] == ["promoted", "replaced"]
+    assert history[0].reason.startswith("no production version yet") and history[0].command == "registration"
+    assert history[1].production_version == "1" and history[1].score == 0.5 and "v3 took 'production'" in history[1].reason
+    description = client.get_model_version("rosetta", "1").description
+    assert description.startswith("replaced ") and "\n" not in description.split("\n\n")[0]
+    assert "no production version yet" in description and "Decision history, newest first" in description
+    refused = client.get_model_version("rosetta", "2").description
+    assert refused.startswith("not promoted ") and "does not beat production v1's 0.5000" in refused
+
 def test_rollback_restores_the_previous_version_once(store, rosetta_cli):
     name = "rolled"
     _candidate(store, 0.50, name)
@@ -141,6 +168,12 @@ def test_rollback_restores_the_previous_version_once(store, rosetta_cli):
     assert f"{name} v1 restored to production: rolled back from v2" in done.stdout
     assert _aliases(client, name) == {"production": "1"}
     assert client.get_model_version(name, "2").tags[TAG_DECISION] == "rolled back"
+    # The rollback adds to the histories: v1's score-based promotion is still there, after its rollback entry.
+    assert [r.decision for r in decision_history(client, name, "1")] == ["promoted", "replaced", "promoted"]
+    restored = client.get_model_version(name, "1").description
+    assert restored.startswith("promoted ") and "rolled back from v2" in restored
+    assert "no production version yet; this first one scores accuracy_total 0.5000" in restored
+    assert [r.decision for r in decision_history(client, name, "2")] == ["promoted", "rolled back"]
     with pytest.raises(RegistryError, match="has no 'previous' version to roll back to"):
         rollback(config(*store["overrides"], f"registry.model_name={name}"))
 

@@ -108,7 +108,7 @@ def test_a_model_swapped_in_the_artifact_store_is_never_loaded(registry, tiny_ru
     code = next(folder.glob("code/rosetta/delivery/pyfunc.py"))  # the model's code, which serving runs
     with _swapped(code, code.read_bytes() + b"\nprint('pwned')\n"):
         assert main(["serve", "--port", "1", *_args(registry)]) == 2
-        assert "its files (model code, settings) no longer match the digest" in _one_sentence(capsys, "--model-uri: ")
+        assert "its files (model code, settings) no longer match the digest" in _one_sentence(capsys, "rosetta serve: ")
     assert not list(Path(os.environ.get("TMPDIR", "/tmp")).glob(f"rosetta-serve-{os.getpid()}-*"))
 
 
@@ -129,8 +129,10 @@ def test_model_uris_that_name_no_model_of_the_registry_are_one_sentence(registry
         _one_sentence(capsys, sentence)
     # The registry's own model without a production version: the command that makes one.
     assert main(["serve", *_args(registry), "-o", "registry.model_name=other"]) == 2
-    _one_sentence(capsys, "--model-uri: other has no version with alias 'production' yet (its aliases: none); "
-                          "promote one with `rosetta promote --version N`")
+    _one_sentence(capsys, "no version of other has alias 'production' (aliases: none); promote one with `rosetta "
+                          "promote --version N --force`, or serve one with `rosetta serve --version N`")
+    assert main(["serve", "--alias", "nope", *_args(registry)]) == 2
+    _one_sentence(capsys, "no version of rosetta has alias 'nope' (aliases: production (v1)); promote one with")
     assert list(tmp_path.iterdir()) == []  # nothing copied anywhere
 
 

@@ -61,7 +61,7 @@ def served(tmp_path_factory, tiny_data, untrained_model):
                "accuracy_mean": 0.5, "norm_edit_dis_total": 0.5, "count_total": 12, "images_per_s": 1.0}
     assert register_and_promote(cfg, root / "model.onnx", parity, summary, tracker.run_id).promoted
     server = Server(cfg)  # starts now, answers while the tests without it run
-    yield {"root": root, "cfg": cfg, "ckpt": ckpt, "onnx": root / "model.onnx", "server": server}
+    yield {"root": root, "cfg": cfg, "ckpt": ckpt, "onnx": root / "model.onnx", "server": server, "parity": parity}
     server.stop()
     env.undo()
 
@@ -119,7 +119,8 @@ def test_a_bad_row_gets_its_sentence_and_the_others_are_read(served, server, ima
     assert status == 200, answer
     got = answer["predictions"]
     expected = load_recognizer(served["onnx"]).recognize([images[1]])[0][0]
-    assert got[0] == {"text": expected, "confidence": pytest.approx(got[0]["confidence"]), "error": ""}
+    assert got[0] == {"text": expected, "confidence": pytest.approx(got[0]["confidence"]), "error": "",
+                      "model_name": "rosetta", "model_version": "1", "model_alias": "production"}
     assert got[1]["error"].startswith("row 1: not a readable image") and got[1]["text"] == ""
     assert got[2]["error"] == ("row 2: 20000x10 pixels is over the limit of 4096 pixels a side and 16000000 in all "
                                "(serve.max_image_side, serve.max_image_pixels); crop or downscale the word image")
@@ -194,6 +195,85 @@ def test_readme_serve_command_and_curl_line(served, server, images, tmp_path):
     assert done.returncode == 0, done.stderr
     answer = json.loads(done.stdout)
     assert answer["predictions"][0]["text"] == load_recognizer(served["onnx"]).recognize([images[3]])[0][0]
+
+
+def _register(served, name: str, accuracy: float, min_score: float = 0.2):
+    """Another registered model in the module's store: the served ONNX file (other bytes) at ``accuracy``."""
+    import onnx
+
+    cfg = config(*[f"{k}={v}" for k, v in (("data.root", served["cfg"].data.root),
+                                             ("mlflow.tracking_uri", served["cfg"].mlflow.tracking_uri))],
+                 "export.parity_samples=8", "registry.min_score=" + str(min_score), f"registry.model_name={name}")
+    model = onnx.load(str(served["onnx"]))
+    model.doc_string = f"{name}-{accuracy}"
+    path = served["root"] / f"{name}-{accuracy}.onnx"
+    onnx.save(model, str(path))
+    tracker = Tracker(cfg)
+    tracker.end()
+    summary = {"sets": {"synth_test": {"accuracy": accuracy, "norm_edit_dis": accuracy, "count": 12}},
+               "accuracy_total": accuracy, "accuracy_mean": accuracy, "norm_edit_dis_total": accuracy,
+               "count_total": 12, "images_per_s": 1.0}
+    return register_and_promote(cfg, path, served["parity"], summary, tracker.run_id)
+
+
+def _serve_cli(served, rosetta_cli, name: str, *args: str) -> list[str]:
+    overrides = ["-o", f"mlflow.tracking_uri={served['cfg'].mlflow.tracking_uri}", "-o", f"registry.model_name={name}"]
+    return rosetta_cli.command("serve", *args, "-c", str(Path(__file__).resolve().parents[1] / "params.yaml"),
+                               *overrides)
+
+
+def test_rosetta_serve_picks_an_alias_or_a_version_and_says_which_it_serves(served, rosetta_cli, images):
+    """The README's `rosetta serve --alias previous`: the version production replaced, named in every answer."""
+    assert _register(served, "served", 0.5).promoted and _register(served, "served", 0.7).promoted  # v2, v1 previous
+    port = str(_free_port())
+    proc = subprocess.Popen(_serve_cli(served, rosetta_cli, "served", "--alias", "previous", "--port", port),
+                            cwd=served["root"], env=rosetta_cli.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+    try:
+        assert proc.stdout.readline().strip() == f"serving served v1 (alias previous) on http://127.0.0.1:{port}"
+        url = f"http://127.0.0.1:{port}"
+        _wait_for_ping(url, proc)
+        status, answer = post(url, invocations_body([png_bytes(images[0])]))
+        assert status == 200, answer
+        row = answer["predictions"][0]
+        assert (row["model_name"], row["model_version"], row["model_alias"]) == ("served", "1", "previous")
+    finally:
+        os.killpg(proc.pid, 15)
+        proc.wait(timeout=30)
+    by_number = subprocess.run(_serve_cli(served, rosetta_cli, "served", "--version", "7"), cwd=served["root"],
+                               env=rosetta_cli.env(), capture_output=True, text=True, timeout=120)
+    assert by_number.returncode == 2 and by_number.stderr.startswith("error: served v7 not found")
+
+
+def test_rosetta_serve_without_the_alias_is_one_line(served, rosetta_cli):
+    """Every first run below registry.min_score leaves no production version: one line, no traceback."""
+    assert not _register(served, "never-promoted", 0.1, min_score=0.5).promoted
+    done = subprocess.run(_serve_cli(served, rosetta_cli, "never-promoted"), cwd=served["root"], env=rosetta_cli.env(),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and "Traceback" not in done.stdout + done.stderr
+    assert done.stdout == "" and len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def _wait_for_ping(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
+    import time
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with urllib.request.urlopen(f"{url}/ping", timeout=2):
+                return
+        except OSError:
+            time.sleep(0.5)
+    raise AssertionError(f"{url} never answered /ping (server status {proc.poll()})")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def test_bench_serve_measures_the_running_server(server, capsys):

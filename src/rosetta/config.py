@@ -4,7 +4,8 @@
 overlaid on it, plus PaddleOCR-style ``-o section.key=value`` overrides, into the dataclasses below (their
 defaults equal params.yaml's); every unknown key, wrong type or impossible value ends in one ``ConfigError``
 sentence that names the key (the reading itself is ``rosetta.params``, the paths derived from it
-``rosetta.layout``). Which settings are operational is marked here, on the fields (``OPERATIONAL``).
+``rosetta.layout``). Which settings are operational, and which set a run's size, is marked here, on the fields
+(``OPERATIONAL``, ``SCALE``).
 """
 from __future__ import annotations
 
@@ -38,6 +39,17 @@ def operational(default: Any = dataclasses.MISSING, *, default_factory: Any = da
 # crashes a process (torch segfaults at 100000 threads).
 MAX_THREADS = 256
 MAX_PROCESSES = 256
+
+
+# Field metadata of a setting that sets how big or long a run is (data sizes, steps, batch, evaluation cadence):
+# what a smoke run shrinks, rarely what an experiment compares. Run names list the other changed settings, the
+# recipe's, before these (``rosetta.tracking.runs.run_name``), so a tiny run's sizes never hide what it tries.
+SCALE = {"scale": True}
+
+
+def scale(default: Any) -> Any:
+    """A dataclass field marked ``SCALE``."""
+    return field(default=default, metadata=SCALE)
 
 
 def check_out_dir(out_dir: str, p: str) -> None:
@@ -133,10 +145,10 @@ class SynthEffects:
 
 @dataclass(frozen=True)
 class SynthConfig:
-    train_size: int = 30000
-    val_size: int = 1000
-    test_size: int = 1000
-    vocabulary_size: int = 30000  # most frequent English words (wordfreq) to draw from
+    train_size: int = scale(30000)
+    val_size: int = scale(1000)
+    test_size: int = scale(1000)
+    vocabulary_size: int = scale(30000)  # most frequent English words (wordfreq) to draw from
     numeric_fraction: float = 0.2  # share of samples that are digit strings or alphanumeric codes
     fonts_dirs: list[str] = field(default_factory=list)
     font_packages: str = "packages/debian-fonts.txt"  # Debian font packages `make install` installs; "" = none
@@ -245,10 +257,10 @@ class TrainConfig:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     weight_decay: float = 0.05  # decoupled decay for AdamW (all params); Adam uses model.head_l2_decay
     scheduler: Literal["constant", "cosine", "onecycle"] = "cosine"
-    warmup_steps: int = 400
-    batch_size: int = 32
-    epochs: int = 72
-    max_steps: int = 1500  # > 0 overrides epochs
+    warmup_steps: int = scale(400)
+    batch_size: int = scale(32)
+    epochs: int = scale(72)
+    max_steps: int = scale(1500)  # > 0 overrides epochs
     grad_clip: float = 5.0  # 0 = off
     shuffle: bool = True
     curriculum_steps: int = 200  # the first steps read only the head of each training set (the renderer's plain words)
@@ -264,11 +276,11 @@ class TrainConfig:
     compile: bool = operational(False)
     channels_last: bool = operational(True)  # NHWC activations: oneDNN's depthwise convolutions run much faster on CPU
     device: str = operational("auto")  # auto, cpu, cuda, cuda:N
-    nproc: int = 2  # > 1 launches torchrun with that many processes
+    nproc: int = scale(2)  # > 1 launches torchrun with that many processes
     num_workers: int = operational(0)
     threads: int = operational(1)  # torch intra-op threads on CPU; 0 = leave torch's default
-    eval_every: int = 500
-    val_samples: int = 0  # validation samples scored every eval_every steps (evenly spaced); 0 = all
+    eval_every: int = scale(500)
+    val_samples: int = scale(0)  # validation samples scored every eval_every steps (evenly spaced); 0 = all
     checkpoint_every: int = operational(500)
     log_every: int = operational(50)
     max_bad_steps: int = operational(20)  # consecutive non-finite losses before the run stops
@@ -449,17 +461,27 @@ class Config:
         return out
 
 
-def operational_keys(section: Any, prefix: str = "") -> set[str]:
-    """Dotted names of the fields of ``section`` (a config dataclass) marked ``OPERATIONAL``; a marked section
-    stands for all its keys."""
+def marked_keys(section: Any, mark: str, prefix: str = "") -> set[str]:
+    """Dotted names of the fields of ``section`` (a config dataclass) whose metadata holds ``mark``."""
     keys = set()
     for f in dataclasses.fields(section):
         value = getattr(section, f.name)
-        if f.metadata.get("operational"):
+        if f.metadata.get(mark):
             keys.add(prefix + f.name)
         elif dataclasses.is_dataclass(value):
-            keys |= operational_keys(value, f"{prefix}{f.name}.")
+            keys |= marked_keys(value, mark, f"{prefix}{f.name}.")
     return keys
+
+
+def operational_keys(section: Any, prefix: str = "") -> set[str]:
+    """Dotted names of the fields of ``section`` (a config dataclass) marked ``OPERATIONAL``; a marked section
+    stands for all its keys."""
+    return marked_keys(section, "operational", prefix)
+
+
+def scale_keys(section: Any) -> set[str]:
+    """Dotted names of the fields of ``section`` marked ``SCALE``."""
+    return marked_keys(section, "scale")
 
 
 def result_params(cfg: Config) -> dict[str, Any]:

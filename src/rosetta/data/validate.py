@@ -2,7 +2,8 @@
 validated by a Great Expectations suite whose thresholds come from ``data.validation``.
 
 The full GX result is always written as JSON; failures come back as a short summary naming each
-failed check and by how much it missed.
+failed check and by how much it missed. The pipeline's check (``validate_pipeline_data``) covers every LMDB it
+trains on or scores, the real sets included, and renders GX's Data Docs, a static HTML site, beside the JSON.
 """
 from __future__ import annotations
 
@@ -21,10 +22,11 @@ from rosetta.data.lmdb_io import (find_lmdbs, image_key, lmdb_name, num_samples,
 from rosetta.data.preprocess import ImageDecodeError, decode_image
 from rosetta.data.stats import lmdb_stats, summary, write_plots
 from rosetta.errors import RosettaError
-from rosetta.fsutil import write_json
+from rosetta.fsutil import atomic_dir, write_json
 from rosetta.layout import DataLayout
 
 RESULTS_DIR = "validation"  # below the reports folder: one GX result JSON per LMDB
+DOCS_DIR = "data_docs"  # below the reports folder: GX's Data Docs of every result (index.html)
 PLOTS_DIR = "plots"
 METRICS_FILE = "data_metrics.json"
 MANIFEST_COLUMNS = ("key", "label", "label_length", "in_charset", "decodable", "width", "height", "aspect_ratio")
@@ -120,19 +122,40 @@ def _suite(cfg: ValidationConfig):
     return suite, [c for _, c in checks]
 
 
-def _run_suite(df: pd.DataFrame, cfg: ValidationConfig):
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")  # no network here, and none wanted
-    import great_expectations as gx
-    from great_expectations.data_context.types.base import ProgressBarsConfig
+class DataCheck:
+    """One Great Expectations context for the LMDBs of a check: each LMDB is a data asset of its own (so the Data
+    Docs list each by name), validated by the suite of ``data.validation``'s thresholds; ``build_docs`` renders
+    GX's Data Docs of every result so far."""
 
-    context = gx.get_context(mode="ephemeral")
-    context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
-    batch = context.data_sources.add_pandas("lmdb").add_dataframe_asset("manifest") \
-        .add_batch_definition_whole_dataframe("all_rows")
-    suite, checks = _suite(cfg)
-    suite = context.suites.add(suite)
-    definition = context.validation_definitions.add(gx.ValidationDefinition(name="lmdb", data=batch, suite=suite))
-    return definition.run(batch_parameters={"dataframe": df}, result_format="SUMMARY"), checks
+    def __init__(self, cfg: ValidationConfig):
+        os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")  # no network here, and none wanted
+        import great_expectations as gx
+        from great_expectations.data_context.types.base import ProgressBarsConfig
+
+        self._gx = gx
+        self.context = gx.get_context(mode="ephemeral")
+        self.context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+        self._source = self.context.data_sources.add_pandas("lmdb")
+        suite, self.checks = _suite(cfg)
+        self._suite = self.context.suites.add(suite)
+
+    def run(self, df: pd.DataFrame, name: str):
+        """The suite's result on ``df``, the manifest of the LMDB called ``name`` (unique within this check)."""
+        gx = self._gx
+        batch = self._source.add_dataframe_asset(name).add_batch_definition_whole_dataframe("all_rows")
+        definition = self.context.validation_definitions.add(gx.ValidationDefinition(name=name, data=batch,
+                                                                                   suite=self._suite))
+        return definition.run(batch_parameters={"dataframe": df}, result_format="SUMMARY")
+
+    def build_docs(self, folder: Path) -> Path:
+        """GX's Data Docs of every result, built beside ``folder`` and renamed into it; returns its index.html."""
+        with atomic_dir(folder) as tmp:
+            self.context.add_data_docs_site(DOCS_DIR, {
+                "class_name": "SiteBuilder", "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+                "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(tmp)}})
+            self.context.build_data_docs(site_names=[DOCS_DIR])
+            self.context.delete_data_docs_site(DOCS_DIR)
+        return folder / "index.html"
 
 
 def _describe(check: Check, result: dict) -> str:
@@ -144,12 +167,14 @@ def _describe(check: Check, result: dict) -> str:
 
 
 def validate_lmdb(lmdb_dir: str | Path, charset: Charset, cfg: ValidationConfig, result_path: str | Path,
-                  workers: int = 0, name: str | None = None) -> ValidationResult:
-    """Validate one LMDB; the GX result goes to ``result_path`` (JSON) whether it passes or not."""
+                  workers: int = 0, name: str | None = None, check: DataCheck | None = None) -> ValidationResult:
+    """Validate one LMDB (in ``check``'s context, given one); the GX result goes to ``result_path`` (JSON) whether
+    it passes or not."""
     lmdb_dir = Path(lmdb_dir)
     name = name or lmdb_dir.name
     df = build_manifest(lmdb_dir, charset, workers)
-    gx_result, checks = _run_suite(df, cfg)
+    check = check or DataCheck(cfg)
+    gx_result, checks = check.run(df, Path(result_path).stem), check.checks
     failed = []
     for check, res in zip(checks, gx_result.results):
         if not res.success:
@@ -184,15 +209,16 @@ def result_slug(lmdb_dir: Path, base: Path) -> str:
 
 
 def validate_tree(root: str | Path, charset: Charset, cfg: ValidationConfig, results_dir: str | Path,
-                  workers: int = 0, prefix: str = "") -> list[ValidationResult]:
-    """Validate every LMDB at or below ``root``; results go to ``results_dir/<slug>.json``, the slug being
-    the LMDB's path below ``root`` (``synth/train`` -> ``synth_train``), after ``prefix`` when given."""
+                  workers: int = 0, prefix: str = "", check: DataCheck | None = None) -> list[ValidationResult]:
+    """Validate every LMDB at or below ``root`` (in one ``check``); results go to ``results_dir/<slug>.json``, the
+    slug being the LMDB's path below ``root`` (``synth/train`` -> ``synth_train``), after ``prefix`` when given."""
     root = Path(root)
+    check = check or DataCheck(cfg)
     results = []
     for path in find_lmdbs(root):
         slug = "_".join(filter(None, (prefix, result_slug(path, root))))
         name = "/".join(filter(None, (prefix, lmdb_name(path, root))))
-        results.append(validate_lmdb(path, charset, cfg, Path(results_dir) / f"{slug}.json", workers, name))
+        results.append(validate_lmdb(path, charset, cfg, Path(results_dir) / f"{slug}.json", workers, name, check))
     return results
 
 
@@ -202,26 +228,30 @@ OVERLAP_FILE = "overlap.json"  # below the validation results: training images t
 def validate_datasets(roots: dict[str, Path], charset: Charset, cfg: ValidationConfig, reports: str | Path,
                       workers: int = 0, extra_metrics: dict | None = None) -> list[ValidationResult]:
     """Check every LMDB below each root (named ``<prefix>_<set>``), and write the GX results
-    (``reports/validation/``), label plots (``reports/plots/``) and one metrics file
-    (``reports/data_metrics.json``) with the validation figures, conversion rejects and label counts, and
-    ``extra_metrics`` beside them."""
+    (``reports/validation/``) and their Data Docs (``reports/data_docs/index.html``), label plots
+    (``reports/plots/``) and one metrics file (``reports/data_metrics.json``) with the validation figures,
+    conversion rejects and label counts, and ``extra_metrics`` beside them."""
     reports = Path(reports)
+    check = DataCheck(cfg)
     results, metrics = [], dict(extra_metrics or {})
     for prefix, root in roots.items():
-        for result in validate_tree(root, charset, cfg, reports / RESULTS_DIR, workers, prefix):
+        for result in validate_tree(root, charset, cfg, reports / RESULTS_DIR, workers, prefix, check):
             stats = lmdb_stats(result.lmdb, charset)["total"]
             write_plots(stats, reports / PLOTS_DIR, result.slug)
             metrics[result.slug] = {**result.metrics, **summary(stats)}
             results.append(result)
     write_json(reports / METRICS_FILE, metrics, sort_keys=True)
+    check.build_docs(reports / DOCS_DIR)
     return results
 
 
 def validate_pipeline_data(cfg: Config, workers: int | None = None) -> list[ValidationResult]:
     """The ``validate`` stage: the GX suite over every training source's LMDBs (the real training sets where
-    converted) and the benchmark LMDBs, and the overlap check of every training image against every benchmark
+    converted), the benchmark LMDBs and the real benchmark sets where converted, with their Data Docs, and the
+    overlap check of every training image against every benchmark
     image (``reports/validation/overlap.json``, counted in ``data_metrics.json`` under ``overlap``). A training
     image that is a benchmark image ends the stage in one sentence naming both, after the reports are written."""
+    from rosetta.data.benchmarks import real_lmdbs
     from rosetta.data.overlap import Overlap, copy_sentence, training_overlap
     from rosetta.data.real_train import REPORT as REAL_REPORT, real_train_note
 
@@ -241,6 +271,8 @@ def validate_pipeline_data(cfg: Config, workers: int | None = None) -> list[Vali
               for source, entry in overlap["sources"].items()}
     counts["copies"] = len(overlap["copies"])
     roots["benchmarks"] = layout.benchmarks
+    if real_lmdbs(layout.real_benchmarks):
+        roots["real_benchmarks"] = layout.real_benchmarks
     results = validate_datasets(roots, Charset.from_config(cfg.charset), cfg.data.validation, layout.reports,
                                 workers, {"overlap": counts})
     if overlap["copies"]:

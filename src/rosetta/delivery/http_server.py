@@ -1,11 +1,14 @@
 """The registered model over HTTP: ``mlflow models serve`` started as the README shows it (``rosetta serve``), and
 a client that posts images as MLflow's JSON (base64 strings in the binary ``image`` column).
 
-What is served is a model of the configured registry (``models:/<name>@<alias>``, ``models:/<name>/<version>``),
-downloaded into a folder of this process and checked against the digests the registry recorded
-(``rosetta.tracking.registered.fetch_verified``), or a local model folder named on purpose (one holding an MLmodel
-file); anything else is refused in one sentence before a server starts. The downloaded folder is removed when the
-server ends, and one left by a process that was killed outright is removed by the next.
+``rosetta serve`` picks a version (the one holding an alias, or a number), serves that version and tells the
+pyfunc which it is (``SERVED_MODEL_ENV``), so every answer names the model, version and alias it came from.
+
+What is served is a version of the configured registry (picked so, or named by ``models:/<name>@<alias>``,
+``models:/<name>/<version>``), downloaded into a folder of this process and checked against the digests the registry
+recorded (``rosetta.tracking.registered.fetch_verified``), or a local model folder named on purpose (one holding an
+MLmodel file); anything else is refused in one sentence before a server starts. The downloaded folder is removed
+when the server ends, and one left by a process that was killed outright is removed by the next.
 """
 from __future__ import annotations
 
@@ -21,40 +24,76 @@ import time
 import urllib.error
 import urllib.request
 from contextlib import ExitStack, contextmanager
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
 from rosetta.config import Config
+from rosetta.delivery.pyfunc import SERVED_MODEL_ENV
 from rosetta.errors import RosettaError
 
 
-def production_uri(cfg: Config) -> str:
-    return f"models:/{cfg.registry.model_name}@{cfg.registry.alias}"
+@dataclass(frozen=True)
+class ServedModel:
+    """A registered version to serve, and the alias it was picked by ("" when picked by its number)."""
+
+    name: str
+    version: str
+    alias: str = ""
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.name}/{self.version}"
+
+    def __str__(self) -> str:
+        return f"{self.name} v{self.version}" + (f" (alias {self.alias})" if self.alias else "")
+
+
+def served_model(cfg: Config, alias: str | None = None, version: int | str | None = None) -> ServedModel:
+    """The version of ``registry.model_name`` to serve: ``version`` when given, else the one holding ``alias``
+    (default ``registry.alias``)."""
+    from rosetta.delivery.registry import RegistryError, model_aliases, model_version
+
+    name = cfg.registry.model_name
+    if version is not None:
+        return ServedModel(name, str(model_version(cfg, name, str(version)).version))
+    alias = alias or cfg.registry.alias
+    aliases = model_aliases(cfg, name)
+    if alias not in aliases:
+        held = ", ".join(f"{a} (v{v})" for a, v in sorted(aliases.items())) or "none"
+        raise RegistryError(f"no version of {name} has alias {alias!r} (aliases: {held}); promote one with `rosetta "
+                            "promote --version N --force`, or serve one with `rosetta serve --version N`")
+    return ServedModel(name, aliases[alias], alias)
 
 
 _FOLDER_PREFIX = "rosetta-serve-"  # rosetta-serve-<pid>-<random>: a served model's checked copy
 
 
 @contextmanager
-def served_model(cfg: Config, model_uri: str | None = None) -> Iterator[Path]:
-    """The local folder to serve for ``model_uri`` (default: the production alias): a registered version's
-    files, checked, in a temporary folder removed on exit; or a local model folder as it is."""
-    from rosetta.tracking.registered import fetch_verified, is_model_uri
+def checked_model(cfg: Config, model: ServedModel | str) -> Iterator[tuple[Path, ServedModel | None]]:
+    """The local folder to serve for ``model``, and the version it is: a registered version (a ``ServedModel``,
+    or a models:/ URI of the configured registry) downloaded into a temporary folder, checked, removed on exit; or
+    a local model folder (one holding an MLmodel file) as it is, no version."""
+    from rosetta.tracking.registered import ModelRef, fetch_verified, is_model_uri, resolve_version
     from rosetta.tracking.store import tracking_uri
 
-    uri = model_uri or production_uri(cfg)
-    if not is_model_uri(uri):
-        folder = Path(uri).expanduser()
-        if not (folder / "MLmodel").is_file():
-            raise RosettaError(f"--model-uri: {uri!r} is neither a model of the registry at {tracking_uri(cfg)} "
-                               "(models:/<name>@<alias> or models:/<name>/<version>) nor a local model folder holding "
-                               "an MLmodel file; give one of those")
-        yield folder
-        return
+    setting = "rosetta serve"
+    if isinstance(model, str):
+        if not is_model_uri(model):
+            folder = Path(model).expanduser()
+            if not (folder / "MLmodel").is_file():
+                raise RosettaError(f"--model-uri: {model!r} is neither a model of the registry at {tracking_uri(cfg)} "
+                                   "(models:/<name>@<alias> or models:/<name>/<version>) nor a local model folder "
+                                   "holding an MLmodel file; give one of those")
+            yield folder, None
+            return
+        setting = "--model-uri"
+        version = resolve_version(cfg, model, setting)
+        model = ServedModel(version.name, str(version.version), ModelRef.parse(model, setting).alias or "")
     _remove_orphans()
     tmp = Path(tempfile.mkdtemp(prefix=f"{_FOLDER_PREFIX}{os.getpid()}-"))
     try:
-        yield fetch_verified(cfg, uri, tmp, "--model-uri").folder
+        yield fetch_verified(cfg, model.uri, tmp, setting).folder, model
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -67,12 +106,13 @@ def _remove_orphans() -> None:
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def serve(cfg: Config, model_uri: str | None, host: str, port: int) -> int:
-    """``rosetta serve``: ``mlflow models serve`` of the checked model until it ends; returns its exit status.
+def serve(cfg: Config, model: ServedModel | str, host: str, port: int) -> int:
+    """``rosetta serve``: ``mlflow models serve`` of the checked ``model`` until it ends; returns its exit status.
     Ctrl-C reaches the server with the terminal's process group, a SIGTERM or SIGHUP sent to this process is
     passed on; either way the checked copy is removed afterwards."""
-    with served_model(cfg, model_uri) as folder:
-        proc = subprocess.Popen(serve_command(str(folder), host, port), env=serve_env(cfg))
+    with checked_model(cfg, model) as (folder, served):
+        print(f"serving {served or folder} on http://{host}:{port}", flush=True)
+        proc = subprocess.Popen(serve_command(str(folder), host, port), env=serve_env(cfg, served))
         forward = {sig: signal.signal(sig, lambda signum, _: proc.send_signal(signum))
                    for sig in (signal.SIGTERM, signal.SIGHUP)}
         interrupt = signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server gets it too, and ends
@@ -89,13 +129,16 @@ def serve_command(model_uri: str, host: str, port: int) -> list[str]:
     return [str(mlflow), "models", "serve", "-m", model_uri, "--env-manager", "local", "-h", host, "-p", str(port)]
 
 
-def serve_env(cfg: Config) -> dict[str, str]:
-    """The environment the server needs: the registry's store, and this venv's ``bin`` on PATH (MLflow starts
-    ``uvicorn`` from PATH; without it the server dies with status 127)."""
+def serve_env(cfg: Config, served: ServedModel | None = None) -> dict[str, str]:
+    """The environment the server needs: the registry's store, this venv's ``bin`` on PATH (MLflow starts
+    ``uvicorn`` from PATH; without it the server dies with status 127) and, given ``served``, which version it
+    serves, for the pyfunc's answers."""
     from rosetta.tracking.store import tracking_uri
 
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    return {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri(cfg), "PATH": path}
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri(cfg), "PATH": path}
+    env.pop(SERVED_MODEL_ENV, None)
+    return env | ({SERVED_MODEL_ENV: json.dumps(asdict(served))} if served else {})
 
 
 def invocations_body(images: Sequence[bytes]) -> bytes:
@@ -123,18 +166,21 @@ def _free_port(host: str) -> int:
 
 
 class Server:
-    """``mlflow models serve`` for ``model_uri`` (default: the production alias), started at once in its own
-    process group; ``wait`` returns its URL once it answers ``/ping``, ``stop`` ends it and its uvicorn."""
+    """``mlflow models serve`` for ``model`` (a ``ServedModel`` or a model URI; default: the version holding
+    ``registry.alias``), started at once in its own process group; ``wait`` returns its URL once it answers
+    ``/ping``, ``stop`` ends it and its uvicorn."""
 
-    def __init__(self, cfg: Config, model_uri: str | None = None, host: str = "127.0.0.1", port: int | None = None):
-        self.model_uri = model_uri or production_uri(cfg)
+    def __init__(self, cfg: Config, model: ServedModel | str | None = None, host: str = "127.0.0.1",
+                 port: int | None = None):
+        model = served_model(cfg) if model is None else model
+        self.model_uri = model.uri if isinstance(model, ServedModel) else str(model)
         self._files = ExitStack()  # the checked copy of the model, removed by ``stop``
-        folder = self._files.enter_context(served_model(cfg, model_uri))
+        folder, served = self._files.enter_context(checked_model(cfg, model))
         port = port or _free_port(host)
         self.url = f"http://{host}:{port}"
         self._log = self._files.enter_context(tempfile.TemporaryFile())
-        self._proc = subprocess.Popen(serve_command(str(folder), host, port), env=serve_env(cfg), stdout=self._log,
-                                      stderr=subprocess.STDOUT, start_new_session=True)
+        self._proc = subprocess.Popen(serve_command(str(folder), host, port), env=serve_env(cfg, served),
+                                      stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def wait(self, timeout: float = 120) -> str:
         deadline = time.monotonic() + timeout
@@ -165,10 +211,10 @@ class Server:
 
 
 @contextmanager
-def running_server(cfg: Config, model_uri: str | None = None, host: str = "127.0.0.1",
+def running_server(cfg: Config, model: ServedModel | str | None = None, host: str = "127.0.0.1",
                    port: int | None = None) -> Iterator[str]:
     """A ``Server`` that answers: its URL, and the server stopped on exit."""
-    server = Server(cfg, model_uri, host, port)
+    server = Server(cfg, model, host, port)
     try:
         yield server.wait()
     finally:

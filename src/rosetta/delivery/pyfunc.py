@@ -5,11 +5,14 @@ column ``image`` of encoded image bytes (in JSON, base64 strings: the signature'
 decode them) and nothing else; a string is never opened as a file, so an HTTP caller cannot make the server
 read its files. A row that is no usable image gets one sentence in ``error`` (and an empty text); the other
 rows are read. The limits (``serve.*``) travel in the model's ``model_config``; the ONNX file logged beside
-the model runs through ONNX Runtime under the inference contract of ``rosetta.data.preprocess``.
+the model runs through ONNX Runtime under the inference contract of ``rosetta.data.preprocess``. Served by
+``rosetta serve``, each row also names the registered model, version and alias it came from.
 """
 from __future__ import annotations
 
 import io
+import json
+import os
 
 import mlflow.pyfunc
 import pandas as pd
@@ -23,6 +26,10 @@ from rosetta.recognition.recognizer import Recognizer
 ONNX_ARTIFACT = "onnx"
 ONNX_INT8_ARTIFACT = "onnx_int8"  # the export's int8 model, when it made one; serve.precision picks
 IMAGE_COLUMN = "image"
+# Set by `rosetta serve` (rosetta.delivery.http_server) to the version it serves: {"name", "version", "alias"}. A
+# model cannot know its own registry version (it is logged before it is registered), so the server tells it.
+SERVED_MODEL_ENV = "ROSETTA_SERVED_MODEL"
+SERVED_COLUMNS = {"name": "model_name", "version": "model_version", "alias": "model_alias"}
 
 
 def image_values(model_input) -> list:
@@ -101,7 +108,8 @@ def signature():
 
     return ModelSignature(inputs=Schema([ColSpec("binary", IMAGE_COLUMN)]),
                           outputs=Schema([ColSpec("string", "text"), ColSpec("double", "confidence"),
-                                          ColSpec("string", "error")]))
+                                          ColSpec("string", "error"),
+                                          *(ColSpec("string", c, required=False) for c in SERVED_COLUMNS.values())]))
 
 
 def input_example() -> pd.DataFrame:
@@ -125,6 +133,8 @@ class OnnxRecognizerModel(mlflow.pyfunc.PythonModel):
             raise RosettaError("serve.precision is int8 but this registered model holds no int8 ONNX file; export "
                                "with export.int8: true and register again, or serve fp32")
         self._recognizer = load_onnx_recognizer(context.artifacts[artifact])
+        served = json.loads(os.environ.get(SERVED_MODEL_ENV) or "{}")
+        self._served = {column: str(served.get(key, "")) for key, column in SERVED_COLUMNS.items()} if served else {}
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
-        return recognize_rows(self._recognizer, image_values(model_input), self._serve)
+        return recognize_rows(self._recognizer, image_values(model_input), self._serve).assign(**self._served)

@@ -1,9 +1,11 @@
-"""The MLflow Model Registry: each gated ONNX export becomes a version of ``registry.model_name`` carrying
-its evidence as tags, and promotion moves aliases (``production``, ``previous``), never stages.
+"""The MLflow Model Registry: each gated ONNX export becomes a version of ``registry.model_name``, linked to its
+training run, and promotion moves aliases (``production``, ``previous``), never stages.
 
-``rosetta.delivery.promotion.decide`` is the rule (pure); ``promote``, ``rollback`` and ``register_and_promote``
-apply it to a real registry, record every decision on the version (its description, for people; tags, for code)
-and print it.
+A version carries a handful of tags a person reads and the rule compares (``version_tags``: the scores, data
+version, git commit, DVC experiment, Prefect flow run, benchmark set, model digest); the rest of its evidence
+(every metric, the parity report, each LMDB's md5) is ``evidence.json`` in its run. ``rosetta.delivery.promotion
+.decide`` is the rule (pure); ``promote``, ``rollback`` and ``register_and_promote`` apply it to a real registry,
+add every decision to the version's history (``rosetta.delivery.decisions``) and print it.
 """
 from __future__ import annotations
 
@@ -11,13 +13,13 @@ import functools
 import hashlib
 import json
 import tempfile
-import time
 from dataclasses import asdict
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from rosetta.config import Config
+from rosetta.delivery.decisions import TAG_DECISION, DecisionRecord, history_folder, record_decision
 from rosetta.delivery.promotion import (METRIC_TAG_PREFIX, TAG_BENCHMARK, TAG_BENCHMARK_REAL, TAG_PARITY, Decision,
                                         Evidence, decide, resolve_metric)
 from rosetta.errors import RosettaError
@@ -28,9 +30,6 @@ from rosetta.layout import RunLayout
 from rosetta.tracking.registered import TAG_FILES_SHA256, TAG_MODEL_SHA256, files_digest, registry_client
 from rosetta.tracking.store import missing, store_errors, tracking_uri
 
-TAG_DECISION = "promotion.decision"
-TAG_REASON = "promotion.reason"
-TAG_TIME = "promotion.time"
 TAG_REPLACED = "promotion.replaced"  # the production version this one replaced: where a rollback returns
 MODEL_ARTIFACT = "model"
 
@@ -102,6 +101,34 @@ def logged_files_digest(model_uri: str) -> str:
         return files_digest(Path(mlflow.artifacts.download_artifacts(model_uri, dst_path=tmp)))
 
 
+def version_tags(metrics: Mapping[str, float], metric: str, provenance: Mapping[str, str], **evidence: str
+                 ) -> dict[str, str]:
+    """What a version shows and the promotion rule reads: ``evidence`` (model digest, backbone, benchmark sets,
+    parity), the provenance a person follows (data version, git commit, DVC experiment, Prefect flow run) and the
+    scores: ``metric`` (what promotion compares), the totals and each set's accuracy."""
+    from rosetta.tracking.provenance import TAG_DVC_EXPERIMENT, TAG_FLOW_RUN
+
+    tags = {k: provenance[k] for k in ("data_version", "git_commit", TAG_DVC_EXPERIMENT, TAG_FLOW_RUN)
+            if k in provenance}
+    tags.update(evidence)
+    tags.update({METRIC_TAG_PREFIX + k: f"{v:.6g}" for k, v in metrics.items()
+                 if k in (metric, "accuracy_real", "accuracy_total") or k.endswith("/accuracy")})
+    return tags
+
+
+def _create_version(client, name: str, model_uri: str, model_id: str, run_id: str, tags: Mapping[str, str]) -> str:
+    """A new version of ``name`` from the logged model, with its tags in the same call (a promotion never sees a
+    version without its evidence) and ``run_id`` as its run: the training run's page lists it."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.create_registered_model(name)
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    return str(client.create_model_version(name, model_uri, run_id=run_id, tags=dict(tags), model_id=model_id).version)
+
+
 def _pip_requirements() -> list[str]:
     # Exactly what the pyfunc imports; listing them skips MLflow's slow requirement inference.
     return [f"{dist}=={metadata.version(dist)}"
@@ -112,7 +139,8 @@ def _pip_requirements() -> list[str]:
 def register_model(cfg: Config, onnx_path: Path, parity: Mapping[str, Any], metrics: Mapping[str, float],
                    run_id: str | None, benchmark_dirs: Sequence[Path], real_dir: Path | None = None) -> str:
     """Log ``onnx_path`` as a pyfunc model in a run ``register`` nested under the training run ``run_id`` (a
-    run of its own without one) and register it; returns the version. ``benchmark_dirs`` are the LMDB folders
+    run of its own without one) and register it as a version of the training run, its evidence in that run's
+    ``registry/<model>/v<N>/evidence.json``; returns the version. ``benchmark_dirs`` are the LMDB folders
     ``metrics`` were scored on.
 
     Refuses a file whose parity gate did not pass, and metrics without ``registry.metric``. The same file
@@ -134,7 +162,8 @@ def register_model(cfg: Config, onnx_path: Path, parity: Mapping[str, Any], metr
                             " nothing was registered")
     if not onnx_path.is_file():
         raise RegistryError(f"{onnx_path}: ONNX model not found; run `rosetta export` (or `dvc repro export`) first")
-    if resolve_metric(reg.metric, metrics) not in metrics:
+    metric = resolve_metric(reg.metric, metrics)
+    if metric not in metrics:
         known = ", ".join(sorted(metrics)[:10]) or "none"
         raise RegistryError(f"registry.metric: {reg.metric!r} is not among the benchmark metrics ({known}); "
                             "pick one of them")
@@ -146,13 +175,12 @@ def register_model(cfg: Config, onnx_path: Path, parity: Mapping[str, Any], metr
     elif cfg.serve.precision == "int8":
         raise RegistryError(f"{int8_path(onnx_path)}: serve.precision is int8 but there is no int8 model; export "
                             "with export.int8: true (or `rosetta export --int8`) first, or set serve.precision: fp32")
-    tags = {k: v for k, v in provenance_tags().items() if not k.startswith("mlflow.")}
-    tags[TAG_MODEL_SHA256] = hashlib.sha256(onnx_path.read_bytes()).hexdigest()
-    tags.update({"backbone": info.get("backbone", "unknown"), TAG_BENCHMARK: benchmark_set(*benchmark_dirs),
-                 TAG_PARITY: "true", "parity.max_abs_diff": f"{parity.get('max_abs_diff'):.3g}",
-                 "parity.same_text": f"{parity.get('same_text'):.4f}", "parity.samples": str(parity.get("samples"))})
-    tags.update({TAG_BENCHMARK_REAL: benchmark_set(real_dir)} if real_dir is not None else {})
-    tags.update({METRIC_TAG_PREFIX + k: f"{v:.6g}" for k, v in metrics.items()})
+    provenance = provenance_tags()
+    evidence = {TAG_MODEL_SHA256: hashlib.sha256(onnx_path.read_bytes()).hexdigest(),
+                "backbone": info.get("backbone", "unknown"), TAG_BENCHMARK: benchmark_set(*benchmark_dirs),
+                TAG_PARITY: "true"}
+    evidence.update({TAG_BENCHMARK_REAL: benchmark_set(real_dir)} if real_dir is not None else {})
+    tags = version_tags(metrics, metric, provenance, **evidence)
 
     uri = tracking_uri(cfg)
     activate_store(uri)
@@ -171,7 +199,7 @@ def register_model(cfg: Config, onnx_path: Path, parity: Mapping[str, Any], metr
         except Exception:
             raise RegistryError(f"MLflow run {run_id} not found at {uri}; check mlflow.tracking_uri (or "
                                 "MLFLOW_TRACKING_URI) against the store the training run used") from None
-    run = Tracker(cfg, name=f"register {reg.model_name}", parent_id=run_id, tags=provenance_tags())
+    run = Tracker(cfg, name=f"register {reg.model_name}", parent_id=run_id, tags=provenance)
     with mlflow.start_run(run_id=run.run_id):
         # The input example (a small PNG) becomes serving_input_example.json; MLflow checks the model reads it.
         logged = mlflow.pyfunc.log_model(
@@ -179,8 +207,11 @@ def register_model(cfg: Config, onnx_path: Path, parity: Mapping[str, Any], metr
             code_paths=[str(Path(rosetta.__file__).parent)], pip_requirements=_pip_requirements(),
             signature=signature(), input_example=input_example(), model_config=asdict(cfg.serve))
     tags[TAG_FILES_SHA256] = logged_files_digest(logged.model_uri)
-    # Registered with its tags in one call: a promotion never sees a version without its evidence.
-    version = str(mlflow.register_model(logged.model_uri, reg.model_name, tags=tags).version)
+    owner = run_id or run.run_id
+    version = _create_version(client, reg.model_name, logged.model_uri, logged.model_id, owner, tags)
+    client.log_dict(owner, {"tags": tags, "metrics": dict(metrics), "parity": dict(parity), "provenance": provenance,
+                            "registered_from": run.run_id},
+                    f"{history_folder(reg.model_name, version)}/evidence.json")
     client.set_tag(run.run_id, "registered_version", f"{reg.model_name} v{version}")
     return version
 
@@ -197,36 +228,52 @@ def _aliases(client, name: str) -> dict[str, str]:
                             "(`dvc repro` or the Prefect flow) first") from None
 
 
-def _evidence(client, name: str, version: str, metric: str) -> Evidence:
+def _version(client, name: str, version: str):
     from mlflow.exceptions import MlflowException
 
     try:
-        mv = client.get_model_version(name, version)
+        return client.get_model_version(name, version)
     except MlflowException as exc:
         if not missing(exc):
             raise
         raise RegistryError(f"{name} v{version} not found in the MLflow registry; list versions in the MLflow UI "
                             "or pass an existing --version") from None
-    return Evidence.from_tags(version, mv.tags, metric)
 
 
-def _record(client, name: str, version: str, decision: str, reason: str, **extra: str) -> None:
-    """The decision as tags (for code) and as the version's description, which the registry page shows
-    whole at the top (for people)."""
-    when = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    tags = {TAG_DECISION: decision, TAG_REASON: reason, TAG_TIME: when, **extra}
-    for key, value in tags.items():
-        client.set_model_version_tag(name, version, key, value)
-    client.update_model_version(name, version, description=f"**{decision}**: {reason} ({when})")
+def model_aliases(cfg: Config, name: str) -> dict[str, str]:
+    """Each alias of registered model ``name`` and the version holding it."""
+    return _aliases(registry_client(cfg), name)
+
+
+def model_version(cfg: Config, name: str, version: str):
+    """Version ``version`` of ``name`` (MLflow's ``ModelVersion``)."""
+    return _version(registry_client(cfg), name, version)
+
+
+def _evidence(client, name: str, version: str, metric: str) -> Evidence:
+    return Evidence.from_tags(version, _version(client, name, version).tags, metric)
+
+
+def _record(client, decision: Decision, outcome: str, command: str, reason: str | None = None,
+            about_production: bool = False) -> None:
+    """``outcome`` of ``decision`` added to the history of its candidate, or (``about_production``) of the version
+    that held production before it; each row shows that version's own score beside production's then."""
+    version, score = ((decision.production_version, decision.production_score) if about_production
+                      else (decision.version, decision.score))
+    record_decision(client, decision.model_name, version, DecisionRecord(
+        outcome, reason or decision.reason, command, decision.metric, score, decision.production_version,
+        decision.production_score))
 
 
 @_locked
-def promote(cfg: Config, version: str | int | None = None, force: bool = False) -> Decision:
+def promote(cfg: Config, version: str | int | None = None, force: bool = False, command: str | None = None
+            ) -> Decision:
     """Decide whether ``version`` (default: the newest) takes alias ``registry.alias``, apply it and record it.
 
-    The version it replaces gets ``registry.previous_alias``. The decision is tagged on the candidate and
-    printed, whatever it is.
+    The version it replaces gets ``registry.previous_alias``. The decision joins the candidate's history (and
+    the replaced version's) and is printed, whatever it is; ``command`` names what decided, for the history.
     """
+    command = command or ("rosetta promote --force" if force else "rosetta promote")
     reg = cfg.registry
     client = registry_client(cfg)
     aliases = _aliases(client, reg.model_name)
@@ -243,14 +290,15 @@ def promote(cfg: Config, version: str | int | None = None, force: bool = False) 
     if production is not None and production.version == version:
         print(decision.summary(), flush=True)  # nothing changes, and production keeps its own record
         return decision
-    extra = {}
     if decision.promoted:
         if current:
             client.set_registered_model_alias(reg.model_name, reg.previous_alias, current)
-            extra[TAG_REPLACED] = current
+            client.set_model_version_tag(reg.model_name, version, TAG_REPLACED, current)
         client.set_registered_model_alias(reg.model_name, reg.alias, version)
-    _record(client, reg.model_name, version, "promoted" if decision.promoted else "not promoted", decision.reason,
-            **extra)
+        if current:
+            _record(client, decision, "replaced", command, f"v{version} took {reg.alias!r}: {decision.reason}",
+                    about_production=True)
+    _record(client, decision, "promoted" if decision.promoted else "not promoted", command)
     print(decision.summary(), flush=True)
     return decision
 
@@ -275,12 +323,13 @@ def rollback(cfg: Config) -> Decision:
         client.set_registered_model_alias(reg.model_name, reg.previous_alias, earlier)
     else:
         client.delete_registered_model_alias(reg.model_name, reg.previous_alias)
-    _record(client, reg.model_name, current, "rolled back", f"replaced by v{previous} with `rosetta rollback`")
     reason = f"rolled back from v{current} with `rosetta rollback`"
-    _record(client, reg.model_name, previous, "promoted", reason)
     evidence = Evidence.from_tags(previous, restored.tags, reg.metric)
     decision = Decision(reg.model_name, previous, True, reason, evidence.metric, evidence.score, current,
                         _evidence(client, reg.model_name, current, reg.metric).score, action="rollback")
+    _record(client, decision, "rolled back", "rosetta rollback", f"replaced by v{previous} with `rosetta rollback`",
+            about_production=True)
+    _record(client, decision, "promoted", "rosetta rollback")
     print(decision.summary(), flush=True)
     return decision
 
@@ -301,7 +350,7 @@ def register_and_promote(cfg: Config, onnx_path: Path, parity: Mapping[str, Any]
                             "no longer converted; run the pipeline again (`dvc repro evaluate`)")
     scored = [sets.benchmarks] + ([real] if real else [])
     version = register_model(cfg, Path(onnx_path), parity, flat_metrics(metrics), run_id, scored, real)
-    decision = promote(cfg, version)
+    decision = promote(cfg, version, command="registration")
     if decision_json is not None:
         write_json(Path(decision_json), {**decision.to_dict(), "run_id": run_id})
     return decision

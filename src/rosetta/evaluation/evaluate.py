@@ -5,6 +5,7 @@ nested under the model's training run. The metric arithmetic lives in ``rosetta.
 from __future__ import annotations
 
 import contextlib
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -15,7 +16,8 @@ from rosetta.data.benchmarks import benchmark_lmdbs
 from rosetta.data.dataset import LmdbDataset
 from rosetta.data.preprocess import ImageLimits
 from rosetta.errors import RosettaError
-from rosetta.evaluation.metrics import SampleScore, SetMetrics, flat_metrics, score_sample, set_metrics, summarize
+from rosetta.evaluation.metrics import (SampleScore, SetMetrics, flat_metrics, headline_first, headline_sets, score_sample,
+                                        set_metrics, summarize)
 from rosetta.evaluation.plots import Mistake, mistakes_gallery
 from rosetta.evaluation.report import gallery_title, markdown_table, worst_mistakes
 from rosetta.fsutil import write_json
@@ -38,16 +40,51 @@ class _Scored:
     seconds: float = 0.0  # spent reading images and running the model (not converting gt-file sets)
 
 
+class SetProgress:
+    """Progress through the sets of one dataset, read in order: a bar per set with its count, rate and ETA (tqdm's),
+    live in a terminal and a line every ``quiet_interval`` seconds where the output is a log (DVC under the Prefect
+    flow), so the longest task of the flow shows where it is. Each set's clock starts when its reading does."""
+
+    def __init__(self, sets: list, stream=None, quiet_interval: float = 10.0):
+        self._sets = [s for s in sets if s.num_kept]
+        self._stream = stream or sys.stderr
+        self._interval = 0.5 if self._stream.isatty() else quiet_interval
+        self._bar = None
+        self._left = 0
+        self._next()
+
+    def _next(self) -> None:
+        from tqdm import tqdm
+
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+        if self._sets:
+            current = self._sets.pop(0)
+            self._left = current.num_kept
+            self._bar = tqdm(total=current.num_kept, desc=f"evaluate {current.name}", unit=" images",
+                             file=self._stream, mininterval=self._interval, smoothing=0.1)
+
+    def __call__(self, n: int) -> None:
+        while n > 0 and self._bar is not None:
+            step = min(n, self._left)
+            self._bar.update(step)
+            self._left -= step
+            n -= step
+            if self._left == 0:
+                self._next()
+
+
 def _score_folder(scored: _Scored, recognizer, lmdbs: Path, shown_as: Path, limits: ImageLimits | None = None
                   ) -> list[str]:
-    """Score every set below ``lmdbs`` into ``scored``; returns the names of its sets. An image over ``limits``
-    is not decoded."""
+    """Score every set below ``lmdbs`` into ``scored``, showing progress per set; returns the names of its sets.
+    An image over ``limits`` is not decoded."""
     # Never a substitute for an image that does not decode: it counts as a wrong reading of its own sample.
     dataset = LmdbDataset(lmdbs, recognizer.charset, substitute_bad_images=False, limits=limits)
     if len(dataset) == 0:
         raise RosettaError(f"{shown_as}: no sample survives the charset's label rules; nothing to evaluate")
     start = time.perf_counter()
-    preds = predict_dataset(recognizer, dataset)
+    preds = predict_dataset(recognizer, dataset, SetProgress(dataset.sets))
     scored.seconds += time.perf_counter() - start
     names = []
     for s in dataset.sets:
@@ -121,7 +158,7 @@ def evaluate_benchmarks(checkpoint: Path, data_dir: Path, cfg: Config, out_dir: 
         if out_dir is not None:
             metrics_json, metrics_md, gallery_png = RunLayout.eval_files(out_dir)
             metrics_json.parent.mkdir(parents=True, exist_ok=True)
-            write_json(metrics_json, summary)
+            write_json(metrics_json, headline_first(summary))
             metrics_md.write_text(markdown_table(summary))
             set_names = [dataset.set_of(index) for dataset, index in scored.samples]
             mistakes = []
@@ -154,3 +191,5 @@ def _log_evaluation(cfg: Config, parent: str, summary: dict, out_dir: Path, mode
     training.log_metrics({k: v for k, v in flat.items() if headline or k.startswith(per_set)})
     if headline:
         training.add_to_description(benchmark_description(summary))
+        first = [k for k in ("accuracy_real", "accuracy_total") if k in summary]
+        training.share_runs_view([first[0], *(f"{name}/accuracy" for name in headline_sets(summary)), *first[1:]])

@@ -97,6 +97,23 @@ def summarize(sets: Mapping[str, SetMetrics], real: Sequence[str] = ()) -> dict:
     return out
 
 
+def headline_sets(summary: dict) -> list[str]:
+    """The scored sets in the order a reader compares them: the real sets first, then the others."""
+    real = summary.get("real_sets", [])
+    return [*real, *(n for n in summary["sets"] if n not in real)]
+
+
+def headline_first(summary: dict) -> dict:
+    """``summary`` as the evaluate stage writes it for DVC: first what a reader compares runs by, the real sets'
+    total, each set's accuracy under its own name (the real sets first) and ``images_per_s``, then the whole
+    summary. DVC lists a metrics file's keys in the file's order, so these are the columns ``dvc exp show`` opens
+    with, short enough for a terminal."""
+    head = {k: summary[k] for k in ("accuracy_real",) if k in summary}
+    head.update({name: summary["sets"][name]["accuracy"] for name in headline_sets(summary)})
+    head.update({k: summary[k] for k in ("images_per_s",) if k in summary})
+    return {**head, **{k: v for k, v in summary.items() if k not in head}}
+
+
 def _pool(parts: Iterable[SetMetrics]) -> SetMetrics:
     parts = list(parts)
     return SetMetrics(sum(m.count for m in parts), sum(m.correct for m in parts),

@@ -11,16 +11,19 @@ import collections
 import os
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
-
-import yaml
+from typing import Iterator
 
 from rosetta.config import Config, load_config
 from rosetta.errors import RosettaError
 from rosetta.fsutil import exclusive_lock
-from rosetta.params import ConfigError, parse_override
+from rosetta.params import PROJECT_ROOT, ConfigError, parse_override
+from rosetta.tracking.provenance import DVC_EXPERIMENT_ENV, FLOW_RUN_URL_ENV
 
 PARAMS = "params.yaml"  # what dvc.yaml's stages read
+# On a worker's host: the project folder its flow runs start in (the gpu deployment's pull step, ``enter_project``).
+PROJECT_DIR_ENV = "ROSETTA_PROJECT_DIR"
 LOCK = Path(".dvc") / "tmp" / "rosetta-flow.lock"
 
 
@@ -43,11 +46,39 @@ def project_folder(project_dir: Path | None = None) -> Path:
     return project_dir
 
 
+def enter_project(directory: str | None = None) -> dict[str, str]:
+    """The gpu deployment's pull step (prefect.yaml): a flow run starts in the project folder on the worker's own
+    host, never in a path of the machine that deployed it. That folder is ``directory`` when the step names one,
+    else ``$ROSETTA_PROJECT_DIR`` on the worker's host, else the checkout this ``rosetta`` is installed from: the
+    worker's own clone, whose venv runs the stages' code."""
+    folder = project_folder(Path(directory or os.environ.get(PROJECT_DIR_ENV) or PROJECT_ROOT))
+    os.chdir(folder)
+    return {"directory": str(folder)}
+
+
 def project_lock(project_dir: Path):
     """One flow run at a time in a project folder: two would write the same params and checkpoints."""
     return exclusive_lock(project_dir / LOCK, f"{project_dir}: another flow run is using this project folder "
                                               "({holder}); wait for it to end (the deployments' concurrency_limit "
                                               "queues runs) or run from another clone")
+
+
+@contextmanager
+def recorded_as(experiment: str, flow_run_url: str | None) -> Iterator[None]:
+    """Every dvc command started inside runs its stages for DVC experiment ``experiment`` and the Prefect flow run
+    at ``flow_run_url``: the training run and the registered version are tagged with both
+    (``rosetta.tracking.provenance``), as ``dvc exp run`` names its experiment to its stages."""
+    values = {DVC_EXPERIMENT_ENV: experiment, FLOW_RUN_URL_ENV: flow_run_url}
+    before = {k: os.environ.get(k) for k in values}
+    os.environ.update({k: v for k, v in values.items() if v})
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def apply_params(project_dir: Path, overrides: list[str]) -> Config:
@@ -113,16 +144,8 @@ def pull_data(project_dir: Path) -> None:
             print(f"dvc pull did not bring everything ({exc}); dvc repro rebuilds the rest", flush=True)
 
 
-def metric_files(project_dir: Path) -> list[str]:
-    """The metrics files dvc.yaml declares that exist: git ignores them (runs/, data/), so an experiment
-    carries them only when named."""
-    stages = yaml.safe_load((project_dir / "dvc.yaml").read_text()).get("stages", {})
-    paths = [m if isinstance(m, str) else next(iter(m)) for stage in stages.values() for m in stage.get("metrics", [])]
-    return [p for p in paths if (project_dir / p).is_file()]
-
-
 def save_experiment(project_dir: Path, name: str) -> str:
-    """Record the workspace (params, ``dvc.lock``, metrics) as DVC experiment ``name`` for ``dvc exp show``."""
-    included = [arg for path in metric_files(project_dir) for arg in ("--include-untracked", path)]
-    dvc(project_dir, "exp", "save", "--force", "--name", name, *included)
+    """Record the workspace as DVC experiment ``name`` for ``dvc exp show``: params and ``dvc.lock``, whose
+    outputs (metrics, plots, models) ``dvc repro`` has put in the cache, so the experiment keeps them all."""
+    dvc(project_dir, "exp", "save", "--force", "--name", name)
     return name

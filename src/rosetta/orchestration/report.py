@@ -1,5 +1,5 @@
 """The flow run's report for the Prefect UI: what the stages left (``RunLayout``) as a benchmark table, the
-parity figures, the registry's decision and links into the MLflow UI."""
+parity figures, the registry's decision, links into the MLflow UI and to the data check's Data Docs."""
 from __future__ import annotations
 
 import json
@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from rosetta.config import Config
+from rosetta.data.validate import DOCS_DIR
 from rosetta.errors import RosettaError
 from rosetta.evaluation.report import markdown_table
-from rosetta.layout import RunLayout
-from rosetta.tracking.store import tracking_uri
+from rosetta.layout import DataLayout, RunLayout
+from rosetta.tracking.store import ML_VIEW, runs_view_path, tracking_uri
 
 
 def read_json(path: Path, stage: str) -> dict:
@@ -24,22 +25,25 @@ def read_json(path: Path, stage: str) -> dict:
 class Links:
     run: str | None = None
     version: str | None = None
+    runs: str | None = None  # the experiment's runs list, benchmark columns picked
 
 
 def mlflow_links(cfg: Config, run_id: str | None, version: str | None) -> Links:
-    """Addresses in the MLflow UI (``prefect.mlflow_ui_url``) of the run and the registered version."""
+    """Addresses in the MLflow UI (``prefect.mlflow_ui_url``) of the run, the registered version and the runs list,
+    each in MLflow's model-training view."""
     ui = cfg.prefect.mlflow_ui_url
     if not ui:
         return Links()
     from mlflow import MlflowClient
 
     ui = ui.rstrip("/")
-    run = None
+    run = runs = None
     if run_id:
         exp_id = MlflowClient(tracking_uri=tracking_uri(cfg)).get_run(run_id).info.experiment_id
-        run = f"{ui}/#/experiments/{exp_id}/runs/{run_id}"
-    model = f"{ui}/#/models/{cfg.registry.model_name}/versions/{version}" if version else None
-    return Links(run, model)
+        run = f"{ui}/#/experiments/{exp_id}/runs/{run_id}?{ML_VIEW}"
+        runs = f"{ui}/#{runs_view_path(exp_id)}"
+    model = f"{ui}/#/models/{cfg.registry.model_name}/versions/{version}?{ML_VIEW}" if version else None
+    return Links(run, model, runs)
 
 
 def report_markdown(cfg: Config, metrics: Mapping[str, Any], parity: Mapping[str, Any],
@@ -71,6 +75,8 @@ def report_markdown(cfg: Config, metrics: Mapping[str, Any], parity: Mapping[str
         f"MLflow run: {run_text}",
         "",
     ]
+    if links.runs:
+        lines += [f"All runs, by benchmark score: [runs list]({links.runs})", ""]
     store = run.get("tracking_uri")
     if links.run or links.version:
         lines += [f"The links open while `mlflow ui --backend-store-uri {store}` serves {cfg.prefect.mlflow_ui_url}; "
@@ -79,6 +85,9 @@ def report_markdown(cfg: Config, metrics: Mapping[str, Any], parity: Mapping[str
         lines += [f"MLflow store: `{store}`", ""]
     if experiment:
         lines += [f"DVC experiment: `{experiment}` (`dvc exp show`)", ""]
+    docs = DataLayout.from_config(cfg).reports / DOCS_DIR / "index.html"
+    if docs.is_file():
+        lines += [f"Data checks (Great Expectations): [Data Docs]({docs.resolve().as_uri()}), `{docs.resolve()}`", ""]
     return "\n".join(lines)
 
 

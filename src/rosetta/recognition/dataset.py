@@ -2,17 +2,20 @@
 training read images through."""
 from __future__ import annotations
 
+from typing import Callable
+
 from rosetta.data.loader import EvalSet, eval_loader
 from rosetta.postprocess import CTCLabelDecode
 from rosetta.recognition.recognizer import Recognizer
 
 
-def predict_dataset(recognizer: Recognizer, dataset) -> list[tuple[str, float] | None]:
+def predict_dataset(recognizer: Recognizer, dataset, progress: Callable[[int], None] | None = None
+                    ) -> list[tuple[str, float] | None]:
     """``(text, confidence)`` for every sample of a ``(PIL image, label)`` dataset, in order, under the
     inference contract (``rosetta.data.preprocess``: each image on its own at the training width, as
     PaddleOCR's eval does); None for a sample whose image the dataset gives as None (it does not decode).
     A tall crop's reading is ``Recognizer.recognize``'s: the most confident of its orientations. Batches are
-    the recognizer's ``batch_size``."""
+    the recognizer's ``batch_size``; ``progress`` is told how many samples each one read."""
     decode = CTCLabelDecode(recognizer.charset)
     out: list[tuple[str, float] | None] = []
     tall: list[int] = []
@@ -21,6 +24,8 @@ def predict_dataset(recognizer: Recognizer, dataset) -> list[tuple[str, float] |
         texts = decode(recognizer.probs_fn(images.numpy()))
         out += [p if ok else None for p, ok in zip(texts, readable.tolist())]
         tall += [int(i) for i, t in zip(indices, is_tall) if t]
+        if progress is not None:
+            progress(len(indices))
     # Few crops are tall: the recognizer reads them again in every orientation (the upright one included).
     again = recognizer.recognize(dataset[i][0] for i in tall)
     for i, reading in zip(tall, again):

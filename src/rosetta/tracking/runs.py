@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Mapping
 
-from rosetta.config import Config, result_params
+from rosetta.config import Config, result_params, scale_keys
 
 TAG_CHANGED = "changed_params"  # the params that differ from the defaults, one column in the runs table
 TAG_BACKBONE = "backbone"
@@ -35,13 +35,20 @@ def _short(key: str, value: Any) -> str:
 _NAME_ORDER = ("model.", "train.", "seed", "charset.", "data.")
 
 
+def _name_rank(key: str, scale: set[str]) -> tuple[bool, int]:
+    """Recipe settings before the run's size (``rosetta.config.SCALE``), then the model's before the data's."""
+    return key in scale, next(i for i, p in enumerate(_NAME_ORDER + ("",)) if key.startswith(p))
+
+
 def run_name(cfg: Config, now: datetime | None = None, max_changes: int = 4) -> str:
-    """``mlflow.run_name`` when set, else what the run is: backbone, the first changed params and the
-    local date and time, e.g. ``mobilenet_v3 large x0.5 lr=0.001 max_steps=600 11-27 23:40:05``."""
+    """``mlflow.run_name`` when set, else what the run is: backbone, the first changed params (the recipe's before
+    the run's size: a smoke run's steps and data sizes never hide what it tries) and the local date and time, e.g.
+    ``mobilenet_v3 large x0.5 augment=True lr=0.001 max_steps=600 11-27 23:40:05``."""
     if cfg.mlflow.run_name:
         return cfg.mlflow.run_name
+    scale = scale_keys(cfg)
     changed = [(k, v) for k, v in changed_params(cfg).items() if not (isinstance(v, str) and "/" in v)]
-    changed.sort(key=lambda kv: next(i for i, p in enumerate(_NAME_ORDER + ("",)) if kv[0].startswith(p)))
+    changed.sort(key=lambda kv: _name_rank(kv[0], scale))
     changes = [_short(k, v) for k, v in changed]
     shown = changes[:max_changes] + ([f"+{len(changes) - max_changes}"] if len(changes) > max_changes else [])
     return " ".join([backbone_label(cfg), *shown, (now or datetime.now()).strftime("%m-%d %H:%M:%S")])
