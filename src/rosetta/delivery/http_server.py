@@ -77,6 +77,7 @@ def checked_model(cfg: Config, model: ServedModel | str) -> Iterator[tuple[Path,
     from rosetta.tracking.registered import ModelRef, fetch_verified, is_model_uri, resolve_version
     from rosetta.tracking.store import tracking_uri
 
+    _remove_orphans()
     setting = "rosetta serve"
     if isinstance(model, str):
         if not is_model_uri(model):
@@ -90,7 +91,6 @@ def checked_model(cfg: Config, model: ServedModel | str) -> Iterator[tuple[Path,
         setting = "--model-uri"
         version = resolve_version(cfg, model, setting)
         model = ServedModel(version.name, str(version.version), ModelRef.parse(model, setting).alias or "")
-    _remove_orphans()
     tmp = Path(tempfile.mkdtemp(prefix=f"{_FOLDER_PREFIX}{os.getpid()}-"))
     try:
         yield fetch_verified(cfg, model.uri, tmp, setting).folder, model

@@ -9,10 +9,13 @@ them, so what is served, evaluated or predicted with is what was registered and 
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import yaml
 
@@ -134,6 +137,22 @@ class VerifiedModel:
     onnx: Path  # the float ONNX file in ``folder``
 
 
+@contextlib.contextmanager
+def _no_progress_bars() -> Iterator[None]:
+    """No MLflow download bars while the block runs: a model is a few MB in dozens of files, and a bar per download
+    would come before what the command says it does (``rosetta serve``'s first line names what it serves)."""
+    key = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"  # read by MLflow at each download
+    before = os.environ.get(key)
+    os.environ[key] = "false"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = before
+
+
 def fetch_verified(cfg: Config, uri: str, dest: Path, setting: str = "the model URI") -> VerifiedModel:
     """Download the registered version ``uri`` names into the empty folder ``dest`` and check it against the
     registry: the ONNX file against ``model.sha256``, and, for versions registered with it, every file against
@@ -145,7 +164,7 @@ def fetch_verified(cfg: Config, uri: str, dest: Path, setting: str = "the model 
     version = resolve_version(cfg, uri, setting)
     described = f"{uri} (v{version.version})"
     store = tracking_uri(cfg)
-    with store_errors(store):
+    with store_errors(store), _no_progress_bars():
         try:
             folder = Path(mlflow.artifacts.download_artifacts(f"models:/{version.name}/{version.version}",
                                                               dst_path=str(dest), tracking_uri=store,
