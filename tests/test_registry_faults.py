@@ -20,6 +20,7 @@ import onnx
 import pytest
 from mlflow import MlflowClient
 
+from flow_fixtures import free_port
 from model_fixtures import config, png_bytes, word_image
 from rosetta.cli import main
 from rosetta.delivery.registry import register_and_promote
@@ -141,7 +142,7 @@ def test_a_served_model_copy_never_outlives_its_server(registry, tmp_path, roset
     """``rosetta serve`` ended by SIGTERM or Ctrl-C (SIGINT) removes its checked copy of the model, and MLflow
     leaves no copy of its own; one killed outright leaves its copy, which the next ``rosetta serve`` removes."""
     env = rosetta_cli.env(TMPDIR=str(tmp_path))
-    port = _free_port()
+    port = free_port()
     command = rosetta_cli.command("serve", "--port", str(port), *_args(registry))
     for ending in (signal.SIGTERM, signal.SIGINT, signal.SIGKILL):
         server = subprocess.Popen(command, cwd=registry["root"], env=env, stdout=subprocess.DEVNULL,
@@ -167,14 +168,6 @@ def test_a_served_model_copy_never_outlives_its_server(registry, tmp_path, roset
     refused = rosetta_cli("serve", "--model-uri", "models:/rosetta@nope", *_args(registry), cwd=registry["root"],
                           env=env)
     assert refused.returncode == 2 and [p.name for p in tmp_path.iterdir()] == [".ses"]
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait_for(url: str, proc: subprocess.Popen) -> None:

@@ -9,7 +9,6 @@ import multiprocessing
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ import onnx
 import pytest
 from mlflow import MlflowClient
 
+from flow_fixtures import free_port
 from model_fixtures import config
 from rosetta.delivery.registry import promote, register_and_promote
 from rosetta.tracking.store import Tracker
@@ -123,17 +123,11 @@ def test_promotions_at_once_are_serialised_on_a_sqlite_store(registry):
     _race_promotions(f"sqlite:///{registry['root'] / 'mlflow.db'}", registry["overrides"])
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_promotions_at_once_are_serialised_through_an_mlflow_server(registry, tmp_path):
     """Processes that share one tracking server (as machines of a team do) and no file system lock."""
     store = tmp_path / "server.db"
     shutil.copy(registry["root"] / "mlflow.db", store)
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri",
                                f"sqlite:///{store}", "--host", "127.0.0.1", "--port", str(port), "--workers", "2"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
