@@ -12,7 +12,7 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from flow_fixtures import PREFECT, REAL_SETS, SERVER_HOST, experiments
+from flow_fixtures import PREFECT, REAL_SETS, SERVER_HOST, experiments, stop
 from dvc_fixtures import DVC
 
 pytestmark = [pytest.mark.slow,
@@ -153,9 +153,6 @@ def test_a_gpu_worker_runs_in_the_project_on_its_own_host(flow_stack, tmp_path):
     try:
         done, run = flow_stack.run_deployment("train.lr=-1", deployment="train-rosetta/gpu")
     finally:
-        import os
-
-        os.killpg(worker.pid, 15)
-        worker.wait(timeout=60)
+        stop(worker)
     assert run["state"]["type"] == "FAILED" and run["state"]["message"] == "train.lr: -1.0 must be > 0", run["state"]
     assert lock.is_file()

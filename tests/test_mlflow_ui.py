@@ -6,7 +6,6 @@ page lists the version registered from it."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import time
 import urllib.request
@@ -15,7 +14,7 @@ import pytest
 from mlflow import MlflowClient
 
 from dvc_fixtures import VENV_BIN
-from flow_fixtures import REAL_SETS, free_port
+from flow_fixtures import REAL_SETS, free_port, stop
 from rosetta.tracking.store import ML_VIEW, runs_view_path
 
 pytestmark = pytest.mark.slow
@@ -44,8 +43,7 @@ def ui(flow_stack, flow_experiments):
             yield {"page": page, "url": f"http://127.0.0.1:{port}",
                    "client": MlflowClient(tracking_uri=flow_stack.uri, registry_uri=flow_stack.uri)}
     finally:
-        os.killpg(server.pid, 15)
-        server.wait(timeout=60)
+        stop(server)
 
 
 def _training_runs(client: MlflowClient):
