@@ -60,6 +60,21 @@ def registry(tmp_path_factory, tiny_data, untrained_model):
                "onnx": untrained_model.onnx}
 
 
+@contextlib.contextmanager
+def _project_sys_path():
+    """Spawned processes start with this process's sys.path: without the model code folders that an earlier test's
+    ``mlflow.pyfunc.load_model`` put first on it, so that they import this project's rosetta, not a registered copy."""
+    import rosetta
+
+    ours = Path(rosetta.__file__).resolve().parents[1]
+    saved = sys.path[:]
+    sys.path[:] = [p for p in saved if not (Path(p or ".") / "rosetta").is_dir() or Path(p or ".").resolve() == ours]
+    try:
+        yield
+    finally:
+        sys.path[:] = saved
+
+
 def _client(uri: str) -> MlflowClient:
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
@@ -89,8 +104,9 @@ def _race_promotions(uri: str, overrides: list[str]) -> None:
     start, done, results = ctx.Barrier(3), ctx.Barrier(3), ctx.Queue()
     workers = [ctx.Process(target=_promote_rounds, args=(overrides, v, ROUNDS, start, done, results))
                for v in (2, 3)]
-    for w in workers:
-        w.start()
+    with _project_sys_path():
+        for w in workers:
+            w.start()
     client = _client(uri)
     try:
         for _ in range(ROUNDS):
@@ -172,8 +188,9 @@ def test_the_same_file_registered_at_once_is_one_version(registry):
     start, results = ctx.Barrier(2), ctx.Queue()
     workers = [ctx.Process(target=_register_rounds, args=(registry["overrides"], models, registry["parity"],
                                                          registry["run_id"], start, results)) for _ in range(2)]
-    for w in workers:
-        w.start()
+    with _project_sys_path():
+        for w in workers:
+            w.start()
     got = [results.get(timeout=300) for _ in range(2 * len(models))]
     for w in workers:
         w.join(timeout=60)
