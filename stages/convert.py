@@ -1,5 +1,6 @@
 """DVC stage ``convert``: every source's raw data to LMDBs under ``data/lmdb/<source>/{train,val,test}``
 and the evaluation sets under ``data/lmdb/benchmarks/``."""
+import _interpreter  # noqa: F401  (first: runs the stage under the project's interpreter)
 import sys
 
 from rosetta.config import load_config

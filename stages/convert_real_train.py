@@ -1,6 +1,7 @@
 """DVC stage ``convert_real_train``: the real training sets fingerprinted in ``data/realtrain/manifest.json`` to
 ``data/realtrain/lmdb/{train,val}/<SET>`` (a seeded share held out to choose best.pt on), unlearnable labels
 dropped and counted, checked against every benchmark image (a copy refused, a near-duplicate dropped)."""
+import _interpreter  # noqa: F401  (first: runs the stage under the project's interpreter)
 import sys
 
 from rosetta.charset import Charset

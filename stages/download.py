@@ -1,5 +1,6 @@
 """DVC stage ``download``: each source's raw data under ``data/raw/<source>`` (synth is rendered, the
 others downloaded and extracted), plus the benchmarks archive when ``data.benchmarks.url`` is set."""
+import _interpreter  # noqa: F401  (first: runs the stage under the project's interpreter)
 import sys
 
 from rosetta.config import load_config

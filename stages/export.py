@@ -1,6 +1,7 @@
 """DVC stage ``export``: ``runs/train/best.pt`` to ``runs/export/model.onnx``, gated by ONNX Runtime vs PyTorch
 parity on the validation split; the parity figures go to ``runs/export/parity.json`` (a DVC metric). With
 ``export.int8: true`` also ``runs/export/model.int8.onnx``, gated on its own (``runs/export/int8.json``)."""
+import _interpreter  # noqa: F401  (first: runs the stage under the project's interpreter)
 import sys
 
 from rosetta.config import load_config

@@ -2,6 +2,7 @@
 repository, into ``data/realtrain/manifest.json``. It runs on every ``dvc repro``; the manifest changes only
 when the sets do, and only then does ``convert_real_train`` run again. Where the folder is missing it says so in
 one line, and training uses the other sources."""
+import _interpreter  # noqa: F401  (first: runs the stage under the project's interpreter)
 import sys
 
 from rosetta.config import load_config

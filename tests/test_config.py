@@ -87,7 +87,7 @@ def test_overlay_errors_name_the_file(tmp_path):
     ("train.lrr=1", "train.lrr: unknown key"),
     ("train.lr=fast", "train.lr: 'fast' is not a number"),
     ("train.batch_size=2.5", "train.batch_size: 2.5 is not an integer"),
-    ("train.batch_size=0", "train.batch_size: 0 must be at least 1"),
+    ("train.batch_size=0", "train.batch_size: 0 must be between 1 and 65536 (images a step, per process)"),
     ("train.augment=3", "train.augment: 3 is not true or false or a list of one of synth, mjsynth, synthtext, lmdb, real"),
     ("model.image_height=48", "model.image_height: 48 must be 32"),
     ("data.sources=[synth, mnist]", "data.sources[1]: 'mnist' is not one of synth, mjsynth, synthtext, lmdb, real"),

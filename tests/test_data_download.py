@@ -189,6 +189,28 @@ def test_output_that_is_not_ours_is_refused_before_downloading(server, tmp_path)
     assert server.requests == [] and sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "thesis"]
 
 
+def test_a_finished_output_answers_only_the_request_it_records(server, tmp_path):
+    """The completion marker records what the folder completes (source, sha256): another archive, or a sha256
+    the recorded one does not match, is never answered by the folder as it is."""
+    a, b = _tar({"a.txt": b"from a"}), _tar({"b.txt": b"from b"})
+    server.files["/a.tar.gz"], server.files["/b.tar.gz"] = a, b
+    out, downloads = tmp_path / "OUT", tmp_path / "downloads"
+    fetch(server.url + "/a.tar.gz", out, downloads)
+    with pytest.raises(RosettaError, match=r"b\.tar\.gz: sha256 is [0-9a-f]{64}, expected 0{64}"):
+        fetch(server.url + "/b.tar.gz", out, downloads, "0" * 64)
+    assert sorted(p.name for p in out.iterdir() if p.name != COMPLETE_MARKER) == ["a.txt"]  # a's, as it was
+    sha_b = hashlib.sha256(b).hexdigest()
+    assert (fetch(server.url + "/b.tar.gz", out, downloads, sha_b) / "b.txt").read_bytes() == b"from b"
+    assert not (out / "a.txt").exists()
+    fetched = len(server.requests)
+    fetch(server.url + "/b.tar.gz", out, downloads, sha_b.upper())  # the same request: nothing done
+    fetch(server.url + "/b.tar.gz", out, downloads)
+    assert len(server.requests) == fetched
+    with pytest.raises(RosettaError, match="expected 1{64}"):  # a sha256 the record does not match
+        fetch(server.url + "/b.tar.gz", out, downloads, "1" * 64)
+    assert (fetch(server.url + "/a.tar.gz", out, downloads) / "a.txt").read_bytes() == b"from a"
+
+
 def test_checksum_mismatch_leaves_nothing_behind(server, tmp_path):
     server.files["/x.tar"] = b"not what you expected" * 100
     url = server.url + "/x.tar"

@@ -2,10 +2,15 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
-from dvc_fixtures import TINY_DATA, always_changed, dvc, needs_dvc, project_copy, set_params, stages_run
+from dvc_fixtures import (TINY_DATA, VENV_BIN, always_changed, command_env, dvc, needs_dvc, project_copy, set_params,
+                          stages_run)
 
 pytestmark = [pytest.mark.slow, needs_dvc]
 
@@ -38,3 +43,28 @@ def test_dvc_repro_builds_data_then_skips_then_reruns_only_validate(tmp_path):
     set_params(repo, {"data.validation.min_height": 10})
     third = dvc(repo, "repro", "validate")
     assert [s for s in stages_run(third) if s not in every_time] == ["validate"], third
+
+
+def test_the_venvs_dvc_runs_the_stages_without_the_venv_on_path(tmp_path):
+    """`.venv/bin/dvc repro` from a shell whose `python` is an interpreter without the project (the venv not on
+    PATH): each stage runs under the project's .venv/bin/python all the same, and a stage whose `python` cannot
+    import rosetta, with no .venv to turn to, ends in one sentence."""
+    repo = project_copy(tmp_path / "repo", TINY_DATA)
+    bare = tmp_path / "bare-bin"
+    bare.mkdir()
+    (bare / "python").symlink_to(sys._base_executable)  # the interpreter the venv was made from: no rosetta
+    others = [p for p in os.environ["PATH"].split(os.pathsep) if Path(p).resolve() != VENV_BIN.resolve()]
+    env = command_env(PATH=os.pathsep.join([str(bare), *others]))
+    assert subprocess.run(["python", "-c", "import rosetta"], env=env, capture_output=True).returncode == 1
+
+    (repo / ".venv").symlink_to(VENV_BIN.parent)  # the project's venv, as `make install` makes it
+    out = dvc(repo, "repro", "download", env=env)
+    assert stages_run(out)[-1] == "download" and (repo / "data" / "raw" / "synth").is_dir(), out
+
+    (repo / ".venv").unlink()
+    proc = subprocess.run(["python", "stages/download.py"], cwd=repo, env=env, capture_output=True, text=True)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.strip() == (f"error: {bare / 'python'} (the `python` dvc found on PATH) cannot import rosetta, "
+                                   f"and there is no {repo.resolve() / '.venv' / 'bin' / 'python'}; run `make "
+                                   "install` in the project, or put the environment rosetta is installed in first on "
+                                   "PATH")

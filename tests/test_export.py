@@ -106,8 +106,10 @@ def _tamper_weights(path: Path) -> None:
     ("weights", "max abs difference"),
     ("opset", "opset 16 is below 17"),
 ])
-def test_gate_refuses_a_broken_export_and_leaves_nothing(tmp_path, tiny_data, monkeypatch, exported, breakage,
-                                                         expected):
+def test_gate_refuses_a_broken_export_and_keeps_the_earlier_file(tmp_path, tiny_data, monkeypatch, exported, breakage,
+                                                                 expected):
+    """A failed export writes no model: the file an earlier export left stays as it was (the sentence says so),
+    and parity.json, which registration reads beside it, records the failure, so the pair is never registered."""
     ckpt = exported[0]
     cfg = _cfg(tiny_data)
     real_write = export_mod.write_onnx
@@ -122,10 +124,12 @@ def test_gate_refuses_a_broken_export_and_leaves_nothing(tmp_path, tiny_data, mo
     monkeypatch.setattr(export_mod, "write_onnx", broken_write)
     out = tmp_path / "out" / "model.onnx"
     out.parent.mkdir()
-    out.write_bytes(b"an older export")  # must not survive as if it were this export's result
-    with pytest.raises(ExportError, match=expected):
+    out.write_bytes(b"an older export")
+    with pytest.raises(ExportError, match=expected) as failed:
         export_checkpoint(ckpt, out, cfg, tmp_path / "out" / "parity.json")
-    assert sorted(p.name for p in out.parent.iterdir()) == ["parity.json"]
+    assert str(failed.value).endswith("nothing was written; the earlier model.onnx there was kept as it was")
+    assert sorted(p.name for p in out.parent.iterdir()) == ["model.onnx", "parity.json"]
+    assert out.read_bytes() == b"an older export"
     parity = json.loads((tmp_path / "out" / "parity.json").read_text())
     assert parity["passed"] is False and any(expected in f for f in parity["failures"])
 

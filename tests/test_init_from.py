@@ -92,5 +92,6 @@ def test_the_registered_production_model_gives_its_training_checkpoint(tmp_path,
         pretrained = load_pretrained(tiny_config(tmp_path, f"data.root={tiny_data}", f"train.init_from={uri}"))
         assert pretrained.description.startswith(f"{uri} (v1, training run {tracker.run_id})")
         assert all(torch.equal(v, load_checkpoint(ckpt)["model"][k]) for k, v in pretrained.checkpoint["model"].items())
-    with pytest.raises(RosettaError, match="train.init_from: no models:/rosetta@staging in the registry at sqlite"):
+    with pytest.raises(RosettaError, match=r"train.init_from: rosetta has no alias 'staging' \(its aliases: "
+                                           r"production \(v1\)\); use one of those"):
         load_pretrained(tiny_config(tmp_path, "train.init_from=models:/rosetta@staging"))

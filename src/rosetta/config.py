@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-from rosetta.params import ConfigError, apply_overrides, build, choice, project_root, read_params, require
+from rosetta.params import (ConfigError, apply_overrides, build, choice, project_path, project_root, read_params,
+                            require, within)
 
 # Field metadata of an operational setting: it decides how a run executes (device, threads, memory layout, workers,
 # compilation), where files go, how often it logs or saves, or how the later stages judge and serve the model, never
@@ -34,6 +35,12 @@ def operational(default: Any = dataclasses.MISSING, *, default_factory: Any = da
     return field(default=default, default_factory=default_factory, metadata=OPERATIONAL)
 
 
+# Upper bounds of the settings that start threads or processes: far above any machine's cores, far below what
+# crashes a process (torch segfaults at 100000 threads).
+MAX_THREADS = 256
+MAX_PROCESSES = 256
+
+
 # Field metadata of a setting that sets how big or long a run is (data sizes, steps, batch, evaluation cadence):
 # what a smoke run shrinks, rarely what an experiment compares. Run names list the other changed settings, the
 # recipe's, before these (``rosetta.tracking.runs.run_name``), so a tiny run's sizes never hide what it tries.
@@ -46,8 +53,12 @@ def scale(default: Any) -> Any:
 
 
 def check_out_dir(out_dir: str, p: str) -> None:
-    """A stage's ``out_dir`` names a folder: an empty one would write (and clear) outputs in the project root."""
+    """A stage's ``out_dir`` names a folder of its own: an empty one, the project folder, or a folder above it
+    (``/``) would write (and clear) outputs among everything else."""
     require(bool(out_dir.strip()), f"{p}.out_dir", out_dir, "must name a folder (e.g. runs/<stage>)")
+    folder, root = project_path(out_dir).resolve(), project_root().resolve()
+    require(folder not in (root, *root.parents) and folder != Path(folder.anchor), f"{p}.out_dir", out_dir,
+            "must name a folder of its own, not the project folder or a folder above it (e.g. runs/<stage>)")
 
 
 @dataclass(frozen=True)
@@ -57,7 +68,7 @@ class CharsetConfig:
     max_text_length: int = 25
 
     def check(self, p: str) -> None:
-        require(self.max_text_length >= 1, f"{p}.max_text_length", self.max_text_length, "must be at least 1")
+        within(f"{p}.max_text_length", self.max_text_length, 1, 1000, "characters a label may hold")
 
 
 @dataclass(frozen=True)
@@ -109,7 +120,7 @@ class ModelConfig:
     def check(self, p: str) -> None:
         require(self.image_height == 32, f"{p}.image_height", self.image_height,
                "must be 32 (the backbones reduce height 32 to 1)")
-        require(self.image_width >= 8, f"{p}.image_width", self.image_width, "must be at least 8")
+        within(f"{p}.image_width", self.image_width, 8, 4096, "pixels of the training width")
         require(self.head_l2_decay >= 0, f"{p}.head_l2_decay", self.head_l2_decay, "must be >= 0")
 
 
@@ -155,14 +166,15 @@ class SynthConfig:
 
     def check(self, p: str) -> None:
         for k in ("train_size", "val_size", "test_size"):
-            require(getattr(self, k) >= 1, f"{p}.{k}", getattr(self, k), "must be at least 1")
-        require(self.vocabulary_size >= 100, f"{p}.vocabulary_size", self.vocabulary_size, "must be at least 100")
+            within(f"{p}.{k}", getattr(self, k), 1, 100_000_000, "words")
+        within(f"{p}.vocabulary_size", self.vocabulary_size, 100, 1_000_000, "words")
         require(0 <= self.numeric_fraction <= 1, f"{p}.numeric_fraction", self.numeric_fraction,
                "must be between 0 and 1")
         require(0 < self.test_font_fraction < 1, f"{p}.test_font_fraction", self.test_font_fraction,
                "must be between 0 and 1")
         require(1 <= self.min_word_len <= self.max_word_len, f"{p}.min_word_len", self.min_word_len,
                "must be between 1 and max_word_len")
+        within(f"{p}.max_word_len", self.max_word_len, 1, 100, "characters")
         self.effects.check(f"{p}.effects")
         require(0 <= self.clean_fraction <= 1, f"{p}.clean_fraction", self.clean_fraction, "must be between 0 and 1")
         require(0 <= self.punctuation <= 1, f"{p}.punctuation", self.punctuation, "must be between 0 and 1")
@@ -223,7 +235,7 @@ class DataConfig:
     validation: ValidationConfig = operational(default_factory=ValidationConfig)
 
     def check(self, p: str) -> None:
-        require(self.workers >= 0, f"{p}.workers", self.workers, "must be >= 0")
+        within(f"{p}.workers", self.workers, 0, MAX_PROCESSES, "processes; 0 = all cores")
         require(len(self.sources) >= 1 and len(set(self.sources)) == len(self.sources), f"{p}.sources",
                self.sources, "must list at least one source, each once")
         require(0 < self.real_val_fraction < 1, f"{p}.real_val_fraction", self.real_val_fraction,
@@ -281,21 +293,21 @@ class TrainConfig:
         require(self.lr > 0, f"{p}.lr", self.lr, "must be > 0")
         require(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), f"{p}.betas", self.betas,
                "must be two numbers in [0, 1)")
-        require(self.batch_size >= 1, f"{p}.batch_size", self.batch_size, "must be at least 1")
+        within(f"{p}.batch_size", self.batch_size, 1, 65536, "images a step, per process")
         require(self.epochs >= 1 or self.max_steps >= 1, f"{p}.epochs", self.epochs,
                "must be at least 1 unless max_steps is set")
         require(self.max_steps >= 0, f"{p}.max_steps", self.max_steps, "must be >= 0")
         require(self.warmup_steps >= 0, f"{p}.warmup_steps", self.warmup_steps, "must be >= 0")
         require(self.curriculum_steps >= 0, f"{p}.curriculum_steps", self.curriculum_steps, "must be >= 0")
         require(self.grad_clip >= 0, f"{p}.grad_clip", self.grad_clip, "must be >= 0")
-        require(self.nproc >= 1, f"{p}.nproc", self.nproc, "must be at least 1")
-        require(self.num_workers >= 0, f"{p}.num_workers", self.num_workers, "must be >= 0")
+        within(f"{p}.nproc", self.nproc, 1, MAX_PROCESSES, "training processes")
+        within(f"{p}.num_workers", self.num_workers, 0, MAX_PROCESSES, "DataLoader processes per training process")
         require(all(r >= 0 for r in self.batch_ratio.values()), f"{p}.batch_ratio", self.batch_ratio,
               "must give non-negative shares")
         require(all(s >= 0 for s in self.source_start_step.values()), f"{p}.source_start_step", self.source_start_step,
               "must give steps >= 0")
         require(self.val_samples >= 0, f"{p}.val_samples", self.val_samples, "must be >= 0")
-        require(self.threads >= 0, f"{p}.threads", self.threads, "must be >= 0")
+        within(f"{p}.threads", self.threads, 0, MAX_THREADS, "threads per process; 0 = torch's default")
         for k in ("eval_every", "checkpoint_every", "log_every", "max_bad_steps"):
             require(getattr(self, k) >= 1, f"{p}.{k}", getattr(self, k), "must be at least 1")
         require(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
@@ -311,10 +323,10 @@ class EvalConfig:
     out_dir: str = "runs/eval"
 
     def check(self, p: str) -> None:
-        require(self.batch_size >= 1, f"{p}.batch_size", self.batch_size, "must be at least 1")
-        require(self.gallery_size >= 0, f"{p}.gallery_size", self.gallery_size, "must be >= 0")
+        within(f"{p}.batch_size", self.batch_size, 1, 65536, "images a batch")
+        within(f"{p}.gallery_size", self.gallery_size, 0, 1000, "images in the gallery")
         check_out_dir(self.out_dir, p)
-        require(self.threads >= 0, f"{p}.threads", self.threads, "must be >= 0 (0 = all cores)")
+        within(f"{p}.threads", self.threads, 0, MAX_THREADS, "threads; 0 = all cores")
 
 
 @dataclass(frozen=True)
@@ -335,8 +347,8 @@ class ExportConfig:
         require(self.max_abs_diff > 0, f"{p}.max_abs_diff", self.max_abs_diff, "must be > 0")
         require(0 <= self.min_same_text <= 1, f"{p}.min_same_text", self.min_same_text,
                "must be between 0 and 1")
-        require(self.parity_samples >= 1, f"{p}.parity_samples", self.parity_samples, "must be at least 1")
-        require(self.batch_size >= 1, f"{p}.batch_size", self.batch_size, "must be at least 1")
+        within(f"{p}.parity_samples", self.parity_samples, 1, 1_000_000, "images")
+        within(f"{p}.batch_size", self.batch_size, 1, 65536, "images a batch")
         require(0 <= self.int8_min_same_text <= 1, f"{p}.int8_min_same_text", self.int8_min_same_text,
                "must be between 0 and 1")
         require(0 <= self.int8_max_accuracy_drop <= 1, f"{p}.int8_max_accuracy_drop", self.int8_max_accuracy_drop,
@@ -377,11 +389,16 @@ class ServeConfig:
     max_image_pixels: int = 16_000_000  # width x height, checked before decoding
     max_request_images: int = 256
     max_request_mb: int = 32  # encoded image bytes in one request
+    max_request_pixels: int = 64_000_000  # decoded pixels in one request (each image's header), what costs CPU
     precision: str = "fp32"  # the registered ONNX file served: fp32, or int8 (the export's model.int8.onnx)
 
     def check(self, p: str) -> None:
-        for k in ("max_image_side", "max_image_pixels", "max_request_images", "max_request_mb"):
-            require(getattr(self, k) >= 1, f"{p}.{k}", getattr(self, k), "must be at least 1")
+        within(f"{p}.max_image_side", self.max_image_side, 1, 65535, "pixels")
+        within(f"{p}.max_image_pixels", self.max_image_pixels, 1, 100_000_000, "pixels")
+        within(f"{p}.max_request_images", self.max_request_images, 1, 100_000, "images")
+        within(f"{p}.max_request_mb", self.max_request_mb, 1, 4096, "MB")
+        within(f"{p}.max_request_pixels", self.max_request_pixels, self.max_image_pixels, 10_000_000_000,
+               "pixels; at least serve.max_image_pixels, so that one image of the largest size is read")
         require(self.precision in ("fp32", "int8"), f"{p}.precision", self.precision, "must be fp32 or int8")
 
 

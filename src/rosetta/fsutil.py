@@ -1,7 +1,8 @@
 """Writing files and folders so that a reader never sees half of one: a folder is built beside its target
 and renamed into place (``atomic_dir``), a JSON file is written to a temporary name and renamed
 (``write_json``). Every module that writes outputs others read uses these two; ``exclusive_lock`` keeps
-two processes from writing one folder at a time; ``write_private`` writes a file only its owner reads.
+two processes from writing one folder at a time, ``disk_full`` turns a full disk into one sentence, and
+``write_private`` writes a file only its owner reads.
 """
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ from typing import Any, Callable, Iterator
 from rosetta.errors import RosettaError
 
 COMPLETE_MARKER = ".rosetta-complete"
+# Folders this process is building (``atomic_dir``): nobody else can write inside them, so nothing there is locked.
+_BUILDING: set[Path] = set()
 
 
 def check_replaceable(dest: Path) -> None:
@@ -38,61 +41,137 @@ def check_replaceable(dest: Path) -> None:
                            "yourself")
 
 
+def claim_folder(folder: Path, marker: str, fix: str, earlier: tuple[str, ...] = ()) -> None:
+    """Make ``folder`` one that rosetta writes into piece by piece (a run folder), marked by the file ``marker``:
+    created when missing, taken when empty or already marked (or holding one of the ``earlier`` markers older
+    versions left), else refused in one sentence ending in ``fix``, before anything in it is touched. The
+    OUTPUT rule of ``check_replaceable`` for folders that are written in place rather than renamed into place."""
+    folder = Path(folder)
+    if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+        raise RosettaError(f"{folder}: exists and is not a folder; {fix}")
+    if folder.is_dir() and not any((folder / m).exists() for m in (marker, *earlier)) and any(folder.iterdir()):
+        raise RosettaError(f"{folder}: the folder holds files and was not made by rosetta (no {marker} in it); {fix}")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / marker).touch()
+
+
+def completed(dest: Path) -> dict | None:
+    """What the finished output at ``dest`` records about itself (the ``record`` it was built with; ``{}`` for
+    one built without, or before outputs recorded anything), or None when ``dest`` is no finished output."""
+    marker = Path(dest) / COMPLETE_MARKER
+    try:
+        text = marker.read_text()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError:
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
 @contextlib.contextmanager
-def atomic_dir(dest: Path) -> Iterator[Path]:
+def atomic_dir(dest: Path, record: dict | None = None) -> Iterator[Path]:
     """Yield an empty folder beside ``dest``; on success it becomes ``dest`` (replacing an earlier output).
 
-    A completion marker is written last, so a tree without it is never taken as done, and it marks
-    the folder as rosetta's: ``check_replaceable`` refuses, before any work, to replace anything else.
-    On failure the temporary folder is removed and ``dest`` is left untouched.
+    A completion marker is written last, holding ``record`` (what the output is of, read back by
+    ``completed``), so a tree without it is never taken as done, and it marks the folder as rosetta's:
+    ``check_replaceable`` refuses, before any work, to replace anything else. One builder per ``dest``: the
+    build holds a lock beside it (``.<name>.lock``), and a second builder is refused in one sentence naming
+    the first, so a partial folder is only ever removed by the next build after its builder died. On failure
+    the temporary folder is removed and ``dest`` is left untouched.
     """
     dest = Path(dest)
     check_replaceable(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    for stale in dest.parent.glob(f".{dest.name}.partial-*"):
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp = dest.parent / f".{dest.name}.partial-{os.getpid()}"
-    tmp.mkdir()
-    try:
-        yield tmp
-        (tmp / COMPLETE_MARKER).write_text("complete\n")
-        check_replaceable(dest)  # something may have appeared there while the output was built
-        if dest.exists():
-            old = dest.parent / f".{dest.name}.old-{os.getpid()}"
-            os.replace(dest, old)
-            os.replace(tmp, dest)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    inside = any(p in _BUILDING for p in dest.absolute().parents)
+    busy = f"{dest}: another process is writing this output ({{holder}}); wait for it to end, or give another folder"
+    with contextlib.nullcontext() if inside else exclusive_lock(
+            dest.parent / f".{dest.name}.lock", busy, remove=True):
+        for stale in dest.parent.glob(f".{dest.name}.partial-*"):  # under the lock: left by a builder that died
+            shutil.rmtree(stale, ignore_errors=True)
+        tmp = dest.parent / f".{dest.name}.partial-{os.getpid()}"
+        tmp.mkdir()
+        _BUILDING.add(tmp.absolute())
+        try:
+            yield tmp
+            (tmp / COMPLETE_MARKER).write_text(json.dumps(record, sort_keys=True) + "\n" if record else "complete\n")
+            check_replaceable(dest)  # something may have appeared there while the output was built
+            if dest.exists():
+                old = dest.parent / f".{dest.name}.old-{os.getpid()}"
+                os.replace(dest, old)
+                os.replace(tmp, dest)
+                shutil.rmtree(old)
+            else:
+                os.replace(tmp, dest)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        finally:
+            _BUILDING.discard(tmp.absolute())
 
 
 @contextlib.contextmanager
-def exclusive_lock(path: Path, busy: str) -> Iterator[None]:
+def exclusive_lock(path: Path, busy: str, *, remove: bool = False) -> Iterator[None]:
     """Hold an exclusive ``flock`` on ``path`` while the block runs, or raise ``busy`` (a message with
     ``{holder}``) naming the process that holds it. The kernel drops the lock when its process ends,
-    however it ends, so a killed holder never leaves a stale lock behind.
+    however it ends, so a killed holder never leaves a stale lock behind. With ``remove`` the file is deleted
+    on release; a process that opened it just before is then holding a deleted file, which it notices (the
+    path no longer names what it locked) and opens the path again.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT, 0o644), "r+") as fh:
+    while True:
+        fh = os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT, 0o644), "r+")
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = fh.read().strip() or "another process"
+            fh.close()
             raise RosettaError(busy.format(holder=holder)) from None
+        try:
+            same = os.path.samestat(os.fstat(fh.fileno()), os.stat(path))
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        fh.close()  # locked a file its holder had just deleted: lock the one the path names now
+    with fh:
         try:
             fh.truncate(0)  # what a killed holder wrote
             started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
-            fh.write(f"pid {os.getpid()} on {socket.gethostname()}, started {started}: "
-                     f"{shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])}\n")
+            fh.write(f"pid {os.getpid()} on {socket.gethostname()}, started {started}: {command_line()}\n")
             fh.flush()
             yield
         finally:
-            fh.truncate(0)
+            if remove:
+                path.unlink(missing_ok=True)
+            else:
+                fh.truncate(0)
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def command_line() -> str:
+    """This process's command line as its user typed it (``python -m rosetta`` shows as ``rosetta``)."""
+    program = Path(sys.argv[0])
+    name = program.parent.name if program.name == "__main__.py" else program.name
+    return shlex.join([name, *sys.argv[1:]])
+
+
+def _mb(n: float) -> str:
+    return f"{n / 2**20:.1f} MB"
+
+
+def disk_full(folder: Path, needed: int | None = None, what: str = "the output") -> RosettaError:
+    """The one sentence for a write into ``folder`` that found no room: how much ``what`` needs (when known)
+    and how much is free there."""
+    folder = Path(folder)
+    probe = next((p for p in (folder, *folder.parents) if p.exists()), Path("/"))
+    free = f"{_mb(shutil.disk_usage(probe).free)} is free there"
+    room = f"it needs about {_mb(needed)}, {free}" if needed else free
+    return RosettaError(f"{folder}: no room left to write {what} (the disk is full, or a file-size limit was "
+                        f"reached; {room}); free some space and run the same command again: nothing half-written "
+                        "was kept")
 
 
 def write_json(path: str | Path, data: Any, *, sort_keys: bool = False,

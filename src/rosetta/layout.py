@@ -63,6 +63,11 @@ class DataLayout:
     def reports(self) -> Path:
         return self.root / "reports"
 
+    def checks(self, lmdb_dir: str | Path) -> Path:
+        """Where ``rosetta data validate LMDB_DIR`` writes its results: beside the validate stage's own output
+        (``reports/validation``, a DVC output), never into it."""
+        return self.reports / "checks" / Path(lmdb_dir).resolve().name
+
 
 @dataclass(frozen=True)
 class RunLayout:
@@ -92,6 +97,11 @@ class RunLayout:
     @property
     def last_checkpoint(self) -> Path:
         return self.checkpoints / "last.pt"
+
+    @property
+    def run_marker(self) -> Path:
+        """Written into the folder when a training starts in it: the folder is rosetta's to clear and resume."""
+        return self.train / ".rosetta-run"
 
     @property
     def train_lock(self) -> Path:

@@ -52,6 +52,13 @@ def require(cond: bool, key: str, value: Any, must: str) -> None:
         raise ConfigError(f"{key}: {value!r} {must}")
 
 
+def within(key: str, value: Any, low: float, high: float, why: str = "") -> None:
+    """``value`` in [``low``, ``high``]: the range a setting must keep, so that a slip of the keyboard (a thread
+    count of 100000, a label length of 10^8) ends in this sentence instead of a crash or a hung allocation."""
+    low_, high_ = (f"{v}" if isinstance(v, int) else f"{v:g}" for v in (low, high))
+    require(low <= value <= high, key, value, f"must be between {low_} and {high_}{f' ({why})' if why else ''}")
+
+
 def _type_name(tp: Any) -> str:
     origin = typing.get_origin(tp)
     if origin is Literal:

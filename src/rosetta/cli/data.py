@@ -64,7 +64,8 @@ def add_parsers(subparsers) -> None:
                                    "any check fails.")
     p.add_argument("lmdb_dir", metavar="LMDB_DIR", help="an LMDB, or a folder of LMDBs")
     p.add_argument("--results", metavar="DIR", default=None,
-                   help="where the GX result JSONs go (default: <data.root>/reports/validation)")
+                   help="where the GX result JSONs go (default: <data.root>/reports/checks/<LMDB_DIR's name>; the "
+                        "pipeline's validate stage alone writes <data.root>/reports/validation)")
     add_config_args(p)
     p.set_defaults(func=_validate)
 
@@ -118,14 +119,18 @@ def _convert(args: argparse.Namespace) -> int:
     for name, report in convert(args.format, args.input, args.output, cfg.data.workers).items():
         rejected = ", ".join(f"{k} {v}" for k, v in report["rejected"].items()) or "none"
         print(f"{name}: {report['written']} samples written, rejected: {rejected}")
+        if outside := report["rejected"].get("outside_folder"):
+            shown = ", ".join(report["examples"]["outside_folder"])
+            print(f"{name}: {outside} path(s) of the gt file leave the set's folder ({shown}) and were not read; keep "
+                  "a set's images inside its folder")
     return 0
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from rosetta.data.validate import RESULTS_DIR, validate_tree
+    from rosetta.data.validate import validate_tree
 
     cfg = config_from_args(args)
-    results_dir = Path(args.results) if args.results else DataLayout.from_config(cfg).reports / RESULTS_DIR
+    results_dir = Path(args.results) if args.results else DataLayout.from_config(cfg).checks(args.lmdb_dir)
     results = validate_tree(args.lmdb_dir, Charset.from_config(cfg.charset), cfg.data.validation,
                             results_dir, cfg.data.workers)
     for result in results:

@@ -19,7 +19,8 @@ def add_parsers(subparsers) -> None:
                     "data.benchmarks LMDBs and the converted data.real_benchmarks sets (their total: "
                     "accuracy_real).")
     p.add_argument("--model", metavar="CHECKPOINT", default=None,
-                   help="checkpoint or .onnx file (default: <train.out_dir>/best.pt)")
+                   help="checkpoint or .onnx file, or a registered version models:/<name>@<alias> (checked against "
+                        "the registry) (default: <train.out_dir>/best.pt)")
     p.add_argument("--data", metavar="DIR", default=None,
                    help="folder of benchmark sets, LMDBs or gt-file sets, e.g. ../shared/benchmarks (default: "
                         "<data.root>/lmdb/benchmarks and <data.root>/real/lmdb)")
@@ -39,11 +40,12 @@ def _evaluate(args: argparse.Namespace) -> int:
     from rosetta.evaluation.report import markdown_table
     from rosetta.evaluation.sets import scored_sets
     from rosetta.layout import RunLayout
+    from rosetta.recognition.model_file import model_file
 
     cfg = config_from_args(args)
-    model = Path(args.model) if args.model else RunLayout.from_config(cfg).best_checkpoint
     sets = scored_sets(cfg)
     data, real = (Path(args.data), None) if args.data else (sets.benchmarks, sets.real)
-    summary = evaluate_benchmarks(model, data, cfg, Path(args.out) if args.out else None, args.run_id, real)
+    with model_file(cfg, args.model or RunLayout.from_config(cfg).best_checkpoint) as model:
+        summary = evaluate_benchmarks(model, data, cfg, Path(args.out) if args.out else None, args.run_id, real)
     print(json.dumps(summary, indent=2) if args.json else markdown_table(summary), end="\n" if args.json else "")
     return 0

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Iterator
 
 from rosetta.data.convert import find_benchmark_sets, import_benchmarks
+from rosetta.data.preprocess import ImageLimits
 from rosetta.errors import RosettaError
 from rosetta.fsutil import atomic_dir, write_json
 from rosetta.params import project_path
@@ -105,9 +106,10 @@ def real_lmdbs(folder: Path) -> Path | None:
 
 
 @contextlib.contextmanager
-def benchmark_lmdbs(folder: str | Path, workers: int = 0) -> Iterator[Path]:
+def benchmark_lmdbs(folder: str | Path, workers: int = 0, limits: ImageLimits | None = None) -> Iterator[Path]:
     """A folder of LMDBs for the benchmark sets at ``folder``: ``folder`` itself when every set is an LMDB,
-    else a temporary folder where its gt-file sets are converted (and its LMDBs copied), removed on exit."""
+    else a temporary folder where its gt-file sets are converted (``import_benchmarks``: unreadable images and
+    those over ``limits`` kept as samples that are scored wrong) and its LMDBs copied, removed on exit."""
     folder = Path(folder)
     sets = find_benchmark_sets(folder)
     if not sets:
@@ -117,5 +119,5 @@ def benchmark_lmdbs(folder: str | Path, workers: int = 0) -> Iterator[Path]:
         yield folder
         return
     with tempfile.TemporaryDirectory(prefix="rosetta-bench-") as tmp:
-        import_benchmarks(folder, Path(tmp), workers)
+        import_benchmarks(folder, Path(tmp), workers, limits)
         yield Path(tmp)

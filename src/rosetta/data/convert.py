@@ -6,6 +6,7 @@ Each converter only lists what to store; ``write_lmdb`` reads, checks and writes
 from __future__ import annotations
 
 import io
+import os
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,8 +16,8 @@ import numpy as np
 from PIL import Image
 
 from rosetta.config import DataConfig
-from rosetta.data.lmdb_io import FileSample, Record, copy_lmdb, find_lmdbs, write_lmdb
-from rosetta.data.preprocess import ImageDecodeError, decode_image
+from rosetta.data.lmdb_io import FileSample, Record, copy_lmdb, find_lmdbs, folders_holding, write_lmdb
+from rosetta.data.preprocess import ImageDecodeError, ImageLimits, decode_image
 from rosetta.errors import RosettaError
 from rosetta.fsutil import atomic_dir
 from rosetta.layout import DataLayout
@@ -31,13 +32,15 @@ _SPLIT_FOLDERS = {"training": "train", "train": "train", "validation": "val", "v
 
 @dataclass(frozen=True)
 class Rejected:
-    """A listed sample that is unusable before any file is read (a malformed line or file name)."""
+    """A listed sample that is unusable before any file is read (a malformed line or file name, a path out of
+    its set's folder)."""
 
     name: str
     reason: str
+    label: str = ""
 
     def read(self) -> list[Record]:
-        return [Record(self.name, "", None, self.reason)]
+        return [Record(self.name, self.label, None, self.reason)]
 
 
 def _find_up_to(root: Path, file_name: str, max_depth: int = 6) -> Path:
@@ -176,7 +179,11 @@ def convert_synthtext(input_dir: str | Path, output: str | Path, workers: int = 
     return {"train": report}
 
 
-def gt_samples(gt_file: Path) -> Iterator[FileSample | Rejected]:
+def gt_samples(gt_file: Path, limits: ImageLimits | None = None) -> Iterator[FileSample | Rejected]:
+    """The samples a gt file lists. A path that leaves the set's folder (absolute, through ``..`` or a symlink
+    pointing out of it) is never read: it is rejected as ``outside_folder``, as archive extraction refuses such
+    members, so a gt file cannot make a conversion copy other files into an LMDB."""
+    folder = os.path.realpath(gt_file.parent)
     with open(gt_file, "rb") as f:
         for number, raw in enumerate(f, 1):
             try:
@@ -190,16 +197,23 @@ def gt_samples(gt_file: Path) -> Iterator[FileSample | Rejected]:
                 yield Rejected(f"{gt_file.name}:{number}", "bad_line")
                 continue
             rel, label = line.split("\t", 1)
-            yield FileSample(str(gt_file.parent / rel), label, name=rel)
+            path = os.path.realpath(os.path.join(folder, rel))
+            if os.path.isabs(rel) or os.path.commonpath([folder, path]) != folder:
+                yield Rejected(rel, "outside_folder", label)
+                continue
+            yield FileSample(path, label, name=rel, limits=limits)
 
 
-def convert_gt_file(gt_file: str | Path, output: str | Path, workers: int = 0) -> dict[str, dict]:
-    """DTRB's create_lmdb_dataset.py input (``relative/path<TAB>label`` per line) -> one LMDB at ``output``."""
+def convert_gt_file(gt_file: str | Path, output: str | Path, workers: int = 0, *, keep_unreadable: bool = False,
+                    limits: ImageLimits | None = None) -> dict[str, dict]:
+    """DTRB's create_lmdb_dataset.py input (``relative/path<TAB>label`` per line) -> one LMDB at ``output``.
+    ``keep_unreadable`` and ``limits``: ``write_lmdb``'s (a set to evaluate keeps its unreadable samples)."""
     gt_file = Path(gt_file)
     if not gt_file.is_file():
         raise RosettaError(f"{gt_file}: gt file not found; give the text file listing path<TAB>label lines")
-    report = write_lmdb(Path(output), gt_samples(gt_file), total=_count_lines(gt_file), workers=workers,
-                        desc=f"convert {gt_file.parent.name}/{gt_file.name}", keep_names=True)
+    report = write_lmdb(Path(output), gt_samples(gt_file, limits), total=_count_lines(gt_file), workers=workers,
+                        desc=f"convert {gt_file.parent.name}/{gt_file.name}", keep_names=True,
+                        keep_unreadable=keep_unreadable, limits=limits)
     return {Path(output).name: report}
 
 
@@ -227,15 +241,14 @@ def import_lmdbs(src: str | Path, output: str | Path) -> list[Path]:
 
 def find_benchmark_sets(root: str | Path) -> dict[str, tuple[str, Path]]:
     """Every benchmark set at or below ``root`` by name: ``(kind, folder)`` with kind ``lmdb`` (a folder
-    holding data.mdb) or ``gt-file`` (a folder holding DTRB's gt.txt). Names are the folders' own names
-    (IIIT5k_3000, SVT, ...), or their paths joined by ``_`` where two leaves clash."""
+    holding data.mdb) or ``gt-file`` (a folder holding DTRB's gt.txt); a symlinked set folder counts. Names are
+    the folders' own names (IIIT5k_3000, SVT, ...), or their paths joined by ``_`` where two leaves clash."""
     root = Path(root)
     found: dict[Path, str] = {}
     if root.is_dir():
         for marker, kind in ((GT_FILE, "gt-file"), ("data.mdb", "lmdb")):  # an LMDB wins over a gt file beside it
-            for path in root.glob(f"**/{marker}"):
-                if not any(part.startswith(".") for part in path.relative_to(root).parts):
-                    found[path.parent] = kind
+            for folder in folders_holding(root, marker):
+                found[folder] = kind
     leaves = [p.name for p in found]
     sets = {}
     for folder in sorted(found):
@@ -245,9 +258,11 @@ def find_benchmark_sets(root: str | Path) -> dict[str, tuple[str, Path]]:
     return sets
 
 
-def import_benchmarks(src: str | Path, output: str | Path, workers: int = 0) -> dict[str, dict]:
+def import_benchmarks(src: str | Path, output: str | Path, workers: int = 0,
+                      limits: ImageLimits | None = None) -> dict[str, dict]:
     """Every benchmark set below ``src`` (``find_benchmark_sets``) into ``output/<name>``: LMDBs copied as
-    they are, gt-file sets converted. Returns the writer's report of each converted set."""
+    they are, gt-file sets converted with their unreadable samples kept (scored as wrong, never left out) and
+    images over ``limits`` among them. Returns the writer's report of each converted set."""
     sets = find_benchmark_sets(src)
     if not sets:
         raise RosettaError(f"{src}: no benchmark set there (a folder holding data.mdb, or a gt-file set holding "
@@ -257,7 +272,8 @@ def import_benchmarks(src: str | Path, output: str | Path, workers: int = 0) -> 
         if kind == "lmdb":
             copy_lmdb(folder, Path(output) / name)
         else:
-            reports.update(convert_gt_file(folder / GT_FILE, Path(output) / name, workers))
+            reports.update(convert_gt_file(folder / GT_FILE, Path(output) / name, workers, keep_unreadable=True,
+                                           limits=limits))
     return reports
 
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from rosetta.charset import Charset
 from rosetta.data.lmdb_io import find_lmdbs, image_key, iter_labels, lmdb_name, open_lmdb
-from rosetta.data.preprocess import ImageDecodeError, decode_image
+from rosetta.data.preprocess import ImageDecodeError, ImageLimits, decode_image
 from rosetta.errors import RosettaError
 
 log = logging.getLogger(__name__)
@@ -39,15 +39,17 @@ class LmdbDataset:
     ``num_rejected``; the labels returned are the normalized ones.
 
     The LMDBs are opened on first access in each process (read-only, no lock file), so DataLoader
-    workers each get their own handles. An image that does not decode never stops a run: the next
+    workers each get their own handles. An image that does not decode (or is missing, or over ``limits``)
+    never stops a run: the next
     index that decodes is returned instead (training), or with ``substitute_bad_images=False`` the image
     comes back as None (evaluation, which must score the sample itself, never a neighbour); either way
     ``num_bad_images`` counts them in this process.
     """
 
     def __init__(self, root: str | Path, charset: Charset, transform: Callable | None = None,
-                 substitute_bad_images: bool = True):
+                 substitute_bad_images: bool = True, limits: ImageLimits | None = None):
         self.root = Path(root)
+        self.limits = limits  # an image over them does not decode (evaluation reads outside sets under them)
         self.charset = charset
         self.transform = transform
         self.substitute_bad_images = substitute_bad_images
@@ -105,8 +107,12 @@ class LmdbDataset:
             i = (index + step) % len(self)
             db_id, key = int(self._db_ids[i]), int(self._keys[i])
             data = self._txn_get(db_id, image_key(key))
+            name = f"{self.sets[db_id].path} image-{key:09d}"
             try:
-                img = decode_image(data or b"", f"{self.sets[db_id].path} image-{key:09d}")
+                if data is None:
+                    raise ImageDecodeError(f"{name}: no such record (the sample's label is stored, its image is "
+                                           "not: deleted, or left out by the converter)", "missing")
+                img = decode_image(data, name, self.limits)
             except ImageDecodeError as exc:
                 self.num_bad_images += 1
                 if not self.substitute_bad_images:

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from rosetta.config import DataConfig
 from rosetta.errors import RosettaError
-from rosetta.fsutil import COMPLETE_MARKER, atomic_dir, check_replaceable, write_json
+from rosetta.fsutil import atomic_dir, check_replaceable, completed, write_json
 from rosetta.layout import DataLayout
 
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".zip")
@@ -166,10 +166,6 @@ def _fetch_into(url: str, part: Path, desc: str, timeout: float, chunk_size: int
         raise _Retryable(f"got {size} of {total} bytes")
 
 
-def is_complete(path: Path) -> bool:
-    return (Path(path) / COMPLETE_MARKER).is_file()
-
-
 def _unsafe_reason(name: str) -> str | None:
     p = PurePosixPath(name.replace("\\", "/"))
     if p.is_absolute() or (len(name) > 1 and name[1] == ":"):
@@ -179,15 +175,11 @@ def _unsafe_reason(name: str) -> str | None:
     return None
 
 
-def extract(archive: Path, dest: Path) -> Path:
+def extract(archive: Path, dest: Path, record: dict | None = None) -> Path:
     """Extract a .tar(.gz/.bz2/.xz) or .zip into ``dest``; refuse members that escape it or are links.
-
-    A ``dest`` with its completion marker is already done and is returned as is.
-    """
+    ``record`` (what the folder is of) goes into its completion marker."""
     archive, dest = Path(archive), Path(dest)
-    if is_complete(dest):
-        return dest
-    with atomic_dir(dest) as tmp:
+    with atomic_dir(dest, record) as tmp:
         if archive.name.lower().endswith(".zip"):
             _extract_zip(archive, tmp)
         else:
@@ -264,21 +256,28 @@ def fetch(source: str, dest: Path, downloads: Path, sha256: str | None = None) -
     ``source`` is a URL or local path of an archive (downloaded into ``downloads/<url_key>``, then
     extracted), a local folder (copied), or any other file (placed inside ``dest``). ``dest`` must be new,
     empty or an earlier output (``check_replaceable``): that is checked before anything is downloaded.
-    A downloaded archive that cannot be extracted is deleted, so it is never reused.
+    A finished ``dest`` records what it holds (the source and its sha256): it is returned as it is only for the
+    same source, and a ``sha256`` the recorded one matches; another request builds it again. A downloaded
+    archive that cannot be extracted is deleted, so it is never reused.
     """
     dest = Path(dest)
-    if is_complete(dest):
+    done = completed(dest)
+    if done is not None and done.get("source") == source and (
+            not sha256 or str(done.get("sha256") or "").lower() == sha256.lower()):
         return dest
     check_replaceable(dest)
     local = local_path(source)
     if local is not None and local.is_dir():
-        with atomic_dir(dest) as tmp:
+        with atomic_dir(dest, {"source": source, "sha256": None}) as tmp:
             shutil.copytree(local, tmp, dirs_exist_ok=True, symlinks=False)
         return dest
     path = download(source, Path(downloads) / url_key(source) / _file_name(source), sha256)
+    # A local file is hashed only when a sha256 is asked for (``download`` checked it then).
+    record = {"source": source, "sha256": sha256.lower() if local is not None and sha256 else
+              None if local is not None else _recorded_sha256(path)}
     if is_archive(path):
         try:
-            return extract(path, dest)
+            return extract(path, dest, record)
         except ArchiveError as exc:
             if local is None:
                 path.unlink(missing_ok=True)
@@ -286,9 +285,14 @@ def fetch(source: str, dest: Path, downloads: Path, sha256: str | None = None) -
                 raise RosettaError(f"{source}: {exc.problem}; the download was deleted, so the next run fetches "
                                    "it again (check that the URL is the one you trust)") from None
             raise
-    with atomic_dir(dest) as tmp:
+    with atomic_dir(dest, record) as tmp:
         shutil.copy2(path, tmp / path.name)
     return dest
+
+
+def _recorded_sha256(path: Path) -> str:
+    """The sha256 ``download`` recorded beside a file it completed."""
+    return json.loads(_sidecar(path).read_text())["sha256"]
 
 
 def prepare_raw(data: DataConfig, seed: int, layout: DataLayout) -> dict[str, Path]:

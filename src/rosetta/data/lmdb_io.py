@@ -6,21 +6,25 @@ decodes and skips, counting by reason, whatever does not; the same input gives t
 """
 from __future__ import annotations
 
+import errno
+import functools
 import itertools
 import json
 import multiprocessing
 import os
+import resource
+import shutil
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, NamedTuple, Protocol, TypeVar
 
 import lmdb
 from tqdm import tqdm
 
-from rosetta.data.preprocess import ImageDecodeError, decode_image
-from rosetta.errors import RosettaError
-from rosetta.fsutil import atomic_dir
+from rosetta.data.preprocess import ImageDecodeError, ImageLimits, decode_image, read_image_file
+from rosetta.errors import NO_ROOM, RosettaError, no_room
+from rosetta.fsutil import atomic_dir, disk_full
 
 NUM_SAMPLES_KEY = b"num-samples"
 REPORT_NAME = "report.json"
@@ -88,22 +92,36 @@ def read_label(txn: lmdb.Transaction, index: int) -> str:
 
 
 def iter_labels(path: str | Path) -> Iterator[tuple[int, str]]:
-    """``(index, label)`` for every sample of the LMDB at ``path``, without decoding an image."""
+    """``(index, label)`` for every sample of the LMDB at ``path``, without decoding an image. An index
+    ``num-samples`` claims but with no label record is no sample: it is skipped."""
     with open_lmdb(path).begin() as txn:
         for index in range(1, num_samples(txn, Path(path)) + 1):
-            yield index, read_label(txn, index)
+            raw = txn.get(label_key(index))
+            if raw is not None:
+                yield index, raw.decode("utf-8", errors="replace")
+
+
+def folders_holding(root: str | Path, file_name: str) -> list[Path]:
+    """Every folder at or below ``root`` holding a file ``file_name``, sorted. Symlinked folders are followed (a
+    set linked into a benchmark folder is a set of it), each real folder once, so a link loop ends; hidden folders
+    (``atomic_dir``'s unfinished writes among them) are never read."""
+    root = Path(root)
+    found, seen = [], set()
+    for folder, subfolders, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            subfolders.clear()
+            continue
+        seen.add(real)
+        subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
+        if file_name in files:
+            found.append(Path(folder))
+    return sorted(found)
 
 
 def find_lmdbs(root: str | Path) -> list[Path]:
     """Every LMDB at or below ``root`` (each folder holding a data.mdb), in a stable order."""
-    root = Path(root)
-    found = []
-    if root.is_dir():
-        for mdb in root.glob("**/data.mdb"):
-            # Hidden folders hold unfinished writes (atomic_dir's temporaries): never read them.
-            if not any(part.startswith(".") for part in mdb.relative_to(root).parts):
-                found.append(mdb.parent)
-    found.sort()
+    found = folders_holding(root, "data.mdb")
     if not found:
         raise RosettaError(f"no LMDB found under {root}; run `dvc repro` (or `rosetta data convert`) first")
     return found
@@ -163,20 +181,26 @@ class FileSample:
     path: str
     label: str
     name: str = ""  # how the report names it; defaults to the path
+    limits: ImageLimits | None = None  # a file over them is refused unread (``too_large``)
 
     def read(self) -> list[Record]:
         name = self.name or self.path
         try:
-            data = Path(self.path).read_bytes()
-        except FileNotFoundError:
-            return [Record(name, self.label, None, "missing")]
-        except OSError:
-            return [Record(name, self.label, None, "unreadable")]
+            data = read_image_file(self.path, name, self.limits)
+        except ImageDecodeError as exc:
+            return [Record(name, self.label, None, exc.reason)]
         return [Record(name, self.label, data)]
 
 
-def check_record(rec: Record) -> Record:
-    """The record with ``reason`` set when it must be skipped: empty label, empty or undecodable image."""
+# Why a sample's image cannot be stored: with ``keep_unreadable`` (evaluation sets) such a sample is kept, its label
+# without an image, so evaluation scores it as wrong instead of leaving it out.
+IMAGE_REASONS = frozenset({"missing", "not_a_file", "unreadable", "too_large", "empty_image", "undecodable",
+                           "outside_folder"})
+
+
+def check_record(rec: Record, limits: ImageLimits | None = None) -> Record:
+    """The record with ``reason`` set when it must be skipped: empty label, empty or undecodable image, or one
+    over ``limits``."""
     if rec.reason:
         return rec
     if not rec.label:
@@ -184,14 +208,14 @@ def check_record(rec: Record) -> Record:
     if not rec.data:
         return rec._replace(reason="empty_image")
     try:
-        decode_image(rec.data, rec.name)
-    except ImageDecodeError:
-        return rec._replace(reason="undecodable")
+        decode_image(rec.data, rec.name, limits)
+    except ImageDecodeError as exc:
+        return rec._replace(reason=exc.reason)
     return rec
 
 
-def _read_and_check(sample: Sample) -> list[Record]:
-    return [check_record(r) for r in sample.read()]
+def _read_and_check(sample: Sample, limits: ImageLimits | None = None) -> list[Record]:
+    return [check_record(r, limits) for r in sample.read()]
 
 
 def _put_all(env: lmdb.Environment, items: list[tuple[bytes, bytes]]) -> None:
@@ -206,50 +230,109 @@ def _put_all(env: lmdb.Environment, items: list[tuple[bytes, bytes]]) -> None:
             env.set_mapsize(env.info()["map_size"] * 2)
 
 
+@dataclass
+class _Tally:
+    """What ``write_lmdb`` kept and left out, by reason, and the names of what it stored."""
+
+    keep_unreadable: bool
+    rejected: Counter = field(default_factory=Counter)
+    unreadable: Counter = field(default_factory=Counter)
+    examples: dict[str, list[str]] = field(default_factory=dict)
+    names: list[str] = field(default_factory=list)
+    read: int = 0  # samples read
+    written: int = 0  # records stored
+    stored_bytes: int = 0  # of images stored
+
+    def keep(self, rec: Record) -> bool:
+        kept = rec.reason is None or (self.keep_unreadable and rec.reason in IMAGE_REASONS)
+        if rec.reason:
+            (self.unreadable if kept else self.rejected)[rec.reason] += 1
+            shown = self.examples.setdefault(rec.reason, [])
+            if len(shown) < _EXAMPLES_PER_REASON:
+                shown.append(rec.name)
+        return kept
+
+    def report(self) -> dict:
+        report = {"written": self.written, "rejected": dict(sorted(self.rejected.items())),
+                  "rejected_total": sum(self.rejected.values()), "examples": dict(sorted(self.examples.items()))}
+        if self.keep_unreadable:
+            report.update(unreadable=dict(sorted(self.unreadable.items())),
+                          unreadable_total=sum(self.unreadable.values()))
+        return report
+
+
 def write_lmdb(out_dir: str | Path, samples: Iterable[Sample], *, total: int | None = None, workers: int = 0,
-               desc: str | None = None, map_size: int = 64 << 20, batch: int = 1000, keep_names: bool = False) -> dict:
+               desc: str | None = None, map_size: int = 64 << 20, batch: int = 1000, keep_names: bool = False,
+               keep_unreadable: bool = False, limits: ImageLimits | None = None) -> dict:
     """Write ``samples`` as an LMDB at ``out_dir`` and return the report (also saved as report.json).
 
     Records are numbered in input order from 1; the ones that fail (missing or empty file, undecodable
-    image, empty label) are skipped and counted by reason. The LMDB is built in a temporary folder
-    and renamed into place when complete; ``map_size`` doubles whenever it is exhausted. With ``keep_names``
-    each written record's name goes to ``names.txt`` beside it (small sets of files: benchmark and real sets).
+    image, one over ``limits``, empty label) are skipped and counted by reason. With ``keep_unreadable`` (a set to
+    evaluate) a sample whose label is good but whose image is not (``IMAGE_REASONS``) is stored without its
+    image and counted under ``unreadable``: evaluation then scores it as wrong, as it does an LMDB's record that
+    does not decode. The LMDB is built in a temporary folder and renamed into place when complete; ``map_size``
+    doubles whenever it is exhausted. With ``keep_names`` each stored record's name goes to ``names.txt``
+    beside it (small sets of files: benchmark and real sets). A disk that fills up ends in one sentence
+    naming the folder and about how much the LMDB needs.
     """
     out_dir = Path(out_dir)
-    rejected: Counter[str] = Counter()
-    examples: dict[str, list[str]] = {}
-    names: list[str] = []
-    written = 0
+    tally = _Tally(keep_unreadable)
     with atomic_dir(out_dir) as tmp:
-        env = lmdb.open(str(tmp), map_size=map_size, lock=False, sync=False, metasync=False)
         try:
-            pending: list[tuple[bytes, bytes]] = []
-            for records in parallel_map(_read_and_check, samples, workers, total=total, desc=desc):
-                for rec in records:
-                    if rec.reason:
-                        rejected[rec.reason] += 1
-                        names = examples.setdefault(rec.reason, [])
-                        if len(names) < _EXAMPLES_PER_REASON:
-                            names.append(rec.name)
-                        continue
-                    written += 1
-                    if keep_names:
-                        names.append(" ".join(rec.name.split()))
-                    pending += [(image_key(written), rec.data), (label_key(written), rec.label.encode("utf-8"))]
+            env = lmdb.open(str(tmp), map_size=map_size, lock=False, sync=False, metasync=False)
+            try:
+                pending: list[tuple[bytes, bytes]] = []
+                check = functools.partial(_read_and_check, limits=limits)
+                for records in parallel_map(check, samples, workers, total=total, desc=desc):
+                    tally.read += 1
+                    for rec in filter(tally.keep, records):
+                        tally.written += 1
+                        tally.names += [" ".join(rec.name.split())] if keep_names else []
+                        pending.append((label_key(tally.written), rec.label.encode("utf-8")))
+                        if rec.reason is None:
+                            pending.append((image_key(tally.written), rec.data))
+                            tally.stored_bytes += len(rec.data)
                     if len(pending) >= 2 * batch:
                         _put_all(env, pending)
                         pending = []
-            pending.append((NUM_SAMPLES_KEY, str(written).encode()))
-            _put_all(env, pending)
-            env.sync(True)
-        finally:
-            env.close()
-        report = {"written": written, "rejected": dict(sorted(rejected.items())),
-                  "rejected_total": sum(rejected.values()), "examples": dict(sorted(examples.items()))}
-        (tmp / REPORT_NAME).write_text(json.dumps(report, indent=2) + "\n")
-        if keep_names:
-            (tmp / NAMES_FILE).write_text("".join(f"{n}\n" for n in names), encoding="utf-8")
+                pending.append((NUM_SAMPLES_KEY, str(tally.written).encode()))
+                _put_all(env, pending)
+                env.sync(True)
+            finally:
+                env.close()
+            report = tally.report()
+            (tmp / REPORT_NAME).write_text(json.dumps(report, indent=2) + "\n")
+            if keep_names:
+                (tmp / NAMES_FILE).write_text("".join(f"{n}\n" for n in tally.names), encoding="utf-8")
+        except (lmdb.Error, OSError) as exc:
+            if not _no_room(exc, tmp):
+                raise
+            # What the LMDB would hold: the bytes stored so far, scaled to the samples still to come.
+            needed = int(tally.stored_bytes * total / tally.read) if total and tally.read else None
+            raise disk_full(out_dir, needed, "the LMDB") from None
     return report
+
+
+# LMDB reports a write cut short (a full disk, a file-size limit) as an I/O error, not as ENOSPC: with this little
+# room left, that error means no room.
+_NEARLY_FULL = 8 << 20
+
+
+def _no_room(exc: BaseException, folder: Path) -> bool:
+    """Whether a write into ``folder`` failed for want of room: an OSError saying so, or py-lmdb's ``lmdb.Error``
+    (the C library's message, no errno) naming a full disk or a file-size limit, or an I/O error with the disk
+    nearly full or data.mdb at the process's file-size limit."""
+    if not isinstance(exc, lmdb.Error):
+        return no_room(exc)
+    message = str(exc)
+    if any(os.strerror(e) in message for e in NO_ROOM):
+        return True
+    if os.strerror(errno.EIO) not in message:
+        return False
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    data = folder / "data.mdb"
+    at_limit = limit != resource.RLIM_INFINITY and data.is_file() and data.stat().st_size > limit - _NEARLY_FULL
+    return at_limit or shutil.disk_usage(folder).free < _NEARLY_FULL
 
 
 def read_names(lmdb_dir: str | Path) -> list[str] | None:

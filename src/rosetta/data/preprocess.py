@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import io
 import math
+import os
 import re
+import stat
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from rosetta.config import ServeConfig
 from rosetta.errors import RosettaError
 
 MEAN = 0.5
@@ -25,22 +29,43 @@ STD = 0.5
 
 
 class ImageDecodeError(RosettaError):
-    """Bytes or a file that do not decode to an image."""
+    """Bytes or a file that do not decode to an image; ``reason`` names why in a word, as converters count it
+    (``missing``, ``not_a_file``, ``unreadable``, ``too_large``, ``empty_image``, ``undecodable``)."""
+
+    def __init__(self, message: str, reason: str = "undecodable"):
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass(frozen=True)
 class ImageLimits:
-    """The largest image a caller may hand in (``serve.max_image_side``, ``serve.max_image_pixels``):
-    checked from the header, before the pixels are decoded, so a tiny file cannot claim gigabytes."""
+    """The largest image a caller may hand in (``serve.max_image_side``, ``serve.max_image_pixels``, and
+    ``serve.max_request_mb`` of encoded bytes, since one image is at most a request): checked from the size and
+    the header, before the pixels are decoded, so a tiny file cannot claim gigabytes. The server, ``rosetta
+    predict`` and ``rosetta evaluate`` read every outside image under these."""
 
     max_side: int
     max_pixels: int
+    max_bytes: int | None = None
+
+    @classmethod
+    def from_config(cls, serve: ServeConfig) -> ImageLimits:
+        return cls(serve.max_image_side, serve.max_image_pixels, serve.max_request_mb * 2**20)
+
+    def check_bytes(self, size: int, name: str) -> None:
+        if self.max_bytes is not None and size > self.max_bytes:
+            raise ImageDecodeError(f"{name}: {size} bytes is over the limit of {self.max_bytes // 2**20} MB for one "
+                                   "image (serve.max_request_mb); it is no word image: crop or compress it",
+                                   "too_large")
 
     def check(self, width: int, height: int, name: str) -> None:
         if max(width, height) > self.max_side or width * height > self.max_pixels:
-            raise ImageDecodeError(f"{name}: {width}x{height} pixels is over the limit of {self.max_side} pixels a "
-                                   f"side and {self.max_pixels} in all (serve.max_image_side, "
-                                   "serve.max_image_pixels); crop or downscale the word image")
+            self._refuse(f"{width}x{height} pixels", name)
+
+    def _refuse(self, size: str, name: str) -> None:
+        raise ImageDecodeError(f"{name}: {size} is over the limit of {self.max_side} pixels a side and "
+                               f"{self.max_pixels} in all (serve.max_image_side, serve.max_image_pixels); crop or "
+                               "downscale the word image", "too_large")
 
 
 def _unreadable(name: str, exc: Exception) -> ImageDecodeError:
@@ -52,9 +77,17 @@ def _unreadable(name: str, exc: Exception) -> ImageDecodeError:
 def decode_image(data: bytes, name: str = "image", limits: ImageLimits | None = None) -> Image.Image:
     """Decode encoded bytes to an RGB PIL image, or raise ``ImageDecodeError`` naming ``name``."""
     if not data:
-        raise ImageDecodeError(f"{name}: the file is empty")
+        raise ImageDecodeError(f"{name}: the file is empty", "empty_image")
+    if limits is not None:
+        limits.check_bytes(len(data), name)
     try:
         im = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as exc:
+        if limits is None:
+            raise _unreadable(name, exc) from None
+        # PIL refuses a header claiming over twice its own limit before we can read the size: say ours.
+        claimed = re.search(r"\((\d+) pixels\)", str(exc))
+        limits._refuse(f"{int(claimed[1])} pixels" if claimed else "its size", name)
     except Exception as exc:  # PIL raises many types for corrupt data
         raise _unreadable(name, exc) from None
     if limits is not None:
@@ -66,8 +99,43 @@ def decode_image(data: bytes, name: str = "image", limits: ImageLimits | None = 
     except Exception as exc:
         raise _unreadable(name, exc) from None
     if img.width < 1 or img.height < 1:
-        raise ImageDecodeError(f"{name}: the image has no pixels")
+        raise ImageDecodeError(f"{name}: the image has no pixels", "empty_image")
     return img
+
+
+def header_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) an image's header claims, read without decoding the pixels; None when it has none."""
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return im.size
+    except Exception:  # not an image, or one PIL refuses outright: decoding it says why
+        return None
+
+
+def read_image_file(path: str | Path, name: str | None = None, limits: ImageLimits | None = None) -> bytes:
+    """The bytes of an image file, refused before reading when it is no regular file (a device, a fifo) or is
+    over ``limits``' byte limit; ``ImageDecodeError`` naming ``name`` (default: the path) otherwise."""
+    name = name or str(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a fifo must not block the open
+    except FileNotFoundError:
+        raise ImageDecodeError(f"{name}: no such file", "missing") from None
+    except OSError as exc:
+        raise ImageDecodeError(f"{name}: cannot be read ({exc.strerror})", "unreadable") from None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ImageDecodeError(f"{name}: not a regular file (a device, a fifo or a folder); give an image file",
+                                   "not_a_file")
+        if limits is not None:
+            limits.check_bytes(st.st_size, name)
+        try:
+            data = f.read(st.st_size + 1)  # a file growing while read stops one byte past its size
+        except OSError as exc:
+            raise ImageDecodeError(f"{name}: cannot be read ({exc.strerror})", "unreadable") from None
+    if limits is not None:
+        limits.check_bytes(len(data), name)
+    return data
 
 
 def resized_width(w: int, h: int, height: int, max_width: int) -> int:

@@ -3,7 +3,7 @@
 The exported contract is PaddleOCR's: input ``x`` [batch, 3, 32, width] with dynamic batch and width,
 output probabilities [batch, T, classes]. The gate checks the file (checker, opset, contract,
 metadata) and runs it through ONNX Runtime against PyTorch on validation images; a file that fails
-is deleted, so an ``.onnx`` at the output path has always passed. The int8 model (``rosetta.delivery.int8``)
+is never written, so an ``.onnx`` at the output path has always passed (an earlier one stays). The int8 model (``rosetta.delivery.int8``)
 passes a gate of its own through the same steps (``publish_gated``).
 """
 from __future__ import annotations
@@ -207,9 +207,11 @@ def parity_gate(onnx_path: Path, model: torch.nn.Module, charset: Charset, model
 
 def publish_gated(out: Path, write: Callable[[Path], object], gate: Callable[[Path], _R],
                    report_json: str | Path | None, failure: str,
-                   on_report: Callable[[_R], None] | None = None) -> _R:
-    """Write ``out``'s temporary, gate it, save the report (and hand it to ``on_report``); ``out`` appears
-    only when the gate passed, and no temporary stays behind either way."""
+                   on_report: Callable[[_R], None] | None = None,
+                   on_publish: Callable[[], None] | None = None) -> _R:
+    """Write ``out``'s temporary, gate it, save the report (and hand it to ``on_report``); ``out`` is replaced
+    only when the gate passed (``on_publish`` runs just before), and no temporary stays behind either way. A
+    gate that fails leaves an earlier ``out`` as it was: the sentence says so."""
     tmp = out.with_name(f".{out.name}.tmp")
     try:
         write(tmp)
@@ -219,7 +221,10 @@ def publish_gated(out: Path, write: Callable[[Path], object], gate: Callable[[Pa
         if on_report is not None:
             on_report(report)
         if not report.passed:
-            raise ExportError(f"{out}: {failure} ({'; '.join(report.failures)}); nothing was written")
+            kept = f"; the earlier {out.name} there was kept as it was" if out.exists() else ""
+            raise ExportError(f"{out}: {failure} ({'; '.join(report.failures)}); nothing was written{kept}")
+        if on_publish is not None:
+            on_publish()
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
@@ -253,11 +258,13 @@ def _log_export(cfg: Config, checkpoint: str | Path, named_run: str | None, repo
 
 def export_checkpoint(checkpoint: str | Path, out: str | Path, cfg: Config, parity_json: str | Path | None = None,
                       data_dir: str | Path | None = None) -> ParityReport:
-    """Export ``checkpoint`` to ``out`` and gate it; the report goes to ``parity_json``. An int8 model left
-    beside ``out`` by an earlier export is removed: it belongs to another model (``export_int8`` makes one).
+    """Export ``checkpoint`` to ``out`` and gate it; the report goes to ``parity_json``. When it passes, an int8
+    model left beside ``out`` by an earlier export is removed: it belongs to another model (``export_int8`` makes
+    one).
 
     The model, charset and image size come from the checkpoint; the gate's settings and the
-    validation data from ``cfg``. Raises ``ExportError`` (and leaves no ``out``) when the gate fails.
+    validation data from ``cfg``. Raises ``ExportError`` when the gate fails, leaving an earlier ``out`` (and
+    its int8 model) as they were: the report says the new export failed, so registration refuses the pair.
     The file names the checkpoint's MLflow training run, and the gate is logged as a run nested under it.
     """
     out = Path(out)
@@ -268,12 +275,11 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, cfg: Config, pari
     images = parity_images(Path(data_dir) if data_dir else validation_dir(cfg), charset,
                            cfg.export.parity_samples)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.unlink(missing_ok=True)  # an older file would look like this export's result
-    int8_path(out).unlink(missing_ok=True)
     metadata = metadata_props(charset, architecture, Path(checkpoint).name, loaded.run_id)
     return publish_gated(
         out, lambda tmp: write_onnx(model, metadata, tmp, cfg.export.opset, architecture.image_height,
                                     architecture.image_width),
         lambda tmp: parity_gate(tmp, model, charset, architecture, images, cfg.export), parity_json,
         "the ONNX export failed the parity gate",
-        lambda report: _log_export(cfg, checkpoint, loaded.run_id, report, out))
+        lambda report: _log_export(cfg, checkpoint, loaded.run_id, report, out),
+        lambda: int8_path(out).unlink(missing_ok=True))  # an int8 model of the file this one replaces

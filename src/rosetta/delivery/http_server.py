@@ -3,12 +3,19 @@ a client that posts images as MLflow's JSON (base64 strings in the binary ``imag
 
 ``rosetta serve`` picks a version (the one holding an alias, or a number), serves that version and tells the
 pyfunc which it is (``SERVED_MODEL_ENV``), so every answer names the model, version and alias it came from.
+
+What is served is a version of the configured registry (picked so, or named by ``models:/<name>@<alias>``,
+``models:/<name>/<version>``), downloaded into a folder of this process and checked against the digests the registry
+recorded (``rosetta.tracking.registered.fetch_verified``), or a local model folder named on purpose (one holding an
+MLmodel file); anything else is refused in one sentence before a server starts. The downloaded folder is removed
+when the server ends, and one left by a process that was killed outright is removed by the next.
 """
 from __future__ import annotations
 
 import base64
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,7 +23,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -57,6 +64,63 @@ def served_model(cfg: Config, alias: str | None = None, version: int | str | Non
         raise RegistryError(f"no version of {name} has alias {alias!r} (aliases: {held}); promote one with `rosetta "
                             "promote --version N --force`, or serve one with `rosetta serve --version N`")
     return ServedModel(name, aliases[alias], alias)
+
+
+_FOLDER_PREFIX = "rosetta-serve-"  # rosetta-serve-<pid>-<random>: a served model's checked copy
+
+
+@contextmanager
+def checked_model(cfg: Config, model: ServedModel | str) -> Iterator[tuple[Path, ServedModel | None]]:
+    """The local folder to serve for ``model``, and the version it is: a registered version (a ``ServedModel``,
+    or a models:/ URI of the configured registry) downloaded into a temporary folder, checked, removed on exit; or
+    a local model folder (one holding an MLmodel file) as it is, no version."""
+    from rosetta.tracking.registered import ModelRef, fetch_verified, is_model_uri, resolve_version
+    from rosetta.tracking.store import tracking_uri
+
+    _remove_orphans()
+    setting = "rosetta serve"
+    if isinstance(model, str):
+        if not is_model_uri(model):
+            folder = Path(model).expanduser()
+            if not (folder / "MLmodel").is_file():
+                raise RosettaError(f"--model-uri: {model!r} is neither a model of the registry at {tracking_uri(cfg)} "
+                                   "(models:/<name>@<alias> or models:/<name>/<version>) nor a local model folder "
+                                   "holding an MLmodel file; give one of those")
+            yield folder, None
+            return
+        setting = "--model-uri"
+        version = resolve_version(cfg, model, setting)
+        model = ServedModel(version.name, str(version.version), ModelRef.parse(model, setting).alias or "")
+    tmp = Path(tempfile.mkdtemp(prefix=f"{_FOLDER_PREFIX}{os.getpid()}-"))
+    try:
+        yield fetch_verified(cfg, model.uri, tmp, setting).folder, model
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _remove_orphans() -> None:
+    """Checked copies whose server was killed outright (its pid is gone): nothing else removes them."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{_FOLDER_PREFIX}*-*"):
+        pid = folder.name[len(_FOLDER_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def serve(cfg: Config, model: ServedModel | str, host: str, port: int) -> int:
+    """``rosetta serve``: ``mlflow models serve`` of the checked ``model`` until it ends; returns its exit status.
+    Ctrl-C reaches the server with the terminal's process group, a SIGTERM or SIGHUP sent to this process is
+    passed on; either way the checked copy is removed afterwards."""
+    with checked_model(cfg, model) as (folder, served):
+        print(f"serving {served or folder} on http://{host}:{port}", flush=True)
+        proc = subprocess.Popen(serve_command(str(folder), host, port), env=serve_env(cfg, served))
+        forward = {sig: signal.signal(sig, lambda signum, _: proc.send_signal(signum))
+                   for sig in (signal.SIGTERM, signal.SIGHUP)}
+        interrupt = signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server gets it too, and ends
+        try:
+            return proc.wait()
+        finally:
+            for sig, handler in {**forward, signal.SIGINT: interrupt}.items():
+                signal.signal(sig, handler)
 
 
 def serve_command(model_uri: str, host: str, port: int) -> list[str]:
@@ -108,13 +172,14 @@ class Server:
 
     def __init__(self, cfg: Config, model: ServedModel | str | None = None, host: str = "127.0.0.1",
                  port: int | None = None):
-        served = served_model(cfg) if model is None else model
-        served = served if isinstance(served, ServedModel) else None
-        self.model_uri = served.uri if served else str(model)
+        model = served_model(cfg) if model is None else model
+        self.model_uri = model.uri if isinstance(model, ServedModel) else str(model)
+        self._files = ExitStack()  # the checked copy of the model, removed by ``stop``
+        folder, served = self._files.enter_context(checked_model(cfg, model))
         port = port or _free_port(host)
         self.url = f"http://{host}:{port}"
-        self._log = tempfile.TemporaryFile()
-        self._proc = subprocess.Popen(serve_command(self.model_uri, host, port), env=serve_env(cfg, served),
+        self._log = self._files.enter_context(tempfile.TemporaryFile())
+        self._proc = subprocess.Popen(serve_command(str(folder), host, port), env=serve_env(cfg, served),
                                       stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def wait(self, timeout: float = 120) -> str:
@@ -142,7 +207,7 @@ class Server:
             except subprocess.TimeoutExpired:
                 os.killpg(self._proc.pid, signal.SIGKILL)
                 self._proc.wait()
-        self._log.close()
+        self._files.close()
 
 
 @contextmanager

@@ -114,10 +114,9 @@ def export_int8(fp32_path: str | Path, cfg: Config, report_json: str | Path | No
                 calibration: Sequence[Image.Image] | None = None) -> Int8Report:
     """Quantize the gated float model ``fp32_path`` to ``int8_path(fp32_path)`` and gate it (``int8_gate``);
     calibrated on ``calibration``, by default the first ``export.parity_samples`` validation images. Raises
-    ``ExportError`` (and leaves no int8 file) when the gate fails."""
+    ``ExportError`` when the gate fails, leaving an earlier int8 file of the same float model as it was."""
     fp32_path = Path(fp32_path)
     out = int8_path(fp32_path)
-    out.unlink(missing_ok=True)
     recognizer = load_onnx_recognizer(fp32_path, cfg.export.batch_size)
     images = parity_images(Path(data_dir) if data_dir else validation_dir(cfg), recognizer.charset)
     calibration = list(calibration) if calibration is not None else images[:cfg.export.parity_samples]

@@ -19,7 +19,7 @@ import pandas as pd
 from PIL import Image, ImageDraw
 
 from rosetta.config import ServeConfig
-from rosetta.data.preprocess import ImageDecodeError, ImageLimits, decode_image
+from rosetta.data.preprocess import ImageDecodeError, ImageLimits, decode_image, header_size
 from rosetta.errors import RosettaError
 from rosetta.recognition.recognizer import Recognizer
 
@@ -60,14 +60,15 @@ def recognize_rows(recognizer: Recognizer, values: list, serve: ServeConfig) -> 
 
     Images are decoded one at a time as the recognizer batches them (``Recognizer.read``), so a request holds
     one decoded image (at most ``serve.max_image_pixels``) and a few batches of (3, 32, 100) tensors (two in
-    the model, two chunks prepared ahead) beside its encoded bytes.
+    the model, two chunks prepared ahead) beside its encoded bytes; it decodes at most
+    ``serve.max_request_pixels`` in all (read from the headers first), which bounds its CPU time.
     """
-    limits = ImageLimits(serve.max_image_side, serve.max_image_pixels)
+    limits = ImageLimits.from_config(serve)
     budget = serve.max_request_mb * 2**20
     errors = [""] * len(values)
 
     def cells():
-        used = 0
+        used = pixels = 0
         for row, value in enumerate(values):
             try:
                 if row >= serve.max_request_images:
@@ -78,6 +79,14 @@ def recognize_rows(recognizer: Recognizer, values: list, serve: ServeConfig) -> 
                 if used > budget:
                     raise ImageDecodeError(f"row {row}: the request's images pass {serve.max_request_mb} MB "
                                            "(serve.max_request_mb); send the rest in another request")
+                # Decoding costs by the pixel, whatever the bytes: a few KB of PNG can hold 16 M pixels. An image
+                # over the per-image limits is refused unread, so it costs nothing here.
+                size = header_size(data)
+                if size is not None and max(size) <= limits.max_side and size[0] * size[1] <= limits.max_pixels:
+                    pixels += size[0] * size[1]
+                if pixels > serve.max_request_pixels:
+                    raise ImageDecodeError(f"row {row}: the request's images pass {serve.max_request_pixels} pixels "
+                                           "(serve.max_request_pixels); send the rest in another request")
             except ImageDecodeError as exc:
                 errors[row] = str(exc)
                 continue

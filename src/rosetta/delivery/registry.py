@@ -9,8 +9,10 @@ add every decision to the version's history (``rosetta.delivery.decisions``) and
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import tempfile
 from dataclasses import asdict
 from importlib import metadata
 from pathlib import Path
@@ -25,9 +27,10 @@ from rosetta.evaluation.metrics import flat_metrics
 from rosetta.evaluation.sets import scored_sets
 from rosetta.fsutil import write_json
 from rosetta.layout import RunLayout
+from rosetta.tracking.registered import TAG_FILES_SHA256, TAG_MODEL_SHA256, files_digest, registry_client
+from rosetta.tracking.store import missing, store_errors, tracking_uri
 
 TAG_REPLACED = "promotion.replaced"  # the production version this one replaced: where a rollback returns
-TAG_MODEL_SHA256 = "model.sha256"  # with data_version, what makes a registration the same one again
 MODEL_ARTIFACT = "model"
 
 
@@ -76,13 +79,26 @@ def benchmark_set(*roots: Path) -> str:
 # --------------------------------------------------------------------------- the registry
 
 
-def registry_client(cfg: Config):
-    from mlflow import MlflowClient
+def _locked(fn):
+    """``fn(cfg, ...)`` run holding the registry lock of ``registry.model_name`` (``registry_lock``: one writer of
+    the registry at a time, across machines sharing the store), a failing store said in one sentence."""
+    @functools.wraps(fn)
+    def run(cfg: Config, *args, **kwargs):
+        from rosetta.delivery.registry_lock import registry_lock
 
-    from rosetta.tracking.store import tracking_uri
+        with store_errors(tracking_uri(cfg)):
+            with registry_lock(registry_client(cfg), cfg.registry.model_name):
+                return fn(cfg, *args, **kwargs)
+    return run
 
-    uri = tracking_uri(cfg)
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+def logged_files_digest(model_uri: str) -> str:
+    """``files_digest`` of a model just logged (its files as the artifact store holds them): recorded on the
+    version, so loading it later can tell that none of them changed (``rosetta.tracking.registered``)."""
+    import mlflow
+
+    with tempfile.TemporaryDirectory(prefix="rosetta-register-") as tmp:
+        return files_digest(Path(mlflow.artifacts.download_artifacts(model_uri, dst_path=tmp)))
 
 
 def version_tags(metrics: Mapping[str, float], metric: str, provenance: Mapping[str, str], **evidence: str
@@ -119,6 +135,7 @@ def _pip_requirements() -> list[str]:
             for dist in ("mlflow", "onnxruntime", "numpy", "pillow", "pandas", "pyyaml")]
 
 
+@_locked
 def register_model(cfg: Config, onnx_path: Path, parity: Mapping[str, Any], metrics: Mapping[str, float],
                    run_id: str | None, benchmark_dirs: Sequence[Path], real_dir: Path | None = None) -> str:
     """Log ``onnx_path`` as a pyfunc model in a run ``register`` nested under the training run ``run_id`` (a
@@ -137,7 +154,7 @@ def register_model(cfg: Config, onnx_path: Path, parity: Mapping[str, Any], metr
     from rosetta.delivery.pyfunc import ONNX_ARTIFACT, ONNX_INT8_ARTIFACT, input_example, signature
     from rosetta.recognition.onnx_runtime import int8_path, onnx_model_info
     from rosetta.tracking.provenance import provenance_tags
-    from rosetta.tracking.store import Tracker, activate_store, tracking_uri
+    from rosetta.tracking.store import Tracker, activate_store
 
     reg = cfg.registry
     if not parity.get("passed"):
@@ -189,6 +206,7 @@ def register_model(cfg: Config, onnx_path: Path, parity: Mapping[str, Any], metr
             name=MODEL_ARTIFACT, python_model=pyfunc_code.__file__, artifacts=onnx_files,
             code_paths=[str(Path(rosetta.__file__).parent)], pip_requirements=_pip_requirements(),
             signature=signature(), input_example=input_example(), model_config=asdict(cfg.serve))
+    tags[TAG_FILES_SHA256] = logged_files_digest(logged.model_uri)
     owner = run_id or run.run_id
     version = _create_version(client, reg.model_name, logged.model_uri, logged.model_id, owner, tags)
     client.log_dict(owner, {"tags": tags, "metrics": dict(metrics), "parity": dict(parity), "provenance": provenance,
@@ -203,7 +221,9 @@ def _aliases(client, name: str) -> dict[str, str]:
 
     try:
         return {k: str(v) for k, v in client.get_registered_model(name).aliases.items()}
-    except MlflowException:
+    except MlflowException as exc:
+        if not missing(exc):
+            raise
         raise RegistryError(f"registered model {name!r} not found in the MLflow registry; run the pipeline "
                             "(`dvc repro` or the Prefect flow) first") from None
 
@@ -213,7 +233,9 @@ def _version(client, name: str, version: str):
 
     try:
         return client.get_model_version(name, version)
-    except MlflowException:
+    except MlflowException as exc:
+        if not missing(exc):
+            raise
         raise RegistryError(f"{name} v{version} not found in the MLflow registry; list versions in the MLflow UI "
                             "or pass an existing --version") from None
 
@@ -243,6 +265,7 @@ def _record(client, decision: Decision, outcome: str, command: str, reason: str 
         decision.production_score))
 
 
+@_locked
 def promote(cfg: Config, version: str | int | None = None, force: bool = False, command: str | None = None
             ) -> Decision:
     """Decide whether ``version`` (default: the newest) takes alias ``registry.alias``, apply it and record it.
@@ -280,6 +303,7 @@ def promote(cfg: Config, version: str | int | None = None, force: bool = False, 
     return decision
 
 
+@_locked
 def rollback(cfg: Config) -> Decision:
     """Give ``registry.alias`` back to the ``registry.previous_alias`` version; that version's own
     predecessor (if any) becomes the new previous, so rollbacks can be repeated."""

@@ -14,6 +14,7 @@ from pathlib import Path
 from rosetta.config import Config
 from rosetta.data.benchmarks import benchmark_lmdbs
 from rosetta.data.dataset import LmdbDataset
+from rosetta.data.preprocess import ImageLimits
 from rosetta.errors import RosettaError
 from rosetta.evaluation.metrics import (SampleScore, SetMetrics, flat_metrics, headline_first, headline_sets, score_sample,
                                         set_metrics, summarize)
@@ -74,10 +75,12 @@ class SetProgress:
                 self._next()
 
 
-def _score_folder(scored: _Scored, recognizer, lmdbs: Path, shown_as: Path) -> list[str]:
-    """Score every set below ``lmdbs`` into ``scored``, showing progress per set; returns the names of its sets."""
+def _score_folder(scored: _Scored, recognizer, lmdbs: Path, shown_as: Path, limits: ImageLimits | None = None
+                  ) -> list[str]:
+    """Score every set below ``lmdbs`` into ``scored``, showing progress per set; returns the names of its sets.
+    An image over ``limits`` is not decoded."""
     # Never a substitute for an image that does not decode: it counts as a wrong reading of its own sample.
-    dataset = LmdbDataset(lmdbs, recognizer.charset, substitute_bad_images=False)
+    dataset = LmdbDataset(lmdbs, recognizer.charset, substitute_bad_images=False, limits=limits)
     if len(dataset) == 0:
         raise RosettaError(f"{shown_as}: no sample survives the charset's label rules; nothing to evaluate")
     start = time.perf_counter()
@@ -140,13 +143,14 @@ def evaluate_benchmarks(checkpoint: Path, data_dir: Path, cfg: Config, out_dir: 
     parent = parent_run(cfg, checkpoint, run_id, None if run_id else training_run_of(checkpoint))
     device = prepare_device(cfg.train)
     recognizer = load_recognizer(checkpoint, str(device), cfg.eval.batch_size, cfg.eval.threads)
+    limits = ImageLimits.from_config(cfg.serve)  # the sets may come from anywhere: read them as the server reads
     scored = _Scored()
     real: list[str] = []
     with contextlib.ExitStack() as stack:
         for folder, is_real in ((data_dir, False), (real_dir, True)):
             if folder is not None:
-                lmdbs = stack.enter_context(benchmark_lmdbs(folder, cfg.data.workers))
-                names = _score_folder(scored, recognizer, lmdbs, Path(folder))
+                lmdbs = stack.enter_context(benchmark_lmdbs(folder, cfg.data.workers, limits))
+                names = _score_folder(scored, recognizer, lmdbs, Path(folder), limits)
                 real += names if is_real else []
         summary = summarize(scored.per_set, real)
         if scored.unreadable:

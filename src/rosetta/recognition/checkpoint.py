@@ -12,6 +12,7 @@ and loads from there; either way no other setting is read, so renaming one never
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
 import tempfile
 from dataclasses import dataclass
@@ -23,7 +24,8 @@ import torch
 from rosetta.charset import Charset
 from rosetta.config import ModelConfig
 from rosetta.data.preprocess import contract_size, preprocess_spec
-from rosetta.errors import RosettaError
+from rosetta.errors import RosettaError, no_room
+from rosetta.fsutil import disk_full
 from rosetta.params import ConfigError, build
 
 FORMAT = "rosetta-checkpoint-v1"
@@ -32,16 +34,26 @@ ARCHITECTURE_KEYS = ("backbone", "neck", "head", "image_height", "image_width")
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
-    """Write to a temporary file in the same folder, fsync, then rename: never a half file."""
+    """Write to a temporary file in the same folder, fsync, then rename: never a half file. The checkpoint is
+    serialized in memory first, so a disk that fills up is an OSError with its errno (torch's writer would say
+    only that a write failed) and ends in one sentence saying how much room it needs; the file it would have
+    replaced stays, so a training resumes from it once there is room."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    torch.save({"format": FORMAT, **payload}, buffer)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save({"format": FORMAT, **payload}, f)
+            f.write(buffer.getbuffer())
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if no_room(exc):
+            raise disk_full(path.parent, buffer.getbuffer().nbytes, f"the checkpoint {path.name}") from None
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -1,11 +1,16 @@
 """A model file of either kind, a PyTorch checkpoint (``.pt``) or an exported ``.onnx``: the ``Recognizer`` that
 reads with it (the one backend switch: evaluation, prediction and the benchmarks all load through here) and the
-MLflow training run it names.
+MLflow training run it names; and where a model given as a registered version (``models:/...``) is read from.
 """
 from __future__ import annotations
 
 import os
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
+
+from rosetta.config import Config
 
 from rosetta.recognition.recognizer import Recognizer, torch_recognizer
 
@@ -41,3 +46,17 @@ def training_run_of(model: str | Path) -> str | None:
     from rosetta.recognition.checkpoint import load_checkpoint
 
     return load_checkpoint(model).get("run_id")
+
+
+@contextmanager
+def model_file(cfg: Config, model: str | Path) -> Iterator[Path]:
+    """The file to read ``model`` from: the path itself, or for a ``models:/`` URI of the configured registry the
+    version's ONNX file, downloaded into a temporary folder (removed on exit) and checked against the digests the
+    registry recorded (``rosetta.tracking.registered.fetch_verified``)."""
+    from rosetta.tracking.registered import fetch_verified, is_model_uri
+
+    if not is_model_uri(str(model)):
+        yield Path(model)
+        return
+    with tempfile.TemporaryDirectory(prefix="rosetta-model-") as tmp:
+        yield fetch_verified(cfg, str(model), Path(tmp), "--model").onnx

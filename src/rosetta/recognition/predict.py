@@ -7,7 +7,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from rosetta.data.preprocess import ImageDecodeError, decode_image
+from rosetta.data.preprocess import ImageDecodeError, ImageLimits, decode_image, read_image_file
 from rosetta.errors import RosettaError
 from rosetta.recognition.model_file import load_recognizer
 
@@ -25,25 +25,21 @@ def expand_inputs(paths: list[str]) -> list[Path]:
     return out
 
 
-def read_image(path: Path) -> Image.Image:
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise ImageDecodeError(f"{path}: no such file") from None
-    except OSError as exc:
-        raise ImageDecodeError(f"{path}: cannot be read ({exc.strerror})") from None
-    return decode_image(data, str(path))
+def read_image(path: Path, limits: ImageLimits | None = None) -> Image.Image:
+    """The image in file ``path``; a file that is no regular file or is over ``limits`` is refused unread."""
+    return decode_image(read_image_file(path, str(path), limits), str(path), limits)
 
 
-def predict_files(model: str | Path, paths: list[str], device: str = "cpu", batch_size: int = 64) -> int:
-    """Print ``path: (text, confidence)`` per readable image, an error line on stderr per other file;
-    returns the number of failures."""
+def predict_files(model: str | Path, paths: list[str], device: str = "cpu", batch_size: int = 64,
+                  limits: ImageLimits | None = None) -> int:
+    """Print ``path: (text, confidence)`` per readable image, an error line on stderr per other file (one
+    over ``limits``, the server's, is refused before it is read or decoded); returns the number of failures."""
     files = expand_inputs(paths)
     if not files:
         raise RosettaError(f"no image found in {' '.join(paths)}")
     recognizer = load_recognizer(model, device, batch_size)
     failed = 0
-    for f, result in recognizer.read(files, read_image):
+    for f, result in recognizer.read(files, lambda path: read_image(path, limits)):
         if isinstance(result, ImageDecodeError):
             print(f"error: {result}", file=sys.stderr)
             failed += 1

@@ -7,12 +7,14 @@ runs started from DVC's or pytest's folders land in one place.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import sqlite3
 import sys
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import yaml
 
@@ -92,7 +94,73 @@ def tracking_uri(cfg: Config) -> str:
         if head and head != _SQLITE_HEADER:
             raise RosettaError(f"{path}: the MLflow store is not an SQLite database (damaged or overwritten); "
                                "move it aside to start a new store, or set mlflow.tracking_uri to another one")
+        if head:
+            _check_sqlite(path)
     return uri
+
+
+_CHECKED: set[tuple] = set()  # sqlite stores found whole in this process: (path, size, mtime)
+
+
+def _check_sqlite(path: Path) -> None:
+    """Refuse an SQLite store whose pages are damaged (SQLite's ``quick_check``: milliseconds for a store of
+    MBs), before MLflow reads a damaged page and answers with a traceback, or worse, with "not found"."""
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key in _CHECKED:
+        return
+    try:
+        # Read-write, as MLflow opens it: a journal left by a killed writer is rolled back first.
+        with contextlib.closing(sqlite3.connect(path, timeout=30)) as con:
+            problems = [row[0] for row in con.execute("PRAGMA quick_check(3)")]
+    except sqlite3.OperationalError as exc:
+        raise RosettaError(f"{path}: the MLflow store cannot be opened ({exc}); fix its permissions or free the "
+                           "disk, or set mlflow.tracking_uri to another store") from None
+    except sqlite3.DatabaseError as exc:
+        problems = [str(exc)]
+    if problems != ["ok"]:
+        first = " ".join(problems[0].split())[:160]
+        raise RosettaError(f"{path}: the MLflow store is damaged (SQLite's check says: {first}); restore it from a "
+                           "backup (or `sqlite3 mlflow.db .recover`), or move it aside to start a new store")
+    _CHECKED.add(key)
+
+
+def _store_failure(exc: BaseException) -> str | None:
+    """What failed, when ``exc`` is the store failing rather than a missing thing: a database error (SQLAlchemy's,
+    or MLflow's wrapping of one) or a server that cannot be reached."""
+    from requests.exceptions import ConnectionError as RequestsConnectionError
+    from sqlalchemy.exc import SQLAlchemyError
+
+    seen = exc
+    while seen is not None:
+        if isinstance(seen, (SQLAlchemyError, sqlite3.DatabaseError, RequestsConnectionError)):
+            return " ".join(str(seen).split("\n")[0].split())[:160]
+        seen = seen.__cause__ or seen.__context__
+    text = str(exc)
+    if "DatabaseError" in text or "OperationalError" in text or "API request to" in text:
+        return " ".join(text.split("\n")[0].split())[:160]
+    return None
+
+
+@contextlib.contextmanager
+def store_errors(uri: str) -> Iterator[None]:
+    """Turn the store failing (a damaged database, a server that does not answer) into one sentence naming it;
+    anything else goes on as raised."""
+    try:
+        yield
+    except RosettaError:
+        raise
+    except Exception as exc:
+        failure = _store_failure(exc)
+        if failure is None:
+            raise
+        raise RosettaError(f"the MLflow store at {uri} failed ({failure}); check it (a damaged database is restored "
+                           "from a backup, a server is started) or set mlflow.tracking_uri to another store") from None
+
+
+def missing(exc: BaseException) -> bool:
+    """Whether an MLflow error says the thing asked for does not exist (not that the store failed)."""
+    return getattr(exc, "error_code", None) == "RESOURCE_DOES_NOT_EXIST"
 
 
 def artifact_location(uri: str) -> str | None:
@@ -156,7 +224,10 @@ def parent_run(cfg: Config, model: str | Path, run_id: str | None, named_run: st
               "are not logged to MLflow (`rosetta evaluate` takes --run-id)", file=sys.stderr)
         return None
     try:
-        MlflowClient(tracking_uri=uri).get_run(wanted)
+        with store_errors(uri):  # a store that fails is said so, not taken for one without the run
+            MlflowClient(tracking_uri=uri).get_run(wanted)
+    except RosettaError:
+        raise
     except Exception:
         if run_id is not None:
             raise RosettaError(f"MLflow run {run_id} not found at {uri}; check MLFLOW_TRACKING_URI or "
@@ -212,7 +283,10 @@ class Tracker:
 
     def _existing(self, run_id: str):
         try:
-            return self.client.get_run(run_id)
+            with store_errors(self.uri):
+                return self.client.get_run(run_id)
+        except RosettaError:
+            raise
         except Exception:
             raise RosettaError(f"MLflow run {run_id} not found at {self.uri}; check MLFLOW_TRACKING_URI "
                                "or mlflow.tracking_uri (or train again)") from None

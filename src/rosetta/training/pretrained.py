@@ -6,7 +6,6 @@ checkpoint its training run logged (``checkpoints/best.pt``).
 from __future__ import annotations
 
 import hashlib
-import re
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -19,7 +18,6 @@ from rosetta.errors import RosettaError
 from rosetta.params import project_path
 from rosetta.recognition.checkpoint import checkpoint_architecture, load_checkpoint
 
-_MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[\w-]+)|/(?P<version>\d+))$")
 CHECKPOINT_ARTIFACT = "checkpoints/best.pt"  # where the training run logs its best checkpoint
 
 
@@ -40,23 +38,12 @@ def _digest(path: Path) -> str:
 
 def _registered_checkpoint(cfg: Config, uri: str, folder: Path) -> tuple[Path, str]:
     """The checkpoint the training run of registered version ``uri`` logged, downloaded into ``folder``."""
-    import mlflow
     from mlflow.exceptions import MlflowException
 
-    from rosetta.tracking.store import activate_store, tracking_uri
+    from rosetta.tracking.registered import registry_client, resolve_version
 
-    match = _MODEL_URI.match(uri)
-    if match is None:
-        raise RosettaError(f"train.init_from: {uri!r} is not models:/<name>@<alias> or models:/<name>/<version>")
-    store = tracking_uri(cfg)
-    activate_store(store)
-    client = mlflow.MlflowClient()
-    name, alias, version = match["name"], match["alias"], match["version"]
-    try:
-        mv = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, version)
-    except MlflowException:
-        raise RosettaError(f"train.init_from: no {uri} in the registry at {store}; check the name and alias "
-                           "(`rosetta promote` sets production) or mlflow.tracking_uri") from None
+    mv = resolve_version(cfg, uri, "train.init_from")
+    client = registry_client(cfg)
     run = client.get_run(mv.run_id)
     train_run = run.data.tags.get("mlflow.parentRunId", mv.run_id)
     try:

@@ -28,7 +28,7 @@ from rosetta.config import Config
 from rosetta.data.loader import BatchPlan, PlanSampler, RecTrainSet, train_loader
 from rosetta.data.splits import training_sets, validation_sets
 from rosetta.errors import RosettaError
-from rosetta.fsutil import exclusive_lock, write_json
+from rosetta.fsutil import claim_folder, exclusive_lock, write_json
 from rosetta.layout import RunLayout
 from rosetta.params import param_differences
 from rosetta.recognition.checkpoint import inference_entries, load_checkpoint, save_checkpoint
@@ -96,9 +96,16 @@ _LOCK_HELD_ENV = "ROSETTA_TRAIN_LOCK_HELD"
 _LAUNCHER_PID_ENV = "ROSETTA_TRAIN_LAUNCHER_PID"  # ranks starting after their launcher died end at once
 
 
+@contextlib.contextmanager
 def _run_folder_lock(runs: RunLayout):
-    return exclusive_lock(runs.train_lock, f"{runs.train}: another training is running in this folder ({{holder}}); "
-                                           "wait for it to end, or set train.out_dir to another folder")
+    """The run folder claimed (a folder of someone else's is refused before anything in it is touched: a new run
+    clears best.pt, run.json and temporaries) and locked for this training."""
+    # A folder trained into before the marker existed holds the lock file of its training.
+    claim_folder(runs.train, runs.run_marker.name, "set train.out_dir to a new or empty folder, or empty it yourself",
+                 earlier=(runs.train_lock.name,))
+    with exclusive_lock(runs.train_lock, f"{runs.train}: another training is running in this folder ({{holder}}); "
+                                         "wait for it to end, or set train.out_dir to another folder"):
+        yield
 
 
 def run_training(cfg: Config, *, resume: bool = True) -> TrainResult:
