@@ -1,7 +1,7 @@
 """DVC stage ``evaluate``: the best checkpoint on every benchmark LMDB and the converted real sets, as DVC
 metrics (with the validation accuracy best.pt was chosen on), a Markdown table and a gallery of mistakes under
-``runs/eval/``, logged under the training run named
-by ``runs/train/run.json`` (a nested run, and the scores on the training run itself)."""
+``runs/eval/``, logged under the training run named by ``runs/train/run.json`` (a nested run, and the scores on
+the training run itself)."""
 import _interpreter  # noqa: F401  (first: runs the stage under the project's interpreter)
 import json
 import sys

@@ -26,7 +26,13 @@ def _predict(args: argparse.Namespace) -> int:
     from rosetta.recognition.model_file import model_file
     from rosetta.recognition.predict import predict_files
 
-    cfg = config_from_args(args)
+    # A model file carries what reading needs; outside a project (an installed package, no params.yaml) the
+    # image limits are the schema's defaults.
+    from rosetta.config import config_from_dict
+    from rosetta.params import project_root
+
+    found = args.config or (project_root() / "params.yaml").is_file()
+    cfg = config_from_args(args) if found else config_from_dict({}, args.override)
     with model_file(cfg, args.model) as model:
         failed = predict_files(model, args.images, args.device, args.batch_size, ImageLimits.from_config(cfg.serve))
     return 1 if failed else 0
