@@ -3,86 +3,54 @@
 and ``gpu`` (GPU runs wait there for a worker on a GPU host) and starts a worker for ``local``; ``down`` stops
 both. ``make prefect-up [PREFECT_HOST=0.0.0.0]`` / ``make prefect-down``.
 
-Logs and process ids go to ``--state-dir`` (default ``.prefect-local/``); ``PREFECT_HOME`` is respected.
+Logs and process ids go to ``--state-dir`` (default ``.prefect-local/``); ``PREFECT_HOME`` is respected. The
+processes are supervised as the team's servers are (``rosetta.orchestration.processes``), each in a session of
+its own, so ``down`` stops it and whatever it started, and nothing else.
 """
 from __future__ import annotations
 
 import argparse
 import os
-import signal
-import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
+from rosetta.errors import RosettaError
+from rosetta.orchestration import processes
+from rosetta.orchestration.team import create_pools
+
 BIN = Path(sys.executable).parent
-POOLS = ("local", "gpu")
-
-
-def _prefect(*args: str, env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / "prefect"), *args], env=env, capture_output=True, text=True, timeout=120)
-
-
-def _healthy(api: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{api}/health", timeout=2) as r:
-            return r.status == 200
-    except OSError:
-        return False
-
-
-def _alive(pid_file: Path) -> bool:
-    try:
-        os.killpg(int(pid_file.read_text()), 0)
-        return True
-    except (OSError, ValueError):
-        return False
-
-
-def _start(name: str, cmd: list[str], state: Path, env: dict) -> subprocess.Popen:
-    # Its own session, so `down` stops it and whatever it started, and nothing else.
-    log = (state / f"{name}.log").open("w")
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    (state / f"{name}.pid").write_text(str(proc.pid))
-    return proc
 
 
 def up(port: int, state: Path, timeout: float, host: str = "127.0.0.1") -> int:
     # Bound to every address, the server still answers this machine's workers on loopback.
     api = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/api"
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "PREFECT_API_URL": api}
-    state.mkdir(parents=True, exist_ok=True)
-    if _healthy(api):
-        print(f"a Prefect server already answers at {api}; using it")
-    else:
-        server_env = {k: v for k, v in env.items() if k != "PREFECT_API_URL"}
-        server = _start("server", [str(BIN / "prefect"), "server", "start", "--host", host, "--port", str(port)],
-                        state, server_env)
-        deadline = time.time() + timeout
-        while not _healthy(api):
-            if server.poll() is not None or time.time() > deadline:
-                print(f"error: the Prefect server did not answer {api}/health within {timeout:.0f} s; see "
-                      f"{state / 'server.log'}", file=sys.stderr)
+    healthy = lambda: processes.http_ok(f"{api}/health")  # noqa: E731
+    try:
+        if healthy():
+            print(f"a Prefect server already answers at {api}; using it")
+        else:
+            server_env = {k: v for k, v in env.items() if k != "PREFECT_API_URL"}
+            server = processes.start("server", [str(BIN / "prefect"), "server", "start", "--host", host, "--port",
+                                                str(port)], state, server_env)
+            try:
+                processes.wait_until(healthy, f"the Prefect server at {api}", state / "server.log", timeout, server)
+            except RosettaError:
                 down(state)
-                return 1
-            time.sleep(1)
-        print(f"Prefect server ready at {api} (log {state / 'server.log'})")
-    for pool in POOLS:
-        if _prefect("work-pool", "inspect", pool, env=env).returncode != 0:
-            done = _prefect("work-pool", "create", pool, "--type", "process", env=env)
-            if done.returncode != 0:
-                print(f"error: could not create work pool {pool!r}: {done.stdout.strip()} {done.stderr.strip()}",
-                      file=sys.stderr)
-                return 1
-    if _alive(state / "worker.pid"):
-        print(f"a worker for pool 'local' already runs (pid file {state / 'worker.pid'}); now run:\n"
-              f"  export PREFECT_API_URL={api}")
-        return 0
-    worker = _start("worker", [str(BIN / "prefect"), "worker", "start", "--pool", "local"], state, env)
-    time.sleep(3)
-    if worker.poll() is not None:
-        print(f"error: the worker for pool 'local' exited; see {state / 'worker.log'}", file=sys.stderr)
+                raise
+            print(f"Prefect server ready at {api} (log {state / 'server.log'})")
+        create_pools(env)
+        if processes.running(state / "worker.pid"):
+            print(f"a worker for pool 'local' already runs (pid file {state / 'worker.pid'}); now run:\n"
+                  f"  export PREFECT_API_URL={api}")
+            return 0
+        worker = processes.start("worker", [str(BIN / "prefect"), "worker", "start", "--pool", "local"], state, env)
+        time.sleep(3)  # a worker has no health endpoint: alive after a few seconds is started
+        if worker.poll() is not None:
+            raise RosettaError(f"the worker for pool 'local' exited; see {state / 'worker.log'}")
+    except RosettaError as err:
+        print(f"error: {err}", file=sys.stderr)
         return 1
     print(f"worker for pool 'local' started (log {state / 'worker.log'}); now run:\n"
           f"  export PREFECT_API_URL={api}")
@@ -93,20 +61,8 @@ def up(port: int, state: Path, timeout: float, host: str = "127.0.0.1") -> int:
 
 def down(state: Path) -> int:
     for name in ("worker", "server"):
-        pid_file = state / f"{name}.pid"
-        if not pid_file.is_file():
-            continue
-        pid = int(pid_file.read_text())
-        try:
-            os.killpg(pid, signal.SIGTERM)
-            for _ in range(40):
-                os.killpg(pid, 0)
-                time.sleep(0.5)
-            os.killpg(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        pid_file.unlink()
-        print(f"stopped the Prefect {name}")
+        if processes.stop(state / f"{name}.pid"):
+            print(f"stopped the Prefect {name}")
     return 0
 
 

@@ -10,15 +10,16 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
 from dvc_fixtures import DVC, TINY_DATA, VENV_BIN, project_copy
 from model_fixtures import WORDS, write_gt_set
+from rosetta.orchestration import processes
 from rosetta.params import PROJECT_ROOT
 
 PREFECT = VENV_BIN / "prefect"
@@ -48,15 +49,20 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 def stop(proc: subprocess.Popen, grace: float = 20) -> None:
     """End a server or worker started in a session of its own: SIGTERM to its group, SIGKILL after ``grace``
-    seconds, as ``prefect_local.py down`` does. A Prefect worker turns the first SIGTERM into a graceful stop that
-    waits for its flow runs' processes, which on a busy machine may not end within the grace; the tests read what
-    it did, not how fast it stops."""
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=60)
+    seconds (``processes.stop_group``, as ``prefect_local.py down`` does). A Prefect worker turns the first SIGTERM
+    into a graceful stop that waits for its flow runs' processes, which on a busy machine may not end within the
+    grace; the tests read what it did, not how fast it stops."""
+    processes.stop_group(proc.pid, grace)
+    proc.wait(timeout=60)
+
+
+def wait_http(url: str, proc: subprocess.Popen, timeout: float = 180) -> None:
+    """Until ``url`` answers 200 (a health endpoint); a server that exits first, or never answers, fails the test."""
+    deadline = time.monotonic() + timeout
+    while not processes.http_ok(url):
+        assert proc.poll() is None, f"{url}: the server exited with status {proc.returncode}"
+        assert time.monotonic() < deadline, f"{url} did not answer within {timeout:.0f} s"
+        time.sleep(0.5)
 
 
 def flow_env(root: Path) -> dict:

@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
-import urllib.request
 
 import pytest
 from mlflow import MlflowClient
 
 from dvc_fixtures import VENV_BIN
-from flow_fixtures import REAL_SETS, free_port, stop
+from flow_fixtures import REAL_SETS, free_port, stop, wait_http
 from rosetta.tracking.store import ML_VIEW, runs_view_path
 
 pytestmark = pytest.mark.slow
@@ -31,14 +29,7 @@ def ui(flow_stack, flow_experiments):
                                "--workers", "1"], env=flow_stack.env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
-                    break
-            except OSError:
-                assert time.monotonic() < deadline and server.poll() is None, "mlflow ui did not start"
-                time.sleep(0.5)
+        wait_http(f"http://127.0.0.1:{port}/health", server)
         with chromium(width=2600) as page:  # wide: the grid draws only the columns in view
             yield {"page": page, "url": f"http://127.0.0.1:{port}",
                    "client": MlflowClient(tracking_uri=flow_stack.uri, registry_uri=flow_stack.uri)}

@@ -19,7 +19,8 @@ from mlflow import MlflowClient
 from model_fixtures import config, png_bytes, word_image
 from rosetta.delivery.promotion import Evidence, decide
 from rosetta.delivery.decisions import decision_history
-from rosetta.delivery.registry import TAG_DECISION, RegistryError, promote, register_and_promote, rollback
+from rosetta.delivery.decisions import TAG_DECISION
+from rosetta.delivery.registry import RegistryError, promote, register_and_promote, rollback
 from rosetta.recognition.onnx_runtime import load_onnx_recognizer
 from rosetta.tracking.store import Tracker
 

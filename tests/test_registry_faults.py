@@ -20,7 +20,7 @@ import onnx
 import pytest
 from mlflow import MlflowClient
 
-from flow_fixtures import free_port
+from flow_fixtures import free_port, wait_http
 from model_fixtures import config, png_bytes, word_image
 from rosetta.cli import main
 from rosetta.delivery.registry import register_and_promote
@@ -148,7 +148,7 @@ def test_a_served_model_copy_never_outlives_its_server(registry, tmp_path, roset
         server = subprocess.Popen(command, cwd=registry["root"], env=env, stdout=subprocess.DEVNULL,
                                   stderr=subprocess.PIPE, text=True, start_new_session=True)
         try:
-            _wait_for(f"http://127.0.0.1:{port}/ping", server)
+            wait_http(f"http://127.0.0.1:{port}/ping", server)
             copies = list(tmp_path.glob(f"rosetta-serve-{server.pid}-*"))
             assert len(copies) == 1 and (copies[0] / "MLmodel").is_file()
             if ending == signal.SIGINT:
@@ -168,18 +168,6 @@ def test_a_served_model_copy_never_outlives_its_server(registry, tmp_path, roset
     refused = rosetta_cli("serve", "--model-uri", "models:/rosetta@nope", *_args(registry), cwd=registry["root"],
                           env=env)
     assert refused.returncode == 2 and [p.name for p in tmp_path.iterdir()] == [".ses"]
-
-
-def _wait_for(url: str, proc: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 180
-    while True:
-        assert proc.poll() is None, proc.stderr.read()
-        assert time.monotonic() < deadline, "the server did not answer"
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except OSError:
-            time.sleep(0.5)
 
 
 def _wait_gone(port: int) -> None:

@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from flow_fixtures import free_port, wait_http
 from model_fixtures import WORDS, config, png_bytes, word_image
 from rosetta.bench.serve import bench_serve
 from rosetta.data.preprocess import ImageDecodeError, ImageLimits, decode_image, resize_norm_img
@@ -225,14 +226,14 @@ def _serve_cli(served, rosetta_cli, name: str, *args: str) -> list[str]:
 def test_rosetta_serve_picks_an_alias_or_a_version_and_says_which_it_serves(served, rosetta_cli, images):
     """The README's `rosetta serve --alias previous`: the version production replaced, named in every answer."""
     assert _register(served, "served", 0.5).promoted and _register(served, "served", 0.7).promoted  # v2, v1 previous
-    port = str(_free_port())
+    port = str(free_port())
     proc = subprocess.Popen(_serve_cli(served, rosetta_cli, "served", "--alias", "previous", "--port", port),
                             cwd=served["root"], env=rosetta_cli.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True)
     try:
         assert proc.stdout.readline().strip() == f"serving served v1 (alias previous) on http://127.0.0.1:{port}"
         url = f"http://127.0.0.1:{port}"
-        _wait_for_ping(url, proc)
+        wait_http(f"{url}/ping", proc)
         status, answer = post(url, invocations_body([png_bytes(images[0])]))
         assert status == 200, answer
         row = answer["predictions"][0]
@@ -252,28 +253,6 @@ def test_rosetta_serve_without_the_alias_is_one_line(served, rosetta_cli):
                           capture_output=True, text=True, timeout=120)
     assert done.returncode != 0 and "Traceback" not in done.stdout + done.stderr
     assert done.stdout == "" and len(done.stderr.strip().splitlines()) == 1, done.stderr
-
-
-def _wait_for_ping(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
-    import time
-    import urllib.request
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            with urllib.request.urlopen(f"{url}/ping", timeout=2):
-                return
-        except OSError:
-            time.sleep(0.5)
-    raise AssertionError(f"{url} never answered /ping (server status {proc.poll()})")
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_bench_serve_measures_the_running_server(server, capsys):

@@ -17,7 +17,7 @@ import pytest
 import requests
 
 from dvc_fixtures import dvc, run
-from rosetta.delivery.registry import TAG_DECISION
+from rosetta.delivery.decisions import TAG_DECISION
 from rosetta.orchestration.processes import free_port, group_alive, read_pid
 from rosetta.orchestration.team import load_team, online_workers, team_secrets
 from train_fixtures import DVC_LOCK, TINY

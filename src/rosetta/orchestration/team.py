@@ -16,9 +16,10 @@ import subprocess
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Mapping
 
 from rosetta.errors import RosettaError
-from rosetta.fsutil import write_private
+from rosetta.fsutil import write_json, write_private
 from rosetta.orchestration import processes
 from rosetta.orchestration.postgres import Cluster
 
@@ -98,7 +99,7 @@ def load_team(folder: Path, project: Path, **ports: int | None) -> Team:
 def _save(team: Team) -> None:
     team.folder.mkdir(parents=True, exist_ok=True)
     record = {**asdict(team), "folder": str(team.folder), "project": str(team.project)}
-    (team.folder / "team.json").write_text(json.dumps(record, indent=2) + "\n")
+    write_json(team.folder / "team.json", record)
 
 
 def team_secrets(team: Team) -> dict[str, str]:
@@ -182,10 +183,11 @@ def _start_prefect(team: Team, values: dict[str, str], timeout: float) -> None:
                          timeout, proc)
 
 
-def _create_pools(team: Team, values: dict[str, str]) -> None:
+def create_pools(env: Mapping[str, str]) -> None:
+    """prefect.yaml's work pools (process type) on the server ``env``'s ``PREFECT_API_URL`` names, where missing."""
     for pool in POOLS:
         done = subprocess.run([str(BIN / "prefect"), "work-pool", "create", pool, "--type", "process"],
-                              env=_prefect_env(team, values), capture_output=True, text=True, timeout=300)
+                              env=dict(env), capture_output=True, text=True, timeout=300)
         if done.returncode != 0 and "already exists" not in done.stdout + done.stderr:
             raise RosettaError(f"could not create the Prefect work pool {pool!r}: "
                                f"{(done.stdout + done.stderr).strip().splitlines()[-1:]}")
@@ -279,7 +281,7 @@ def team_up(team: Team, timeout: float = 300.0) -> dict[str, str]:
             print(f"starting Prefect at {team.prefect_api} (database prefect)", flush=True)
             started.append("prefect-server")
             _start_prefect(team, values, timeout)
-        _create_pools(team, values)
+        create_pools(_prefect_env(team, values))
         missing = [n for n in _worker_names() if not processes.running(team.folder / f"{n}.pid")]
         if missing:
             print(f"starting {len(missing)} Prefect worker(s) on pool 'local': {', '.join(missing)}", flush=True)
