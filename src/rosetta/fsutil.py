@@ -2,12 +2,13 @@
 and renamed into place (``atomic_dir``), a JSON file is written to a temporary name and renamed
 (``write_json``). Every module that writes outputs others read uses these two; ``exclusive_lock`` keeps
 two processes from writing one folder at a time, ``disk_full`` turns a full disk into one sentence, and
-``write_private`` writes a file only its owner reads.
+``write_private`` writes a file only its owner reads; ``sha256_file`` is the one file digest.
 """
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import shlex
@@ -21,6 +22,7 @@ from typing import Any, Callable, Iterator
 from rosetta.errors import RosettaError
 
 COMPLETE_MARKER = ".rosetta-complete"
+
 # Folders this process is building (``atomic_dir``): nobody else can write inside them, so nothing there is locked.
 _BUILDING: set[Path] = set()
 
@@ -172,6 +174,12 @@ def disk_full(folder: Path, needed: int | None = None, what: str = "the output")
     return RosettaError(f"{folder}: no room left to write {what} (the disk is full, or a file-size limit was "
                         f"reached; {room}); free some space and run the same command again: nothing half-written "
                         "was kept")
+
+
+def sha256_file(path: Path) -> str:
+    """The sha256 of a file's bytes, read in blocks (a model or an archive need not fit in memory)."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def write_json(path: str | Path, data: Any, *, sort_keys: bool = False,

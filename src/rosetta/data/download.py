@@ -23,19 +23,11 @@ from tqdm import tqdm
 
 from rosetta.config import DataConfig
 from rosetta.errors import RosettaError
-from rosetta.fsutil import atomic_dir, check_replaceable, completed, write_json
+from rosetta.fsutil import atomic_dir, check_replaceable, completed, sha256_file, write_json
 from rosetta.layout import DataLayout
 
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".zip")
 _RETRY_STATUS = {408, 429, 500, 502, 503, 504}
-
-
-def sha256_file(path: Path, chunk_size: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(chunk_size):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def local_path(source: str) -> Path | None:

@@ -103,10 +103,11 @@ def int8_gate(fp32_path: Path, int8_file: Path, images: Sequence[Image.Image], b
 def int8_benchmarks(cfg: Config) -> list[Path]:
     """The sets the pipeline scores (``scored_sets``), those that exist."""
     sets = scored_sets(cfg)
-    if not sets.folders:
+    folders = sets.folders  # found by walking the benchmark folders
+    if not folders:
         raise ExportError(f"{sets.benchmarks}: no benchmark set to check the int8 model on; run `dvc repro "
                           "evaluate` first or pass --benchmarks")
-    return sets.folders
+    return folders
 
 
 def export_int8(fp32_path: str | Path, cfg: Config, report_json: str | Path | None = None,

@@ -19,13 +19,13 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from rosetta.config import Config
-from rosetta.delivery.decisions import TAG_DECISION, DecisionRecord, history_folder, record_decision
+from rosetta.delivery.decisions import DecisionRecord, history_folder, record_decision
 from rosetta.delivery.promotion import (METRIC_TAG_PREFIX, TAG_BENCHMARK, TAG_BENCHMARK_REAL, TAG_PARITY, Decision,
                                         Evidence, decide, resolve_metric)
 from rosetta.errors import RosettaError
 from rosetta.evaluation.metrics import flat_metrics
 from rosetta.evaluation.sets import scored_sets
-from rosetta.fsutil import write_json
+from rosetta.fsutil import sha256_file, write_json
 from rosetta.layout import RunLayout
 from rosetta.tracking.registered import TAG_FILES_SHA256, TAG_MODEL_SHA256, files_digest, registry_client
 from rosetta.tracking.store import missing, store_errors, tracking_uri
@@ -176,7 +176,7 @@ def register_model(cfg: Config, onnx_path: Path, parity: Mapping[str, Any], metr
         raise RegistryError(f"{int8_path(onnx_path)}: serve.precision is int8 but there is no int8 model; export "
                             "with export.int8: true (or `rosetta export --int8`) first, or set serve.precision: fp32")
     provenance = provenance_tags()
-    evidence = {TAG_MODEL_SHA256: hashlib.sha256(onnx_path.read_bytes()).hexdigest(),
+    evidence = {TAG_MODEL_SHA256: sha256_file(onnx_path),
                 "backbone": info.get("backbone", "unknown"), TAG_BENCHMARK: benchmark_set(*benchmark_dirs),
                 TAG_PARITY: "true"}
     evidence.update({TAG_BENCHMARK_REAL: benchmark_set(real_dir)} if real_dir is not None else {})

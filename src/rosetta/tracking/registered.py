@@ -21,6 +21,7 @@ import yaml
 
 from rosetta.config import Config
 from rosetta.errors import RosettaError
+from rosetta.fsutil import sha256_file
 
 TAG_MODEL_SHA256 = "model.sha256"  # the ONNX file's; with data_version, what makes a registration the same one
 TAG_FILES_SHA256 = "model.files.sha256"  # every file of the logged model (``files_digest``)
@@ -111,11 +112,6 @@ def files_digest(folder: Path) -> str:
     return digest.hexdigest()
 
 
-def file_sha256(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
 def onnx_artifacts(folder: Path) -> dict[str, Path]:
     """The ONNX files of a downloaded pyfunc model by artifact key, as its MLmodel file names them."""
     mlmodel = Path(folder) / "MLmodel"
@@ -180,7 +176,7 @@ def fetch_verified(cfg: Config, uri: str, dest: Path, setting: str = "the model 
     if onnx is None or not onnx.is_file():
         raise RosettaError(f"{setting}: {described} holds no ONNX file in the artifact store; register the model "
                            "again (`rosetta register`)")
-    changed = file_sha256(onnx) != expected
+    changed = sha256_file(onnx) != expected
     files = version.tags.get(TAG_FILES_SHA256)
     if changed or (files and files_digest(folder) != files):
         what = "its ONNX file no longer matches" if changed else "its files (model code, settings) no longer match"

@@ -5,7 +5,6 @@ checkpoint its training run logged (``checkpoints/best.pt``).
 """
 from __future__ import annotations
 
-import hashlib
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -15,6 +14,7 @@ import torch
 from rosetta.charset import Charset
 from rosetta.config import Config
 from rosetta.errors import RosettaError
+from rosetta.fsutil import sha256_file
 from rosetta.params import project_path
 from rosetta.recognition.checkpoint import checkpoint_architecture, load_checkpoint
 
@@ -29,11 +29,6 @@ class Pretrained:
     description: str  # e.g. "models:/rosetta@production (v3, run abc)"
     sha256: str  # of the checkpoint file: a changed source is another run
     checkpoint: dict
-
-
-def _digest(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _registered_checkpoint(cfg: Config, uri: str, folder: Path) -> tuple[Path, str]:
@@ -75,7 +70,7 @@ def load_pretrained(cfg: Config) -> Pretrained | None:
                 raise RosettaError(f"train.init_from: {source} not found; give a checkpoint file (best.pt, last.pt) "
                                    "or models:/<name>@<alias>")
         ckpt = load_checkpoint(path)
-        sha256 = _digest(path)
+        sha256 = sha256_file(path)
     check_fits(ckpt, cfg, description)
     return Pretrained(source, description, sha256, ckpt)
 
