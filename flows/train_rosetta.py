@@ -1,4 +1,5 @@
-"""Prefect flow ``train-rosetta``: the DVC pipeline (dvc.yaml) stage by stage, recorded as a DVC experiment.
+"""Prefect flow ``train-rosetta``: the DVC pipeline (dvc.yaml) stage by stage, recorded as a DVC experiment
+(and, on the team's workers, pushed to the team's git and DVC remotes).
 
 Each task runs its stage with ``dvc repro <stage>`` in the project folder and is named by what it produces;
 Prefect adds the deployments, work pools, retries (data), the ``gpu`` tag (training) and the report artifact.
@@ -64,10 +65,16 @@ def experiment(project: Path, name: str) -> str:
     return dvc_project.save_experiment(project, name)
 
 
+@task(name="published", cache_policy=NO_CACHE)
+def publish(project: Path, name: str) -> str:
+    return dvc_project.publish(project, name)
+
+
 @flow(name="train-rosetta", log_prints=True)
-def train_rosetta(overrides: list[str] | None = None, gpus: int | None = None):
+def train_rosetta(overrides: list[str] | None = None, gpus: int | None = None, publish_to_team: bool = False):
     """Run the DVC pipeline with ``overrides`` (``section.key=value``, any key, written into params.yaml);
-    ``gpus`` trains on that many CUDA devices (train.nproc)."""
+    ``gpus`` trains on that many CUDA devices (train.nproc); ``publish_to_team`` pushes the run's DVC experiment
+    to the clone's git remote and its outputs to the DVC remote (the team deployment's workers do)."""
     try:
         project = dvc_project.project_folder()
         name = f"flow-{flow_run.get_name()}"
@@ -81,6 +88,8 @@ def train_rosetta(overrides: list[str] | None = None, gpus: int | None = None):
             export(project)
             register(project)
             experiment(project, name)
+            if publish_to_team:
+                print(publish(project, name))
             out = report.run_outputs(cfg)
     except RosettaError as exc:
         # The user's one sentence becomes the run's state message, not a traceback.

@@ -1,23 +1,33 @@
 """The team's servers, started for real by ``rosetta team up`` in a temporary folder on free ports (PostgreSQL,
-``mlflow server``, a Prefect server and two workers, a DVC remote) once for this module: each answers; a tiny
-training, its evaluation and its registered version reach the tracking server and its artifact store, not a
-local store; ``dvc push`` / ``dvc pull`` move outputs to a second clone byte for byte; a second ``team up``
-finds everything running; ``team down`` leaves no process."""
+``mlflow server``, a Prefect server and two workers, a DVC remote) once for this module, for a committed copy of the
+pipeline with tiny params whose data stages ran and were pushed: each server answers; a tiny training, its
+evaluation and its registered version reach the tracking server and its artifact store, not a local store; two
+``prefect deployment run 'train-rosetta/team'`` at once run side by side on the two workers and leave one
+production alias, on the better version; a fresh clone with the team's variables and ``dvc pull`` evaluates and
+serves the production model without training or rendering; ``dvc push`` / ``dvc pull`` move outputs to a second
+clone byte for byte; a second ``team up`` finds everything running; ``team down`` leaves no process."""
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import stat
+import subprocess
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import psycopg
 import pytest
 import requests
 
-from dvc_fixtures import dvc, run
+from dvc_fixtures import dvc, project_copy, run
+from flow_fixtures import PARAMS, PREFECT, REAL_SETS, flow_env, wait_http
+from model_fixtures import WORDS, png_bytes, word_image, write_gt_set
+from rosetta.delivery.http_server import invocations_body, post
 from rosetta.delivery.decisions import TAG_DECISION
+from rosetta.orchestration import processes
 from rosetta.orchestration.processes import free_port, group_alive, read_pid
 from rosetta.orchestration.team import load_team, online_workers, team_secrets
 from train_fixtures import DVC_LOCK, TINY
@@ -30,24 +40,36 @@ def _env_file(path: Path) -> dict[str, str]:
     return dict(line.removeprefix("export ").split("=", 1) for line in path.read_text().splitlines())
 
 
+# The flows' registry decides on a score that tiny runs of other learning rates tell apart (six steps read no word
+# whole).
+TEAM_PARAMS = {**PARAMS, "registry.metric": "norm_edit_dis_real", "registry.margin": 0.0}
+
+
 @pytest.fixture(scope="session")
 def team(rosetta_cli):
-    """The team brought up once by ``rosetta team up`` as a user runs it, in a git + DVC project of its own.
+    """The team brought up once by ``rosetta team up`` as a user runs it, for a committed copy of the pipeline (tiny
+    params, two tiny real benchmark sets) whose data stages ran, with dvc.lock committed, as a team's main branch.
     The folder is made by tempfile, not pytest: pytest's is closed to others, and PostgreSQL runs as postgres."""
     base = Path(tempfile.mkdtemp(prefix="rosetta-team-"))
     base.chmod(0o755)
-    project = base / "project"
-    project.mkdir()
-    run(project, "git", "init", "-q")
-    dvc(project, "init", "-q")
+    env = flow_env(base)
+    for name, labels in REAL_SETS.items():
+        write_gt_set(base / "real" / name, labels, seed=len(labels))
+    project = project_copy(base / "project", {**TEAM_PARAMS, "data.real_benchmarks": str(base / "real")},
+                           files=("prefect.yaml",), folders=("flows",), commit=True, env=env)
+    dvc(project, "repro", "validate")
+    run(project, "git", "add", "-A", env=env)
+    run(project, "git", "commit", "-qm", "data", env=env)
     args = ["team", "up", "--folder", str(base / "team"), "--project", str(project),
             "--postgres-port", str(free_port()), "--mlflow-port", str(free_port()), "--prefect-port", str(free_port())]
     up = rosetta_cli(*args, cwd=project, timeout=900)
     try:
         assert up.returncode == 0, up.stdout + up.stderr
         team = load_team(base / "team", project)
-        yield {"team": team, "args": args, "up": up.stdout, "project": project, "base": base,
-               "env": _env_file(team.env_file), "secrets": team_secrets(team)}
+        values = _env_file(team.env_file)
+        dvc(project, "push")  # the data, for the workers' clones to pull
+        yield {"team": team, "args": args, "up": up.stdout, "project": project, "base": base, "env": values,
+               "secrets": team_secrets(team), "flow_env": {**env, **values}}
     finally:
         rosetta_cli("team", "down", "--folder", str(base / "team"), cwd=project, timeout=300)
         shutil.rmtree(base, ignore_errors=True)
@@ -106,11 +128,13 @@ def test_mlflow_and_prefect_answer_and_ask_for_credentials(team):
     for pool in ("local", "gpu"):
         got = requests.get(f"{t.prefect_api}/work_pools/{pool}", auth=_auth(team), timeout=10)
         assert got.status_code == 200 and got.json()["type"] == "process"
-    assert online_workers(t, team["secrets"]) == {"team-local-1", "team-local-2"}
-    for worker in ("team-local-1", "team-local-2"):  # what the flow runs they start inherit
+    assert online_workers(t, team["secrets"]) == {"team-worker-1", "team-worker-2"}
+    for worker in ("team-worker-1", "team-worker-2"):  # what the flow runs they start inherit
         environ = Path(f"/proc/{read_pid(t.folder / f'{worker}.pid')}/environ").read_bytes().split(b"\0")
         for key in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
             assert f"{key}={team['env'][key]}".encode() in environ
+        assert f"ROSETTA_PROJECT_DIR={t.workspace(worker)}".encode() in environ  # a clone of its own
+        assert (t.workspace(worker) / "dvc.yaml").read_bytes() == (team["project"] / "dvc.yaml").read_bytes()
 
 
 @pytest.mark.slow
@@ -169,7 +193,12 @@ def test_train_evaluate_register_land_on_the_tracking_server(team, tiny_data, ro
 
 @pytest.mark.slow
 def test_dvc_push_then_pull_in_a_second_clone_restores_the_outputs(team, tiny_data, tiny_run):
-    project = team["project"]
+    """Any project on the team's remote (`dvc remote add -d team "$ROSETTA_DVC_REMOTE"`), outputs of every kind."""
+    project = team["base"] / "outputs"
+    project.mkdir()
+    run(project, "git", "init", "-q")
+    dvc(project, "init", "-q")
+    dvc(project, "remote", "add", "--local", "-d", "team", team["env"]["ROSETTA_DVC_REMOTE"])
     (project / "dvc.yaml").write_text(
         "stages:\n  outputs:\n    cmd: cp -r " + str(tiny_data / "lmdb") + " data/lmdb && mkdir -p runs/train && cp "
         + str(tiny_run.best) + " runs/train/best.pt\n    outs:\n    - data/lmdb\n    - runs/train/best.pt\n")
@@ -180,7 +209,7 @@ def test_dvc_push_then_pull_in_a_second_clone_restores_the_outputs(team, tiny_da
     pushed = dvc(project, "push")
     assert "pushed" in pushed
 
-    clone = team["base"] / "clone"
+    clone = team["base"] / "outputs-clone"
     run(team["base"], "git", "clone", "-q", str(project), str(clone))
     dvc(clone, "remote", "add", "--local", "-d", "team", team["env"]["ROSETTA_DVC_REMOTE"])
     dvc(clone, "pull")
@@ -189,6 +218,118 @@ def test_dvc_push_then_pull_in_a_second_clone_restores_the_outputs(team, tiny_da
     assert any(f.name == "data.mdb" for f in files)
     for f in files:
         assert (clone / f).read_bytes() == (project / f).read_bytes(), f
+
+
+def _deployment_run(team, *overrides: str) -> subprocess.Popen:
+    """``prefect deployment run 'train-rosetta/team' --watch`` as a team member starts it, left running."""
+    return subprocess.Popen([str(PREFECT), "deployment", "run", "train-rosetta/team", "--param",
+                             f"overrides={json.dumps(list(overrides))}", "--watch", "--watch-timeout", "900"],
+                            cwd=team["project"], env=team["flow_env"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL)
+
+
+def _prefect_api(team, path: str, body: dict | None = None):
+    t = team["team"]
+    call = requests.post if body is not None else requests.get
+    got = call(f"{t.prefect_api}/{path}", json=body, auth=_auth(team), timeout=30)
+    assert got.status_code == 200, got.text
+    return got.json()
+
+
+@pytest.fixture(scope="module")
+def two_flows(team):
+    """Two flow runs of the team deployment started together, learning rates apart (the data stays the pulled one),
+    watched to their end."""
+    deployed = subprocess.run([str(PREFECT), "--prompt", "deploy", "--all"], cwd=team["project"], env=team["flow_env"],
+                              capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+    procs = [_deployment_run(team, f"train.lr={lr}") for lr in (2e-3, 2e-2)]
+    outputs = [proc.communicate(timeout=1200)[0] for proc in procs]
+    runs = []
+    for proc, out in zip(procs, outputs):
+        match = re.search(r"UUID: ([0-9a-f-]{36})", out)
+        assert match, out
+        runs.append(_prefect_api(team, f"flow_runs/{match.group(1)}"))
+    logs = {t: (team["team"].folder / f"{t}.log").read_text(errors="replace")
+            for t in ("team-worker-1", "team-worker-2")}
+    assert all(r["state"]["type"] == "COMPLETED" for r in runs), (outputs, logs)
+    return runs
+
+
+@pytest.mark.slow
+def test_two_flow_runs_at_once_run_side_by_side_on_two_workers(team, two_flows):
+    t = team["team"]
+    first, second = sorted(two_flows, key=lambda r: r["start_time"])
+    assert second["start_time"] < first["end_time"]  # the second started before the first ended: side by side
+    run_ids = set()
+    for worker in ("team-worker-1", "team-worker-2"):  # each ran one, in its own clone
+        record = json.loads((t.workspace(worker) / "runs" / "train" / "run.json").read_text())
+        run_ids.add(record["run_id"])
+        assert record["tracking_uri"] == t.mlflow_url
+        log = (t.folder / f"{worker}.log").read_text(errors="replace")
+        assert "Running stage 'train'" in log and "Running stage 'download'" not in log  # data pulled, not rendered
+    assert len(run_ids) == 2
+    # Each pushed its experiment to the project, its outputs to the remote: every clone can list and fetch it.
+    listed = dvc(team["project"], "exp", "list", "--name-only")
+    assert {f"flow-{r['name']}" for r in two_flows} <= set(listed.split()), listed
+
+
+@pytest.mark.slow
+def test_two_flow_runs_at_once_leave_one_production_alias_on_the_better_version(team, two_flows):
+    versions = _api(team, "model-versions/search", filter="name='rosetta'")["model_versions"]
+    assert len(versions) == 2
+    tags = {v["version"]: {t["key"]: t["value"] for t in v["tags"]} for v in versions}
+    scores = {v: float(tag["metric.norm_edit_dis_real"]) for v, tag in tags.items()}
+    model = _api(team, "registered-models/get", name="rosetta")["registered_model"]
+    aliases = {a["alias"]: a["version"] for a in model.get("aliases", [])}
+    production = aliases["production"]
+    other = next(v for v in scores if v != production)
+    # Decided once, on what production was when each decided: the better one holds it, whichever finished first.
+    assert scores[production] == max(scores.values()), (scores, aliases)
+    assert tags[production][TAG_DECISION] == "promoted"
+    if aliases.get("previous") == other:  # the other held production first, then was replaced
+        assert scores[other] < scores[production] and tags[other][TAG_DECISION] == "replaced"
+    else:
+        assert "previous" not in aliases and tags[other][TAG_DECISION] == "not promoted"
+
+
+@pytest.mark.slow
+def test_a_fresh_clone_evaluates_and_serves_production_without_training(team, two_flows, rosetta_cli):
+    """A second machine's view: a clone, the team's variables, `dvc pull --with-deps validate`; no stage runs,
+    nothing is trained or rendered; the production model comes from the tracking server's registry and scores what
+    it was registered with, and `rosetta serve` serves it."""
+    clone = team["base"] / "second-machine"
+    run(team["base"], "git", "clone", "-q", str(team["project"]), str(clone))
+    dvc(clone, "remote", "add", "--local", "-d", "team", team["env"]["ROSETTA_DVC_REMOTE"])
+    dvc(clone, "pull", "--with-deps", "validate")  # the data stages' outputs: the benchmarks, converted and checked
+    status = json.loads(dvc(clone, "status", "--json", "validate", stdout_only=True))
+    assert all(entries == ["always changed"] for entries in status.values()), status  # nothing to rebuild
+    env = rosetta_cli.env(**{k: v for k, v in team["env"].items() if k.startswith("MLFLOW_")})
+    done = rosetta_cli("evaluate", "--model", "models:/rosetta@production", "--json", cwd=clone, env=env, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    scored = json.loads(done.stdout)
+    model = _api(team, "registered-models/get", name="rosetta")["registered_model"]
+    production = next(a["version"] for a in model["aliases"] if a["alias"] == "production")
+    version = _api(team, "model-versions/get", name="rosetta", version=production)["model_version"]
+    tags = {t["key"]: t["value"] for t in version["tags"]}
+    for metric in ("norm_edit_dis_real", "accuracy_real"):
+        assert abs(scored[metric] - float(tags[f"metric.{metric}"])) < 1e-4, metric
+    assert not (clone / "runs").exists() and not (clone / "mlflow.db").exists()
+
+    port = str(free_port())
+    server = subprocess.Popen(rosetta_cli.command("serve", "--port", port), cwd=clone, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        assert server.stdout.readline().strip() == (f"serving rosetta v{production} (alias production) on "
+                                                    f"http://127.0.0.1:{port}")
+        wait_http(f"http://127.0.0.1:{port}/ping", server)
+        image = png_bytes(word_image(WORDS[0], np.random.default_rng(0)))
+        status_code, answer = post(f"http://127.0.0.1:{port}", invocations_body([image]))
+        assert status_code == 200, answer
+        assert answer["predictions"][0]["model_version"] == production
+    finally:
+        processes.stop_group(server.pid)
+        server.wait(timeout=60)
 
 
 @pytest.mark.slow
@@ -226,7 +367,9 @@ def test_up_outside_a_dvc_project_says_so_and_starts_nothing(rosetta_cli, tmp_pa
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="as root, PostgreSQL runs as the postgres user")
 def test_a_team_folder_postgres_cannot_reach_is_refused_before_anything_starts(rosetta_cli, tmp_path):
-    dvc(tmp_path, "init", "--no-scm", "-q")
+    run(tmp_path, "git", "init", "-q")
+    dvc(tmp_path, "init", "-q")
+    run(tmp_path, *GIT, "commit", "-qm", "project")
     tmp_path.chmod(0o700)  # as pytest makes it: closed to others
     ports = [a for option in ("--postgres-port", "--mlflow-port", "--prefect-port") for a in (option, str(free_port()))]
     done = rosetta_cli("team", "up", "--folder", str(tmp_path / "team"), *ports, cwd=tmp_path)
@@ -235,6 +378,16 @@ def test_a_team_folder_postgres_cannot_reach_is_refused_before_anything_starts(r
                                    "let it through the folders above it (chmod o+x) or choose another place with "
                                    "--folder")
     assert not (tmp_path / "team" / "pg").exists() and not list((tmp_path / "team").glob("*.pid"))
+
+
+def test_up_in_a_project_without_a_commit_says_so_and_starts_nothing(rosetta_cli, tmp_path):
+    run(tmp_path, "git", "init", "-q")
+    dvc(tmp_path, "init", "-q")
+    done = rosetta_cli("team", "up", "--folder", str(tmp_path / "team"), cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.strip() == (f"error: {tmp_path}: no git commit yet; the team's workers run clones of the "
+                                   "project, so commit it first (`git add -A && git commit`)")
+    assert not (tmp_path / "team").exists()
 
 
 def test_other_ports_than_the_recorded_ones_are_refused(tmp_path):

@@ -11,7 +11,8 @@ def add_parsers(subparsers) -> None:
         "team", help="start, stop or show the team's servers (MLflow, Prefect, PostgreSQL, a DVC remote)",
         description="The team's servers on 127.0.0.1, as processes: PostgreSQL holding MLflow's and Prefect's "
                     "databases, an MLflow tracking server serving its own artifact store, a Prefect server with "
-                    "the work pools local and gpu and two workers on local, and a DVC remote folder set as the "
+                    "the work pools local, gpu and team and two workers on team (each in its own clone of the "
+                    "project), and a DVC remote folder set as the "
                     "project's default remote. State, logs and secrets stay in --folder; the first `up` records "
                     "the ports there.")
     p.add_argument("action", choices=("up", "down", "status"))

@@ -200,7 +200,7 @@ def register_model(cfg: Config, onnx_path: Path, parity: Mapping[str, Any], metr
             raise RegistryError(f"MLflow run {run_id} not found at {uri}; check mlflow.tracking_uri (or "
                                 "MLFLOW_TRACKING_URI) against the store the training run used") from None
     run = Tracker(cfg, name=f"register {reg.model_name}", parent_id=run_id, tags=provenance)
-    with mlflow.start_run(run_id=run.run_id):
+    with run.active():
         # The input example (a small PNG) becomes serving_input_example.json; MLflow checks the model reads it.
         logged = mlflow.pyfunc.log_model(
             name=MODEL_ARTIFACT, python_model=pyfunc_code.__file__, artifacts=onnx_files,

@@ -56,6 +56,25 @@ def enter_project(directory: str | None = None) -> dict[str, str]:
     return {"directory": str(folder)}
 
 
+def enter_workspace() -> dict[str, str]:
+    """The team deployment's pull step (prefect.yaml): a flow run starts in its worker's own clone of the project
+    (``$ROSETTA_PROJECT_DIR``, which ``rosetta team up`` sets for each worker), brought to the latest commit of the
+    clone's ``origin`` first: tracked files (params.yaml, dvc.lock) as committed there, so no run inherits an
+    earlier run's overrides; data, runs and the DVC cache, untracked, stay for DVC to reuse."""
+    folder = os.environ.get(PROJECT_DIR_ENV)
+    if not folder:
+        raise RosettaError(f"a worker of the team pool needs {PROJECT_DIR_ENV} naming its own clone of the project; "
+                           "start the workers with `rosetta team up`, or set it before `prefect worker start`")
+    folder = project_folder(Path(folder))
+    for step in (["git", "fetch", "-q", "origin"], ["git", "reset", "-q", "--hard", "origin/HEAD"]):
+        done = subprocess.run(step, cwd=folder, capture_output=True, text=True, timeout=600)
+        if done.returncode != 0:
+            raise RosettaError(f"{folder}: `{' '.join(step)}` failed ({' '.join(done.stderr.split())[:200]}); the "
+                               "worker's clone must have the project as its git remote origin")
+    os.chdir(folder)
+    return {"directory": str(folder)}
+
+
 def project_lock(project_dir: Path):
     """One flow run at a time in a project folder: two would write the same params and checkpoints."""
     return exclusive_lock(project_dir / LOCK, f"{project_dir}: another flow run is using this project folder "
@@ -139,9 +158,24 @@ def pull_data(project_dir: Path) -> None:
     remotes = subprocess.run(cmd, cwd=project_dir, env=env, capture_output=True, text=True)
     if remotes.returncode == 0 and remotes.stdout.strip():
         try:
-            dvc(project_dir, "pull", "validate")
+            dvc(project_dir, "pull", "--with-deps", "validate")
         except RosettaError as exc:
             print(f"dvc pull did not bring everything ({exc}); dvc repro rebuilds the rest", flush=True)
+
+
+def publish(project_dir: Path, experiment: str) -> str:
+    """A flow run's results for the rest of the team: the DVC experiment to the clone's git remote ``origin`` and its
+    outputs (data, checkpoints, model) to the default DVC remote (``dvc exp push``), so any clone lists it
+    (``dvc exp list origin``) and gets it back (``dvc exp apply`` + ``dvc pull``). Returns what it did."""
+    cmd, env = _dvc_command("remote", "default")
+    remote = subprocess.run(cmd, cwd=project_dir, env=env, capture_output=True, text=True)
+    origin = subprocess.run(["git", "remote", "get-url", "origin"], cwd=project_dir, capture_output=True, text=True)
+    if remote.returncode != 0 or not remote.stdout.strip() or origin.returncode != 0:
+        raise RosettaError(f"{project_dir}: publishing needs a default DVC remote and a git remote origin (the team's "
+                           "workers' clones have both); add them, or run the flow with publish=false")
+    dvc(project_dir, "exp", "push", "origin", experiment)
+    return (f"experiment {experiment} pushed to {origin.stdout.strip()}, its outputs to DVC remote "
+            f"{remote.stdout.strip()}")
 
 
 def save_experiment(project_dir: Path, name: str) -> str:

@@ -3,6 +3,11 @@ serves its own artifact store, a Prefect server on it with the project's work po
 DVC remote folder. ``team_up`` starts what is not running and waits until each answers, ``team_down`` stops
 everything it started; both keep their state (pid files, logs, ports, secrets) in one folder, ``.team/``.
 
+The workers poll pool ``team`` (prefect.yaml's ``team`` deployment), one flow run at a time each, and each runs
+its flows in a clone of its own (``<folder>/workspaces/<worker>``, ``ROSETTA_PROJECT_DIR`` in its environment):
+two runs at once never share params.yaml, checkpoints or a DVC workspace. A clone's ``origin`` is the project, so
+each run starts from the project's latest commit and pushes its DVC experiment back to it.
+
 MLflow runs with its basic-auth app and Prefect with its API auth string. The settings a team member needs (the
 three addresses and the two servers' credentials) are written to ``<folder>/env.sh`` (mode 600), sourceable by a
 shell.
@@ -21,13 +26,15 @@ from typing import Mapping
 from rosetta.errors import RosettaError
 from rosetta.fsutil import write_json, write_private
 from rosetta.orchestration import processes
+from rosetta.orchestration.dvc_project import PROJECT_DIR_ENV
 from rosetta.orchestration.postgres import Cluster
 
 PG_USER = "rosetta"  # the cluster's superuser, with a generated password
 DATABASES = ("mlflow", "mlflow_auth", "prefect")  # runs and registry; MLflow's users; Prefect's state
 MLFLOW_ADMIN = "admin"  # the MLflow user a team member signs in as (more users: docs/reference.md)
-POOLS = ("local", "gpu")  # prefect.yaml's work pools
-WORKERS = 2  # workers on pool ``local``
+POOLS = ("local", "gpu", "team")  # prefect.yaml's work pools
+WORKER_POOL = "team"  # the pool of the team's workers
+WORKERS = 2  # workers on pool ``team``
 SECRET_VARIABLES = ("MLFLOW_TRACKING_PASSWORD", "PREFECT_API_AUTH_STRING")  # never printed
 BIN = Path(sys.executable).parent
 DEFAULT_PORTS = {"postgres_port": 5433, "mlflow_port": 5010, "prefect_port": 4210}
@@ -67,6 +74,10 @@ class Team:
     @property
     def env_file(self) -> Path:
         return self.folder / "env.sh"
+
+    def workspace(self, worker: str) -> Path:
+        """The worker's own clone of the project, where its flow runs run."""
+        return self.folder / "workspaces" / worker
 
     def database_url(self, driver: str, database: str, password: str) -> str:
         return f"postgresql+{driver}://{PG_USER}:{password}@127.0.0.1:{self.postgres_port}/{database}"
@@ -194,12 +205,12 @@ def create_pools(env: Mapping[str, str]) -> None:
 
 
 def online_workers(team: Team, values: dict[str, str]) -> set[str]:
-    """The names of the workers pool ``local`` sees online."""
+    """The names of the workers pool ``team`` sees online."""
     import requests
 
     user, _, password = values["prefect_auth_string"].partition(":")
     try:
-        response = requests.post(f"{team.prefect_api}/work_pools/local/workers/filter", json={}, timeout=5,
+        response = requests.post(f"{team.prefect_api}/work_pools/{WORKER_POOL}/workers/filter", json={}, timeout=5,
                                  auth=(user, password))
     except requests.RequestException:
         return set()
@@ -209,7 +220,7 @@ def online_workers(team: Team, values: dict[str, str]) -> set[str]:
 
 
 def _worker_names() -> list[str]:
-    return [f"team-local-{i}" for i in range(1, WORKERS + 1)]
+    return [f"team-worker-{i}" for i in range(1, WORKERS + 1)]
 
 
 def _start_workers(team: Team, values: dict[str, str], timeout: float) -> None:
@@ -217,11 +228,14 @@ def _start_workers(team: Team, values: dict[str, str], timeout: float) -> None:
     for name in _worker_names():
         if processes.running(team.folder / f"{name}.pid"):
             continue
-        # The flow runs a worker starts inherit its environment: they track to the team's server, too.
+        workspace = _workspace(team, name)
+        # The flow runs a worker starts inherit its environment: they track to the team's server, too, and run in
+        # the worker's clone (the team deployment's pull step, ``dvc_project.enter_workspace``).
         env = {**_prefect_env(team, values), **{k: v for k, v in team_env(team, values).items()
-                                                 if k.startswith("MLFLOW_")}}
-        procs[name] = processes.start(name, [str(BIN / "prefect"), "worker", "start", "--pool", "local", "--name",
-                                             name], team.folder, env, cwd=team.project)
+                                                 if k.startswith("MLFLOW_")},
+               PROJECT_DIR_ENV: str(workspace)}
+        procs[name] = processes.start(name, [str(BIN / "prefect"), "worker", "start", "--pool", WORKER_POOL,
+                                             "--name", name, "--limit", "1"], team.folder, env, cwd=workspace)
     for name, proc in procs.items():
         processes.wait_until(lambda: name in online_workers(team, values), f"the Prefect worker {name}",
                              team.folder / f"{name}.log", timeout, proc)
@@ -233,15 +247,35 @@ def _check_project(team: Team) -> None:
     if not (team.project / ".dvc").is_dir():
         raise RosettaError(f"{team.project}: not a DVC project (no .dvc folder); run `rosetta team up` from the "
                            "project folder or pass --project")
+    head = subprocess.run(["git", "rev-parse", "--verify", "-q", "HEAD"], cwd=team.project, capture_output=True,
+                          text=True, timeout=60)
+    if head.returncode != 0:
+        raise RosettaError(f"{team.project}: no git commit yet; the team's workers run clones of the project, so "
+                           "commit it first (`git add -A && git commit`)")
 
 
-def _set_dvc_remote(team: Team) -> None:
-    """The team's remote as the project's default, in ``.dvc/config.local`` (this clone only, not committed)."""
+def _set_dvc_remote(team: Team, clone: Path) -> None:
+    """The team's remote as the default of ``clone``, in ``.dvc/config.local`` (that clone only, not committed)."""
     team.remote.mkdir(parents=True, exist_ok=True)
     done = subprocess.run([str(BIN / "dvc"), "remote", "add", "--local", "--default", "--force", "team",
-                           str(team.remote)], cwd=team.project, capture_output=True, text=True, timeout=300)
+                           str(team.remote)], cwd=clone, capture_output=True, text=True, timeout=300)
     if done.returncode != 0:
-        raise RosettaError(f"could not set the DVC remote in {team.project}: {done.stderr.strip()}")
+        raise RosettaError(f"could not set the DVC remote in {clone}: {done.stderr.strip()}")
+
+
+def _workspace(team: Team, worker: str) -> Path:
+    """The worker's clone of the project (made by the first ``team up``), with the team's DVC remote. Each flow run
+    brings it to the project's latest commit first (``dvc_project.enter_workspace``)."""
+    clone = team.workspace(worker)
+    if not (clone / ".git").exists():
+        clone.parent.mkdir(parents=True, exist_ok=True)
+        done = subprocess.run(["git", "clone", "-q", str(team.project), str(clone)], capture_output=True, text=True,
+                              timeout=300)
+        if done.returncode != 0:
+            raise RosettaError(f"could not clone {team.project} for worker {worker}: "
+                               f"{done.stderr.strip().splitlines()[-1:]}")
+    _set_dvc_remote(team, clone)
+    return clone
 
 
 # The team ------------------------------------------------------------------------------------------------------
@@ -284,19 +318,20 @@ def team_up(team: Team, timeout: float = 300.0) -> dict[str, str]:
         create_pools(_prefect_env(team, values))
         missing = [n for n in _worker_names() if not processes.running(team.folder / f"{n}.pid")]
         if missing:
-            print(f"starting {len(missing)} Prefect worker(s) on pool 'local': {', '.join(missing)}", flush=True)
+            print(f"starting {len(missing)} Prefect worker(s) on pool '{WORKER_POOL}', each in its clone under "
+                  f"{team.folder / 'workspaces'}: {', '.join(missing)}", flush=True)
             started += missing
             _start_workers(team, values, timeout)
         else:
-            print(f"{WORKERS} Prefect workers already run on pool 'local'", flush=True)
-        _set_dvc_remote(team)
+            print(f"{WORKERS} Prefect workers already run on pool '{WORKER_POOL}'", flush=True)
+        _set_dvc_remote(team, team.project)
     except BaseException:
         _stop(team, started)
         raise
     env = team_env(team, values)
     write_private(team.env_file, "".join(f"export {k}={v}\n" for k, v in env.items()))
     print(f"\nthe team is up:\n  MLflow  {team.mlflow_url}\n  Prefect {team.prefect_api} (work pools "
-          f"{', '.join(POOLS)}; {WORKERS} workers on local)\n  DVC remote {team.remote} (the default remote of "
+          f"{', '.join(POOLS)}; {WORKERS} workers on {WORKER_POOL})\n  DVC remote {team.remote} (the default remote of "
           f"{team.project})\na team member sets (`source {team.env_file}`):\n"
           + "".join(f"  export {k}={'<in env.sh>' if k in SECRET_VARIABLES else v}\n" for k, v in env.items())
           + "and, in another clone: dvc remote add --local -d team \"$ROSETTA_DVC_REMOTE\"", flush=True)

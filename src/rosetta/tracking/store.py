@@ -342,8 +342,7 @@ class Tracker:
 
         signature = ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *example.shape[1:3], -1))]),
                                    outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, -1, -1))]))
-        activate_store(self.uri)
-        with mlflow.start_run(run_id=self.run_id):
+        with self.active():
             # A pt2 graph needs torch alone: naming it spares MLflow inferring requirements in a subprocess.
             info = mlflow.pytorch.log_model(model.eval(), name=name, input_example=example, signature=signature,
                                             serialization_format="pt2",
@@ -351,5 +350,18 @@ class Tracker:
         self.client.update_run(self.run_id, status="RUNNING")
         return info.model_uri
 
+    @contextlib.contextmanager
+    def active(self) -> Iterator[None]:
+        """This run as MLflow's active run in this process, for the fluent API (``log_model``). The links MLflow
+        prints to stdout when the run ends against a tracking server go to stderr, so what a command prints on
+        stdout (``evaluate --json``) stays its own."""
+        import mlflow
+
+        activate_store(self.uri)
+        with contextlib.redirect_stdout(sys.stderr), mlflow.start_run(run_id=self.run_id):
+            yield
+
     def end(self, status: str = "FINISHED") -> None:
-        self.client.set_terminated(self.run_id, status)
+        # Against a tracking server MLflow prints the run's links to stdout here: to stderr, as in ``active``.
+        with contextlib.redirect_stdout(sys.stderr):
+            self.client.set_terminated(self.run_id, status)
