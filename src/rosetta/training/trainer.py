@@ -33,7 +33,8 @@ from rosetta.layout import RunLayout
 from rosetta.params import param_differences
 from rosetta.recognition.checkpoint import inference_entries, load_checkpoint, save_checkpoint
 from rosetta.recognition.device import prepare_device
-from rosetta.tracking.store import Tracker, tracking_uri
+from rosetta.tracking.store import tracking_uri
+from rosetta.training.journal import JournaledTracker
 from rosetta.training.launch import launch_torchrun
 from rosetta.training.optim import build_scheduler, build_trainable
 from rosetta.training.outputs import log_final, start_run, write_reports
@@ -241,12 +242,12 @@ class _Trainer:
         if self.state.finished:
             return
         if self.state.run_id:
-            try:
-                self.tracker = Tracker(self.cfg, self.state.run_id)
+            try:  # a store that does not answer now gets a journal of this run's writes, not a new run
+                self.tracker = JournaledTracker.resume(self.cfg, self.state.run_id, self.runs.train)
                 return
             except RosettaError as exc:
                 _say(self.dist, f"{exc}; logging to a new MLflow run")
-        self.tracker = start_run(self.cfg)
+        self.tracker = start_run(self.cfg, self.runs)
         self.state.run_id = self.tracker.run_id
         _say(self.dist, f"MLflow run {self.tracker.run_id} at {self.tracker.uri}")
 
