@@ -9,7 +9,6 @@ import json
 import os
 import re
 import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
@@ -185,7 +184,9 @@ class JournaledTracker:
         self._last_try = time.monotonic()
         self._waiting = bool(self.journal.pending())  # a journal an earlier process of this run left
         if self._waiting and tracker is not None:
-            self._retry(force=True)
+            failure = self._retry(force=True)
+            if failure is not None:
+                self._say_unavailable(failure)
 
     @classmethod
     def start(cls, cfg: Config, train_folder: Path, tags: Mapping[str, str]) -> "JournaledTracker":
@@ -200,14 +201,16 @@ class JournaledTracker:
         """Run ``run_id`` again (a resumed training): marked running, or, while its store fails, journaled."""
         try:
             with fail_fast():
-                tracker = Tracker(cfg, run_id)
+                tracker = Tracker(cfg, run_id, reopen=False)
         except StoreUnavailable as exc:
             journaled = cls(exc.uri, run_id, mlflow_pending(train_folder), train_folder, cfg.mlflow.retry_every_s,
                             None)
             journaled._keep({"op": "reopen"}, _failure(exc))
             return journaled
-        return cls(tracker.uri, tracker.run_id, mlflow_pending(train_folder), train_folder,
-                   cfg.mlflow.retry_every_s, tracker)
+        journaled = cls(tracker.uri, tracker.run_id, mlflow_pending(train_folder), train_folder,
+                        cfg.mlflow.retry_every_s, tracker)
+        journaled._write({"op": "reopen"})  # after what the journal holds: an end status an earlier process left
+        return journaled
 
     # ---- the writes the training makes
 
@@ -261,6 +264,9 @@ class JournaledTracker:
         """Start waiting: ``record`` is the journal's first (after what an earlier process left), said once."""
         self.journal.append(record, self.uri)
         self._waiting, self._last_try = True, time.monotonic()
+        self._say_unavailable(failure)
+
+    def _say_unavailable(self, failure: str) -> None:
         print(f"MLflow at {self.uri} is unavailable ({failure}); training goes on, its MLflow records are kept in "
               f"{self.journal.folder} and sent when the server answers (tried every {self.retry_every_s:g} s; or "
               f"`{SYNC_COMMAND} {self.train_folder}`)", flush=True)
@@ -270,20 +276,23 @@ class JournaledTracker:
             self._tracker = Tracker.at(self.uri, self.run_id, reopen=False)
         return self._tracker
 
-    def _retry(self, force: bool = False) -> None:
+    def _retry(self, force: bool = False) -> str | None:
+        """Send the journal when ``retry_every_s`` passed since the last try (or ``force``); what failed, if it did."""
         if not force and time.monotonic() - self._last_try < self.retry_every_s:
-            return
+            return None
         self._last_try = time.monotonic()
         try:
             with fail_fast():
                 tracker = self._connect()
                 n = self.journal.replay(lambda record, folder: send(tracker, record, folder))
         except Exception as exc:
-            if _failure(exc) is not None:
-                return  # still away: said once, when it went
-            raise
+            failure = _failure(exc)
+            if failure is None:
+                raise
+            return failure  # still away: said once, when it went
         self._waiting = False
         print(f"MLflow at {self.uri} is back: {n} records sent to run {self.run_id}", flush=True)
+        return None
 
 
 def sync_folder(train_folder: Path) -> int:

@@ -3,13 +3,15 @@ batch after any crash, on one device or several through torchrun (DDP).
 
 Its parts live beside it in ``rosetta.training``: ``optim`` (optimizer, schedule, the step), ``resume`` (RNG
 states, the params fingerprint), ``validation`` (the accuracy best.pt is chosen on), ``outputs`` (metrics, plots,
-the MLflow run), ``pretrained`` (``train.init_from``), ``runtime`` (ranks, autocast) and ``launch`` (the
-torchrun relaunch for ``train.nproc > 1``); ``rosetta.data.splits`` says which LMDBs.
+the MLflow run), ``journal`` (the run's MLflow writes while its server is away), ``pretrained``
+(``train.init_from``), ``runtime`` (ranks, autocast) and ``launch`` (the torchrun relaunch for
+``train.nproc > 1``); ``rosetta.data.splits`` says which LMDBs.
 
 Files below ``train.out_dir``: ``best.pt`` (inference checkpoint with the best validation accuracy),
 ``checkpoints/last.pt`` (the full training state, every ``checkpoint_every`` steps), ``run.json`` (the
 MLflow run the later stages nest under; ``best.pt`` names it too), ``train_metrics.json`` and ``plots/*.csv``
-(DVC metrics and plots) and ``curve.png``. Only rank 0 writes files and talks to MLflow.
+(DVC metrics and plots) and ``curve.png``; ``mlflow_pending/`` while MLflow does not answer (``journal``). Only
+rank 0 writes files and talks to MLflow.
 """
 from __future__ import annotations
 
