@@ -20,7 +20,7 @@ DOCUMENTED = [
     "bench train --backbones mobilenet_v3 resnet34_vd --modes synthetic loader --json",
     "export --model runs/train/best.pt --out FILE.onnx", "register",
     "promote --version 2 --force", "rollback", "serve -o registry.alias=previous --port 5002", "bench serve",
-    "bench infer --json", "export --model runs/train/best.pt --int8",
+    "bench infer --json", "export --model runs/train/best.pt --int8", "tracking sync runs/train",
 ]
 
 

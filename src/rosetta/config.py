@@ -418,6 +418,12 @@ class MlflowConfig:
     tracking_uri: Optional[str] = None  # None = sqlite file at the project root (``project_root()``, absolute)
     experiment: str = "rosetta"
     run_name: Optional[str] = None
+    # While the store does not answer, a training keeps its writes in a journal and tries to send them again at its
+    # next write once this many seconds have passed since the last try (``rosetta.training.journal``).
+    retry_every_s: float = 30.0
+
+    def check(self, p: str) -> None:
+        within(f"{p}.retry_every_s", self.retry_every_s, 0, 86400, "seconds between tries to reach the store")
 
 
 @dataclass(frozen=True)

@@ -69,6 +69,16 @@ class DataLayout:
         return self.reports / "checks" / Path(lmdb_dir).resolve().name
 
 
+def train_lock(train: Path) -> Path:
+    """The lock of the training folder ``train`` (``RunLayout.train_lock``), for commands given that folder."""
+    return Path(train) / ".train.lock"
+
+
+def mlflow_pending(train: Path) -> Path:
+    """The journals of the training folder ``train`` (``RunLayout.mlflow_pending``)."""
+    return Path(train) / "mlflow_pending"
+
+
 @dataclass(frozen=True)
 class RunLayout:
     """Where the model stages write, below the ``<stage>.out_dir`` params: the one home of these file names.
@@ -106,7 +116,12 @@ class RunLayout:
     @property
     def train_lock(self) -> Path:
         """Held (flock) by the process training into this folder: one training per ``train.out_dir``."""
-        return self.train / ".train.lock"
+        return train_lock(self.train)
+
+    @property
+    def mlflow_pending(self) -> Path:
+        """What a training measured while its MLflow server was away: ``<run id>/`` journals to send."""
+        return mlflow_pending(self.train)
 
     @property
     def run_json(self) -> Path:

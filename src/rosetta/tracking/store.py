@@ -16,8 +16,6 @@ import time
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-import yaml
-
 from rosetta.config import Config
 from rosetta.errors import RosettaError
 from rosetta.params import project_root
@@ -125,7 +123,7 @@ def _check_sqlite(path: Path) -> None:
     _CHECKED.add(key)
 
 
-def _store_failure(exc: BaseException) -> str | None:
+def store_failure(exc: BaseException) -> str | None:
     """What failed, when ``exc`` is the store failing rather than a missing thing: a database error (SQLAlchemy's,
     or MLflow's wrapping of one) or a server that cannot be reached."""
     from requests.exceptions import ConnectionError as RequestsConnectionError
@@ -151,11 +149,19 @@ def store_errors(uri: str) -> Iterator[None]:
     except RosettaError:
         raise
     except Exception as exc:
-        failure = _store_failure(exc)
+        failure = store_failure(exc)
         if failure is None:
             raise
-        raise RosettaError(f"the MLflow store at {uri} failed ({failure}); check it (a damaged database is restored "
-                           "from a backup, a server is started) or set mlflow.tracking_uri to another store") from None
+        raise StoreUnavailable(uri, failure) from None
+
+
+class StoreUnavailable(RosettaError):
+    """The store at ``uri`` failed (``failure``, a few words): a damaged database, a server that does not answer."""
+
+    def __init__(self, uri: str, failure: str):
+        super().__init__(f"the MLflow store at {uri} failed ({failure}); check it (a damaged database is restored "
+                         "from a backup, a server is started) or set mlflow.tracking_uri to another store")
+        self.uri, self.failure = uri, failure
 
 
 def missing(exc: BaseException) -> bool:
@@ -248,24 +254,43 @@ class Tracker:
         from mlflow import MlflowClient
 
         self.uri = tracking_uri(cfg)
-        self.experiment = cfg.mlflow.experiment
         self.client = MlflowClient(tracking_uri=self.uri)
         if run_id is not None:
-            self.run_id = self._existing(run_id).info.run_id
-            if reopen:
-                self.client.update_run(run_id, status="RUNNING")
+            self._continue(run_id, reopen)
             return
         tags = dict(tags or {})
         if parent_id is not None:
             exp_id = self._existing(parent_id).info.experiment_id
             tags[TAG_PARENT] = parent_id
         else:
-            exp_id = ensure_experiment(self.client, self.experiment, self.uri)
-        name = name or tags.pop("mlflow.runName", None) or self._unique(exp_id, run_name(cfg))
-        run = self.client.create_run(exp_id, run_name=name, tags=tags)
+            with store_errors(self.uri):
+                exp_id = ensure_experiment(self.client, cfg.mlflow.experiment, self.uri)
+        with store_errors(self.uri):
+            name = name or tags.pop("mlflow.runName", None) or self._unique(exp_id, run_name(cfg))
+            run = self.client.create_run(exp_id, run_name=name, tags=tags)
         self.run_id = run.info.run_id
         if params:
             self.log_params(params)
+
+    @classmethod
+    def at(cls, uri: str, run_id: str, *, reopen: bool = True) -> "Tracker":
+        """Run ``run_id`` of the store at ``uri`` (one a record names, rather than the params)."""
+        from mlflow import MlflowClient
+
+        tracker = cls.__new__(cls)
+        tracker.uri, tracker.client = uri, MlflowClient(tracking_uri=uri)
+        tracker._continue(run_id, reopen)
+        return tracker
+
+    def _continue(self, run_id: str, reopen: bool) -> None:
+        self.run_id = self._existing(run_id).info.run_id
+        if reopen:
+            self.reopen()
+
+    def reopen(self) -> None:
+        """Mark the run running again (a resumed training)."""
+        with store_errors(self.uri):
+            self.client.update_run(self.run_id, status="RUNNING")
 
     def _unique(self, exp_id: str, name: str) -> str:
         """``name``, or ``name #2``, ``#3``... when runs of the experiment already have it (two runs started
@@ -298,10 +323,12 @@ class Tracker:
         for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
             self.client.log_batch(self.run_id, params=items[i:i + 100])
 
-    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None,
+                    timestamp_ms: int | None = None) -> None:
+        """``metrics`` at ``step``, measured at ``timestamp_ms`` (now when None: a journal sends its own)."""
         from mlflow.entities import Metric
 
-        now = int(time.time() * 1000)
+        now = int(time.time() * 1000) if timestamp_ms is None else timestamp_ms
         items = [Metric(k, round_metric(k, v), now, step or 0) for k, v in metrics.items()]
         for i in range(0, len(items), 1000):
             self.client.log_batch(self.run_id, metrics=items[i:i + 1000])
@@ -313,9 +340,8 @@ class Tracker:
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         self.client.log_artifact(self.run_id, str(path), artifact_path)
 
-    def log_config(self, cfg: Config) -> None:
-        """Every param, those that cannot change a result included, as ``config/params.yaml``."""
-        self.client.log_text(self.run_id, yaml.safe_dump(cfg.to_dict(), sort_keys=False), "config/params.yaml")
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self.client.log_text(self.run_id, text, artifact_file)
 
     def share_runs_view(self, metrics: list[str]) -> None:
         """``metrics`` as columns of the runs list's shared view (``share_runs_view``) of this run's experiment."""

@@ -9,15 +9,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 
 from rosetta.config import Config, result_params
 from rosetta.evaluation.plots import training_curve
 from rosetta.fsutil import write_json
 from rosetta.layout import RunLayout
-from rosetta.recognition.checkpoint import load_for_inference
 from rosetta.tracking.provenance import provenance_tags
 from rosetta.tracking.runs import TAG_BACKBONE, TAG_CHANGED, backbone_label, changed_params, run_description
-from rosetta.tracking.store import TAG_NOTE, Tracker
+from rosetta.tracking.store import TAG_NOTE
+from rosetta.training.journal import JournaledTracker
 
 
 def write_reports(runs: RunLayout, state, sources: list[str], select_on: str, device: torch.device) -> None:
@@ -45,19 +46,20 @@ def _write_csv(path: Path, header: list[str], rows: list[list[float]]) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
-def start_run(cfg: Config) -> Tracker:
+def start_run(cfg: Config, runs: RunLayout) -> JournaledTracker:
     """A new MLflow training run: named by what it is, tagged with its provenance and changed params, its
     result params logged and every param in ``config/params.yaml``."""
     tags = provenance_tags()
     changed = changed_params(cfg)
     tags.update({TAG_BACKBONE: backbone_label(cfg), TAG_NOTE: run_description(cfg, tags),
                  TAG_CHANGED: ", ".join(f"{k}={v}" for k, v in changed.items()) or "none"})
-    tracker = Tracker(cfg, tags=tags, params=result_params(cfg))
-    tracker.log_config(cfg)
+    tracker = JournaledTracker.start(cfg, runs.train, tags)
+    tracker.log_params(result_params(cfg))
+    tracker.log_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), "config/params.yaml")
     return tracker
 
 
-def log_final(tracker: Tracker, cfg: Config, runs: RunLayout, state) -> None:
+def log_final(tracker: JournaledTracker, cfg: Config, runs: RunLayout, state) -> None:
     """The run's last metrics, best.pt, the metrics and plots files and (``train.log_model``) the best model in
     MLflow's pytorch flavour."""
     tracker.log_metrics({"best_val_accuracy": max(state.best_val_accuracy, 0.0),
@@ -69,6 +71,4 @@ def log_final(tracker: Tracker, cfg: Config, runs: RunLayout, state) -> None:
     for path in (runs.loss_csv, runs.val_csv):
         tracker.log_artifact(path, "plots")
     if cfg.train.log_model:
-        best = load_for_inference(runs.best_checkpoint)
-        example = np.zeros((2, 3, best.architecture.image_height, best.architecture.image_width), np.float32)
-        tracker.log_pytorch_model(best.model, example)
+        tracker.log_model(runs.best_checkpoint)

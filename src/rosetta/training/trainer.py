@@ -3,13 +3,15 @@ batch after any crash, on one device or several through torchrun (DDP).
 
 Its parts live beside it in ``rosetta.training``: ``optim`` (optimizer, schedule, the step), ``resume`` (RNG
 states, the params fingerprint), ``validation`` (the accuracy best.pt is chosen on), ``outputs`` (metrics, plots,
-the MLflow run), ``pretrained`` (``train.init_from``), ``runtime`` (ranks, autocast) and ``launch`` (the
-torchrun relaunch for ``train.nproc > 1``); ``rosetta.data.splits`` says which LMDBs.
+the MLflow run), ``journal`` (the run's MLflow writes while its server is away), ``pretrained``
+(``train.init_from``), ``runtime`` (ranks, autocast) and ``launch`` (the torchrun relaunch for
+``train.nproc > 1``); ``rosetta.data.splits`` says which LMDBs.
 
 Files below ``train.out_dir``: ``best.pt`` (inference checkpoint with the best validation accuracy),
 ``checkpoints/last.pt`` (the full training state, every ``checkpoint_every`` steps), ``run.json`` (the
 MLflow run the later stages nest under; ``best.pt`` names it too), ``train_metrics.json`` and ``plots/*.csv``
-(DVC metrics and plots) and ``curve.png``. Only rank 0 writes files and talks to MLflow.
+(DVC metrics and plots) and ``curve.png``; ``mlflow_pending/`` while MLflow does not answer (``journal``). Only
+rank 0 writes files and talks to MLflow.
 """
 from __future__ import annotations
 
@@ -33,7 +35,8 @@ from rosetta.layout import RunLayout
 from rosetta.params import param_differences
 from rosetta.recognition.checkpoint import inference_entries, load_checkpoint, save_checkpoint
 from rosetta.recognition.device import prepare_device
-from rosetta.tracking.store import Tracker, tracking_uri
+from rosetta.tracking.store import tracking_uri
+from rosetta.training.journal import JournaledTracker
 from rosetta.training.launch import launch_torchrun
 from rosetta.training.optim import build_scheduler, build_trainable
 from rosetta.training.outputs import log_final, start_run, write_reports
@@ -241,12 +244,12 @@ class _Trainer:
         if self.state.finished:
             return
         if self.state.run_id:
-            try:
-                self.tracker = Tracker(self.cfg, self.state.run_id)
+            try:  # a store that does not answer now gets a journal of this run's writes, not a new run
+                self.tracker = JournaledTracker.resume(self.cfg, self.state.run_id, self.runs.train)
                 return
             except RosettaError as exc:
                 _say(self.dist, f"{exc}; logging to a new MLflow run")
-        self.tracker = start_run(self.cfg)
+        self.tracker = start_run(self.cfg, self.runs)
         self.state.run_id = self.tracker.run_id
         _say(self.dist, f"MLflow run {self.tracker.run_id} at {self.tracker.uri}")
 
