@@ -113,6 +113,22 @@ def test_a_model_swapped_in_the_artifact_store_is_never_loaded(registry, tiny_ru
     assert not list(Path(os.environ.get("TMPDIR", "/tmp")).glob(f"rosetta-serve-{os.getpid()}-*"))
 
 
+def test_a_registry_named_elsewhere_in_the_environment_is_not_read(registry, tmp_path, capsys, monkeypatch):
+    """MLflow resolves a ``models:/`` download through its own registry setting (``MLFLOW_REGISTRY_URI``, which a
+    process that set one hands to its children), whatever registry the call names: the configured store's version
+    is read, not a namesake elsewhere (refused by its digest, or not found there)."""
+    from mlflow.tracking._model_registry import utils as registry_utils
+
+    monkeypatch.chdir(registry["root"])
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    elsewhere = f"sqlite:///{tmp_path / 'elsewhere.db'}"
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", elsewhere)
+    monkeypatch.setattr(registry_utils, "_registry_uri", elsewhere)
+    assert main(["predict", "--model", "models:/rosetta@production", str(registry["root"] / "word.png"),
+                 *_args(registry)]) == 0
+    assert capsys.readouterr().out.startswith(f"{registry['root'] / 'word.png'}: (")
+
+
 def test_model_uris_that_name_no_model_of_the_registry_are_one_sentence(registry, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(registry["root"])
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)

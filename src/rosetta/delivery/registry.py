@@ -184,7 +184,6 @@ def register_model(cfg: Config, onnx_path: Path, parity: Mapping[str, Any], metr
 
     uri = tracking_uri(cfg)
     activate_store(uri)
-    mlflow.set_registry_uri(uri)
     client = registry_client(cfg)
     same = [v for v in client.search_model_versions(f"name='{reg.model_name}'")
             if all(v.tags.get(k) == tags[k] for k in (TAG_MODEL_SHA256, "data_version"))]

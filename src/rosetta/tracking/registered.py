@@ -155,11 +155,12 @@ def fetch_verified(cfg: Config, uri: str, dest: Path, setting: str = "the model 
     ``model.files.sha256``. A mismatch (the artifact store changed since) is refused in one sentence."""
     import mlflow
 
-    from rosetta.tracking.store import store_errors, tracking_uri
+    from rosetta.tracking.store import activate_store, store_errors, tracking_uri
 
     version = resolve_version(cfg, uri, setting)
     described = f"{uri} (v{version.version})"
     store = tracking_uri(cfg)
+    activate_store(store)  # MLflow resolves the download through its own registry setting, not the one it is given
     with store_errors(store), _no_progress_bars():
         try:
             folder = Path(mlflow.artifacts.download_artifacts(f"models:/{version.name}/{version.version}",

@@ -65,12 +65,16 @@ def default_tracking_uri(cfg: Config) -> str:
 
 
 def activate_store(uri: str) -> None:
-    """Make ``uri`` MLflow's store for the fluent API in this process (and its children)."""
+    """Make ``uri`` MLflow's store, runs and registry, for the fluent API in this process (and its children).
+    The registry too: MLflow resolves a ``models:/`` download through its own registry setting
+    (``MLFLOW_REGISTRY_URI``, which any process that set one hands to its children), whatever registry the call is
+    given, so a namesake version in another store would be fetched."""
     global _exported
     import mlflow
 
     user = _user_tracking_env()
     mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
     _exported = (user, os.environ.get("MLFLOW_TRACKING_URI"))
 
 
