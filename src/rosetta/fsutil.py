@@ -2,7 +2,8 @@
 and renamed into place (``atomic_dir``), a JSON file is written to a temporary name and renamed
 (``write_json``). Every module that writes outputs others read uses these two; ``exclusive_lock`` keeps
 two processes from writing one folder at a time, ``disk_full`` turns a full disk into one sentence, and
-``write_private`` writes a file only its owner reads; ``sha256_file`` is the one file digest.
+``write_private`` writes a file only its owner reads; ``sha256_file`` is the one file digest. ``environ`` sets
+environment variables for a block, for the libraries (and children) that read them.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import socket
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 from rosetta.errors import RosettaError
 
@@ -200,3 +201,19 @@ def write_private(path: Path, text: str) -> None:
     with os.fdopen(fd, "w") as fh:
         fh.write(text)
     os.chmod(path, 0o600)  # a file that existed keeps its mode through os.open
+
+
+@contextlib.contextmanager
+def environ(values: Mapping[str, str]) -> Iterator[None]:
+    """``values`` in this process's environment while the block runs (processes it starts inherit them); each
+    variable's earlier value, or its absence, comes back after."""
+    before = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

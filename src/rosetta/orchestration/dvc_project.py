@@ -11,13 +11,11 @@ import collections
 import os
 import subprocess
 import sys
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from rosetta.config import Config, load_config
 from rosetta.errors import RosettaError
-from rosetta.fsutil import exclusive_lock
+from rosetta.fsutil import environ, exclusive_lock
 from rosetta.params import PROJECT_ROOT, ConfigError, parse_override
 from rosetta.tracking.provenance import DVC_EXPERIMENT_ENV, FLOW_RUN_URL_ENV
 
@@ -71,8 +69,7 @@ def enter_workspace() -> dict[str, str]:
         if done.returncode != 0:
             raise RosettaError(f"{folder}: `{' '.join(step)}` failed ({' '.join(done.stderr.split())[:200]}); the "
                                "worker's clone must have the project as its git remote origin")
-    os.chdir(folder)
-    return {"directory": str(folder)}
+    return enter_project(str(folder))
 
 
 def project_lock(project_dir: Path):
@@ -82,22 +79,12 @@ def project_lock(project_dir: Path):
                                               "queues runs) or run from another clone")
 
 
-@contextmanager
-def recorded_as(experiment: str, flow_run_url: str | None) -> Iterator[None]:
+def recorded_as(experiment: str, flow_run_url: str | None):
     """Every dvc command started inside runs its stages for DVC experiment ``experiment`` and the Prefect flow run
     at ``flow_run_url``: the training run and the registered version are tagged with both
     (``rosetta.tracking.provenance``), as ``dvc exp run`` names its experiment to its stages."""
     values = {DVC_EXPERIMENT_ENV: experiment, FLOW_RUN_URL_ENV: flow_run_url}
-    before = {k: os.environ.get(k) for k in values}
-    os.environ.update({k: v for k, v in values.items() if v})
-    try:
-        yield
-    finally:
-        for key, value in before.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    return environ({k: v for k, v in values.items() if v})
 
 
 def apply_params(project_dir: Path, overrides: list[str]) -> Config:
@@ -153,10 +140,9 @@ def dvc(project_dir: Path, *args: str) -> str:
 
 
 def pull_data(project_dir: Path) -> None:
-    """``dvc pull`` the data stages' outputs when a DVC remote is configured; what it misses, repro rebuilds."""
-    cmd, env = _dvc_command("remote", "list")
-    remotes = subprocess.run(cmd, cwd=project_dir, env=env, capture_output=True, text=True)
-    if remotes.returncode == 0 and remotes.stdout.strip():
+    """``dvc pull`` the data stages' outputs (with those they are made from) when the project has a default DVC
+    remote; what it misses, repro rebuilds."""
+    if _default_remote(project_dir):
         try:
             dvc(project_dir, "pull", "--with-deps", "validate")
         except RosettaError as exc:
@@ -167,15 +153,20 @@ def publish(project_dir: Path, experiment: str) -> str:
     """A flow run's results for the rest of the team: the DVC experiment to the clone's git remote ``origin`` and its
     outputs (data, checkpoints, model) to the default DVC remote (``dvc exp push``), so any clone lists it
     (``dvc exp list origin``) and gets it back (``dvc exp apply`` + ``dvc pull``). Returns what it did."""
-    cmd, env = _dvc_command("remote", "default")
-    remote = subprocess.run(cmd, cwd=project_dir, env=env, capture_output=True, text=True)
+    remote = _default_remote(project_dir)
     origin = subprocess.run(["git", "remote", "get-url", "origin"], cwd=project_dir, capture_output=True, text=True)
-    if remote.returncode != 0 or not remote.stdout.strip() or origin.returncode != 0:
+    if not remote or origin.returncode != 0:
         raise RosettaError(f"{project_dir}: publishing needs a default DVC remote and a git remote origin (the team's "
-                           "workers' clones have both); add them, or run the flow with publish=false")
+                           "workers' clones have both); add them, or run the flow with publish_to_team=false")
     dvc(project_dir, "exp", "push", "origin", experiment)
-    return (f"experiment {experiment} pushed to {origin.stdout.strip()}, its outputs to DVC remote "
-            f"{remote.stdout.strip()}")
+    return f"experiment {experiment} pushed to {origin.stdout.strip()}, its outputs to DVC remote {remote}"
+
+
+def _default_remote(project_dir: Path) -> str | None:
+    """The name of the project's default DVC remote (the one ``dvc pull`` and ``dvc exp push`` use), if any."""
+    cmd, env = _dvc_command("remote", "default")
+    done = subprocess.run(cmd, cwd=project_dir, env=env, capture_output=True, text=True)
+    return done.stdout.strip() or None if done.returncode == 0 else None
 
 
 def save_experiment(project_dir: Path, name: str) -> str:

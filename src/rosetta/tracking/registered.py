@@ -9,19 +9,16 @@ them, so what is served, evaluated or predicted with is what was registered and 
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import yaml
 
 from rosetta.config import Config
 from rosetta.errors import RosettaError
-from rosetta.fsutil import sha256_file
+from rosetta.fsutil import environ, sha256_file
 
 TAG_MODEL_SHA256 = "model.sha256"  # the ONNX file's; with data_version, what makes a registration the same one
 TAG_FILES_SHA256 = "model.files.sha256"  # every file of the logged model (``files_digest``)
@@ -133,20 +130,9 @@ class VerifiedModel:
     onnx: Path  # the float ONNX file in ``folder``
 
 
-@contextlib.contextmanager
-def _no_progress_bars() -> Iterator[None]:
-    """No MLflow download bars while the block runs: a model is a few MB in dozens of files, and a bar per download
-    would come before what the command says it does (``rosetta serve``'s first line names what it serves)."""
-    key = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"  # read by MLflow at each download
-    before = os.environ.get(key)
-    os.environ[key] = "false"
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = before
+# No MLflow download bars (read by MLflow at each download): a model is a few MB in dozens of files, and a bar per
+# download would come before what the command says it does (``rosetta serve``'s first line names what it serves).
+_NO_PROGRESS_BARS = {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
 
 
 def fetch_verified(cfg: Config, uri: str, dest: Path, setting: str = "the model URI") -> VerifiedModel:
@@ -161,7 +147,7 @@ def fetch_verified(cfg: Config, uri: str, dest: Path, setting: str = "the model 
     described = f"{uri} (v{version.version})"
     store = tracking_uri(cfg)
     activate_store(store)  # MLflow resolves the download through its own registry setting, not the one it is given
-    with store_errors(store), _no_progress_bars():
+    with store_errors(store), environ(_NO_PROGRESS_BARS):
         try:
             folder = Path(mlflow.artifacts.download_artifacts(f"models:/{version.name}/{version.version}",
                                                               dst_path=str(dest), tracking_uri=store,
