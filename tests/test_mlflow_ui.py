@@ -13,7 +13,7 @@ from mlflow import MlflowClient
 
 from dvc_fixtures import VENV_BIN
 from flow_fixtures import REAL_SETS, free_port, stop, wait_http
-from rosetta.tracking.store import ML_VIEW, runs_view_path
+from rosetta.tracking.runs import ML_VIEW, runs_view_path
 
 pytestmark = pytest.mark.slow
 

@@ -215,6 +215,13 @@ def test_a_replay_cut_short_sends_each_record_once(tmp_path):
     with pytest.raises(ConnectionError):
         journal.replay(fails_at_the_fourth)
     assert len(journal.pending()) == 5  # 3 metrics, the artifact, the end: the half-written line is no record
+
+    def proxy_page(record, folder):  # a proxy's HTML where JSON was expected: requests raises a ValueError
+        raise ValueError("Expecting value: line 1 column 1 (char 0)")
+
+    with pytest.raises(ValueError):
+        journal.replay(proxy_page)
+    assert len(journal.pending()) == 5  # a failed send is no record sent
     assert journal.replay(send) == 6  # lines: the half-written one is skipped
     assert [r["op"] for r in sent] == ["metrics"] * 6 + ["artifact", "end"]
     assert [r["step"] for r in sent[:6]] == list(range(6))

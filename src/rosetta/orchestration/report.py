@@ -12,7 +12,8 @@ from rosetta.data.validate import DOCS_DIR
 from rosetta.errors import RosettaError
 from rosetta.evaluation.report import markdown_table
 from rosetta.layout import DataLayout, RunLayout
-from rosetta.tracking.store import ML_VIEW, runs_view_path, tracking_uri
+from rosetta.tracking.runs import ML_VIEW, runs_view_path
+from rosetta.tracking.store import tracking_uri
 
 
 def read_json(path: Path, stage: str) -> dict:

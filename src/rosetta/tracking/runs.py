@@ -1,9 +1,11 @@
 """What a training run records so two runs compare at a glance: a name saying what the run is, the params that
 can change a result (``rosetta.config.result_params``; the rest go to the run's ``config/params.yaml``), which
-differ from the defaults, and the descriptions at the top of a run's page.
+differ from the defaults, and the descriptions at the top of a run's page; and the UI's view of the runs list
+(``share_runs_view``), which shows the scores as columns.
 """
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any, Mapping
 
@@ -71,3 +73,31 @@ def benchmark_description(summary: Mapping[str, Any]) -> str:
         parts.append(f"real total {summary['accuracy_real']:.4f}")
     parts.append(f"total {summary['accuracy_total']:.4f}")
     return "Benchmark accuracy: " + ", ".join(parts)
+
+
+# The model-training view of MLflow 3's UI, in a link's query: an experiment (kind ``custom_model_development``,
+# ``rosetta.tracking.store.EXPERIMENT_KIND``) still opens in the view its sidebar switch last chose.
+ML_VIEW = "workflowType=machine_learning"
+# A view of the runs list shared through the experiment (MLflow's "share view"): the benchmark scores as columns,
+# best first. MLflow shows a few attribute columns only until a person picks metrics; this view has them picked.
+RUNS_VIEW = "benchmarks"
+_SHARED_VIEW_TAG = "mlflow.sharedViewState."
+
+
+def runs_view_path(experiment_id: str) -> str:
+    """The path (after the UI's ``#``) of the experiment's runs list in ``RUNS_VIEW``, in the model-training view."""
+    return f"/experiments/{experiment_id}/runs?viewStateShareKey={RUNS_VIEW}&{ML_VIEW}"
+
+
+def share_runs_view(client, experiment_id: str, metrics: list[str]) -> None:
+    """Add ``metrics`` (the first one sorts, best first) to the columns of the experiment's ``RUNS_VIEW``, after
+    those earlier runs added, beside the tags that say what a run changed."""
+    key = _SHARED_VIEW_TAG + RUNS_VIEW
+    try:
+        earlier = json.loads(client.get_experiment(experiment_id).tags.get(key) or "{}").get("selectedColumns", [])
+    except (ValueError, AttributeError):
+        earlier = []
+    columns = [f"metrics.`{m}`" for m in metrics] + [f"tags.`{t}`" for t in (TAG_CHANGED, TAG_BACKBONE)]
+    columns = list(dict.fromkeys([*(c for c in earlier if c.startswith("metrics.")), *columns]))
+    view = {"selectedColumns": columns, "orderByKey": f"metrics.`{metrics[0]}`", "orderByAsc": False}
+    client.set_experiment_tag(experiment_id, key, json.dumps(view))

@@ -8,8 +8,8 @@ runs started from DVC's or pytest's folders land in one place.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
+import re
 import sqlite3
 import sys
 import time
@@ -19,20 +19,15 @@ from typing import Any, Iterator, Mapping
 from rosetta.config import Config
 from rosetta.errors import RosettaError
 from rosetta.params import project_root
-from rosetta.tracking.runs import TAG_BACKBONE, TAG_CHANGED, run_name
+from rosetta.tracking.runs import run_name, share_runs_view
 
 ARTIFACTS_DIR = "mlartifacts"
 _MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
 TAG_PARENT = "mlflow.parentRunId"  # MLflow nests a run under the one this tag names
 TAG_NOTE = "mlflow.note.content"  # the description at the top of a run's page
 # The experiment's kind: a model-training one. MLflow 3's UI still opens every experiment in the view its sidebar
-# switch last chose (GenAI by default); a link opens the model-training view with ``ML_VIEW`` in its query.
+# switch last chose (GenAI by default); a link opens the model-training view (``rosetta.tracking.runs.ML_VIEW``).
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
-ML_VIEW = "workflowType=machine_learning"
-# A view of the runs list shared through the experiment (MLflow's "share view"): the benchmark scores as columns,
-# best first. MLflow shows a few attribute columns only until a person picks metrics; this view has them picked.
-RUNS_VIEW = "benchmarks"
-_SHARED_VIEW_TAG = "mlflow.sharedViewState."
 # Decimals for fractions (accuracy, norm_edit_dis): 4 tell 1 sample in 10,000 apart; anything else keeps
 # 4 significant digits (loss, lr, throughput).
 _FRACTION_METRICS = ("accuracy", "norm_edit_dis", "same_text")
@@ -127,21 +122,37 @@ def _check_sqlite(path: Path) -> None:
     _CHECKED.add(key)
 
 
+# What failed, in a few words, from the texts of an exception and those it was raised from (first match wins); a
+# failure none of them names is said by its first line.
+_FAILURES = [(re.compile(r"refused|NewConnectionError", re.I), "connection refused"),
+             (re.compile(r"timed? ?out", re.I), "no answer within the timeout"),
+             (re.compile(r"(?:error code|too many) (\d{3})"), r"HTTP \1"),
+             (re.compile(r"RemoteDisconnected|Connection aborted|reset by peer", re.I), "connection closed")]
+
+
 def store_failure(exc: BaseException) -> str | None:
-    """What failed, when ``exc`` is the store failing rather than a missing thing: a database error (SQLAlchemy's,
-    or MLflow's wrapping of one) or a server that cannot be reached."""
+    """What failed, in a few words (``connection refused``, ``HTTP 503``), when ``exc`` is the store failing rather
+    than a missing thing: a database error (SQLAlchemy's, or MLflow's wrapping of one) or a server that cannot be
+    reached or answers with an error."""
     from requests.exceptions import ConnectionError as RequestsConnectionError
     from sqlalchemy.exc import SQLAlchemyError
 
-    seen = exc
+    chain, seen = [], exc
     while seen is not None:
-        if isinstance(seen, (SQLAlchemyError, sqlite3.DatabaseError, RequestsConnectionError)):
-            return " ".join(str(seen).split("\n")[0].split())[:160]
+        chain.append(seen)
         seen = seen.__cause__ or seen.__context__
-    text = str(exc)
-    if "DatabaseError" in text or "OperationalError" in text or "API request to" in text:
-        return " ".join(text.split("\n")[0].split())[:160]
-    return None
+    failing = next((e for e in chain if isinstance(e, (SQLAlchemyError, sqlite3.DatabaseError,
+                                                        RequestsConnectionError))), None)
+    if failing is None and any(k in str(exc) for k in ("DatabaseError", "OperationalError", "API request to")):
+        failing = exc
+    if failing is None:
+        return None
+    text = " ".join(str(e) for e in chain)
+    for pattern, words in _FAILURES:
+        match = pattern.search(text)
+        if match:
+            return match.expand(words)
+    return " ".join(str(failing).split("\n")[0].split())[:160]
 
 
 @contextlib.contextmanager
@@ -200,25 +211,6 @@ def ensure_experiment(client, name: str, uri: str) -> str:
         if exp is None:
             raise
         return exp.experiment_id
-
-
-def runs_view_path(experiment_id: str) -> str:
-    """The path (after the UI's ``#``) of the experiment's runs list in ``RUNS_VIEW``, in the model-training view."""
-    return f"/experiments/{experiment_id}/runs?viewStateShareKey={RUNS_VIEW}&{ML_VIEW}"
-
-
-def share_runs_view(client, experiment_id: str, metrics: list[str]) -> None:
-    """Add ``metrics`` (the first one sorts, best first) to the columns of the experiment's ``RUNS_VIEW``, after
-    those earlier runs added, beside the tags that say what a run changed."""
-    key = _SHARED_VIEW_TAG + RUNS_VIEW
-    try:
-        earlier = json.loads(client.get_experiment(experiment_id).tags.get(key) or "{}").get("selectedColumns", [])
-    except (ValueError, AttributeError):
-        earlier = []
-    columns = [f"metrics.`{m}`" for m in metrics] + [f"tags.`{t}`" for t in (TAG_CHANGED, TAG_BACKBONE)]
-    columns = list(dict.fromkeys([*(c for c in earlier if c.startswith("metrics.")), *columns]))
-    view = {"selectedColumns": columns, "orderByKey": f"metrics.`{metrics[0]}`", "orderByAsc": False}
-    client.set_experiment_tag(experiment_id, key, json.dumps(view))
 
 
 def parent_run(cfg: Config, model: str | Path, run_id: str | None, named_run: str | None) -> str | None:

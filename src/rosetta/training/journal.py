@@ -7,17 +7,16 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Mapping
 
 from rosetta.config import Config
 from rosetta.errors import RosettaError
-from rosetta.fsutil import exclusive_lock, write_json
+from rosetta.fsutil import environ, exclusive_lock, write_json
 from rosetta.layout import mlflow_pending, train_lock
-from rosetta.tracking.store import StoreUnavailable, Tracker, store_failure
+from rosetta.tracking.store import StoreUnavailable, Tracker, store_errors
 
 JOURNAL = "journal.jsonl"  # one write a line, in the order the training made them
 _SENT = "sent.json"  # how many lines of the journal reached the store
@@ -30,49 +29,19 @@ SYNC_COMMAND = "rosetta tracking sync"
 # server is told). A server that hangs rather than refuses costs a training those 10 s at each try.
 _FAIL_FAST_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "0",
                   "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
-# What failed, in a few words, from the texts of an exception and those it was raised from (first match wins).
-_FAILURES = [(re.compile(r"refused|NewConnectionError", re.I), "connection refused"),
-             (re.compile(r"timed? ?out", re.I), "no answer within the timeout"),
-             (re.compile(r"(?:error code|too many) (\d{3})"), r"HTTP \1"),
-             (re.compile(r"RemoteDisconnected|Connection aborted|reset by peer", re.I), "connection closed")]
-
-
-@contextlib.contextmanager
-def fail_fast() -> Iterator[None]:
+def fail_fast():
     """MLflow's HTTP calls in the block give up within seconds when the server does not answer (MLflow reads these
     variables at each call); a value the user set in the environment stays theirs. For writes that have somewhere
     to wait (the journal), not for a command whose user waits for the store's answer."""
-    added = {k: v for k, v in _FAIL_FAST_ENV.items() if k not in os.environ}
-    os.environ.update(added)
-    try:
-        yield
-    finally:
-        for key in added:
-            os.environ.pop(key, None)
-
-
-def _failure(exc: BaseException) -> str | None:
-    """What failed, in a few words (``connection refused``, ``HTTP 503``), when ``exc`` is the store failing."""
-    failure = exc.failure if isinstance(exc, StoreUnavailable) else store_failure(exc)
-    if failure is None:
-        return None
-    texts, seen = [], exc
-    while seen is not None:
-        texts.append(str(seen))
-        seen = seen.__cause__ or seen.__context__
-    text = " ".join(texts)
-    for pattern, words in _FAILURES:
-        match = pattern.search(text)
-        if match:
-            return match.expand(words)
-    return failure
+    return environ({k: v for k, v in _FAIL_FAST_ENV.items() if k not in os.environ})
 
 
 class Journal:
     """The writes of one run waiting for its store, in ``folder``: ``journal.jsonl`` is only appended to, and
     ``sent.json`` counts the lines that reached the store, rewritten atomically after each one, so a replay cut
     short (a kill, the store failing again) resumes after the last record sent. A record sent and killed before it
-    was counted is sent again: metrics, params, tags, artifacts and statuses are the same write twice, not two."""
+    was counted is sent again: for metrics, params, artifacts and statuses that is the same write twice, not two; a
+    model record would log a second model."""
 
     def __init__(self, folder: Path):
         self.folder = Path(folder)
@@ -125,8 +94,12 @@ class Journal:
         journal is removed when all went. Returns how many were sent; what ``send`` raises stops the replay."""
         sent, lines = self._sent(), self._lines()
         for i in range(sent, len(lines)):
-            with contextlib.suppress(ValueError):
-                send(json.loads(lines[i]), self.folder)
+            try:
+                record = json.loads(lines[i])
+            except ValueError:
+                record = None  # a line a killed process left half-written
+            if record is not None:
+                send(record, self.folder)
             write_json(self.folder / _SENT, {"sent": i + 1})
         shutil.rmtree(self.folder)
         with contextlib.suppress(OSError):
@@ -142,8 +115,6 @@ def send(tracker: Tracker, record: dict, folder: Path) -> None:
         tracker.log_metrics(record["metrics"], record["step"], timestamp_ms=record["timestamp_ms"])
     elif op == "params":
         tracker.log_params(record["params"])
-    elif op == "tags":
-        tracker.set_tags(record["tags"])
     elif op == "text":
         tracker.log_text(record["text"], record["artifact_file"])
     elif op == "artifact":
@@ -176,10 +147,9 @@ class JournaledTracker:
     wait, each write joins them and, ``retry_every_s`` after the last try, the journal is sent (said in one line
     too). Only a failing store is waited out: any other error is raised as ``Tracker`` raises it."""
 
-    def __init__(self, uri: str, run_id: str, pending: Path, train_folder: Path, retry_every_s: float,
-                 tracker: Tracker | None):
+    def __init__(self, uri: str, run_id: str, train_folder: Path, retry_every_s: float, tracker: Tracker | None):
         self.uri, self.run_id, self.train_folder, self.retry_every_s = uri, run_id, train_folder, retry_every_s
-        self.journal = Journal(pending / run_id)
+        self.journal = Journal(mlflow_pending(train_folder) / run_id)
         self._tracker = tracker
         self._last_try = time.monotonic()
         self._waiting = bool(self.journal.pending())  # a journal an earlier process of this run left
@@ -193,8 +163,7 @@ class JournaledTracker:
         """A new run; a store that fails now ends the training in one sentence (``StoreUnavailable``)."""
         with fail_fast():
             tracker = Tracker(cfg, tags=tags)
-        return cls(tracker.uri, tracker.run_id, mlflow_pending(train_folder), train_folder,
-                   cfg.mlflow.retry_every_s, tracker)
+        return cls(tracker.uri, tracker.run_id, train_folder, cfg.mlflow.retry_every_s, tracker)
 
     @classmethod
     def resume(cls, cfg: Config, run_id: str, train_folder: Path) -> "JournaledTracker":
@@ -203,12 +172,10 @@ class JournaledTracker:
             with fail_fast():
                 tracker = Tracker(cfg, run_id, reopen=False)
         except StoreUnavailable as exc:
-            journaled = cls(exc.uri, run_id, mlflow_pending(train_folder), train_folder, cfg.mlflow.retry_every_s,
-                            None)
-            journaled._keep({"op": "reopen"}, _failure(exc))
+            journaled = cls(exc.uri, run_id, train_folder, cfg.mlflow.retry_every_s, None)
+            journaled._keep({"op": "reopen"}, exc.failure)
             return journaled
-        journaled = cls(tracker.uri, tracker.run_id, mlflow_pending(train_folder), train_folder,
-                        cfg.mlflow.retry_every_s, tracker)
+        journaled = cls(tracker.uri, tracker.run_id, train_folder, cfg.mlflow.retry_every_s, tracker)
         journaled._write({"op": "reopen"})  # after what the journal holds: an end status an earlier process left
         return journaled
 
@@ -220,9 +187,6 @@ class JournaledTracker:
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         self._write({"op": "params", "params": {k: str(v) for k, v in params.items()}})
-
-    def set_tags(self, tags: Mapping[str, str]) -> None:
-        self._write({"op": "tags", "tags": dict(tags)})
 
     def log_text(self, text: str, artifact_file: str) -> None:
         self._write({"op": "text", "text": text, "artifact_file": artifact_file})
@@ -236,9 +200,12 @@ class JournaledTracker:
 
     def end(self, status: str = "FINISHED") -> None:
         """The run's last write; what still waits then is said, with the command that sends it."""
-        self._write({"op": "end", "status": status})
-        if self._waiting:
+        record = {"op": "end", "status": status}
+        if self._waiting:  # one last try, whenever the last one was
+            self.journal.append(record, self.uri)
             self._retry(force=True)
+        else:
+            self._write(record)
         if self._waiting:
             print(f"MLflow at {self.uri} still does not answer: {len(self.journal.pending())} records of run "
                   f"{self.run_id} are kept in {self.journal.folder}; send them with `{SYNC_COMMAND} "
@@ -252,13 +219,10 @@ class JournaledTracker:
             self._retry()
             return
         try:
-            with fail_fast():
+            with fail_fast(), store_errors(self.uri):
                 send(self._connect(), record, Path("/"))
-        except Exception as exc:
-            failure = _failure(exc)
-            if failure is None:
-                raise
-            self._keep(record, failure)
+        except StoreUnavailable as exc:
+            self._keep(record, exc.failure)
 
     def _keep(self, record: dict, failure: str) -> None:
         """Start waiting: ``record`` is the journal's first (after what an earlier process left), said once."""
@@ -282,14 +246,11 @@ class JournaledTracker:
             return None
         self._last_try = time.monotonic()
         try:
-            with fail_fast():
+            with fail_fast(), store_errors(self.uri):
                 tracker = self._connect()
                 n = self.journal.replay(lambda record, folder: send(tracker, record, folder))
-        except Exception as exc:
-            failure = _failure(exc)
-            if failure is None:
-                raise
-            return failure  # still away: said once, when it went
+        except StoreUnavailable as exc:
+            return exc.failure  # still away: said once, when it went
         self._waiting = False
         print(f"MLflow at {self.uri} is back: {n} records sent to run {self.run_id}", flush=True)
         return None
@@ -312,15 +273,12 @@ def sync_folder(train_folder: Path) -> int:
             journal = Journal(folder)
             uri = journal.uri()
             try:
-                with fail_fast():
+                with fail_fast(), store_errors(uri):
                     tracker = Tracker.at(uri, journal.run_id, reopen=False)
                     sent = journal.replay(lambda record, f: send(tracker, record, f))
-            except Exception as exc:
-                failure = _failure(exc)
-                if failure is None:
-                    raise
+            except StoreUnavailable as exc:
                 left = len(journal.pending())
-                raise RosettaError(f"the MLflow store at {uri} still fails ({failure}); {left} records of run "
+                raise RosettaError(f"the MLflow store at {uri} still fails ({exc.failure}); {left} records of run "
                                    f"{journal.run_id} stay in {folder}: start the server, then run "
                                    f"`{SYNC_COMMAND} {train_folder}` again") from None
             print(f"sent {sent} records to MLflow run {journal.run_id} at {uri}", flush=True)
