@@ -4,7 +4,8 @@
   module the script can load, function-level imports included (``import_graph.import_closure``), and nothing
   else. Its other deps (data, packages lists) stay as they are, after the code.
 - The train stage's params become the settings that can change the trained model (``rosetta.config``: every
-  field not marked ``OPERATIONAL``), plus ``mlflow``, whose store the run record names.
+  field not marked ``OPERATIONAL``), plus ``mlflow.tracking_uri`` and ``mlflow.experiment``, the store and
+  experiment the run record names.
 
 tests/test_dvc_deps.py fails when dvc.yaml differs from what this writes. After running it, refresh the lock
 (``dvc repro``, or ``dvc commit -f`` when the outputs are known to be unchanged).
@@ -39,13 +40,14 @@ def code_deps(stage: dict) -> list[str]:
 
 
 def train_stage_params() -> list[str]:
-    """The train stage's params: the result settings it reads, then ``mlflow`` (the run record names a run of that
-    store, so a new store must train again)."""
+    """The train stage's params: the result settings it reads, then the MLflow store and experiment (the run record
+    names a run of them, so another one must train again); how often a training retries a store that does not
+    answer, or what it names its run, trains nothing again."""
     from rosetta.config import Config, result_fields
 
     cfg = Config()
     keys = [f"train.{k}" for k in result_fields(cfg.train)]
-    return [k for read in TRAIN_READS for k in (keys if read == "train" else [read])] + ["mlflow"]
+    return [k for read in TRAIN_READS for k in (keys if read == "train" else [read])] + ["mlflow.tracking_uri", "mlflow.experiment"]
 
 
 def _replace_list(lines: list[str], start: int, keep, new_items: list[str]) -> list[str]:
