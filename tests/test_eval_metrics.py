@@ -14,7 +14,8 @@ from rosetta.charset import Charset
 from rosetta.data.lmdb_io import write_lmdb
 from rosetta.evaluation.evaluate import evaluate_benchmarks
 from rosetta.evaluation.metrics import (SEVEN_SETS, SetMetrics, flat_metrics, headline_first, levenshtein,
-                                        normalize_text, normalized_edit_distance, recognition_metrics, summarize,
+                                        normalize_text, normalized_edit_distance, recognition_metrics, score_sample,
+                                        set_metrics, summarize,
                                         validation_of)
 from rosetta.modeling import build_model
 from rosetta.recognition.checkpoint import inference_entries, save_checkpoint
@@ -167,3 +168,26 @@ def test_validation_of_names_the_split_best_pt_was_chosen_on():
     assert list(headline_first(summary))[:3] == ["S", "images_per_s", "val_real_accuracy"]
     # A run from before the real source (no per-split accuracies) adds nothing.
     assert validation_of({"best_val_accuracy": 0.6}) == {}
+
+
+def test_the_exact_protocol_keeps_case_and_punctuation_beside_the_folded_one():
+    from rosetta.evaluation.metrics import exact_text
+    from rosetta.evaluation.report import markdown_table
+
+    assert exact_text("Sign-up €5 é") == "Sign-up5"
+    folded_only = score_sample("sign up", "Sign-up")
+    assert folded_only.correct and folded_only.exact is None
+    assert score_sample("sign up", "Sign-up", exact=True).exact is False
+    assert score_sample("Sign-up", "Sign-up ", exact=True).exact is True
+    sets = {"A": set_metrics([score_sample("Sale!", "SALE!", True), score_sample("EXIT", "EXIT", True)]),
+            "B": set_metrics([score_sample("$20", "$20", True)])}
+    summary = summarize(sets, real=["A", "B"])
+    assert summary["sets"]["A"]["accuracy"] == 1.0 and summary["sets"]["A"]["accuracy_exact"] == 0.5
+    assert summary["accuracy_real_exact"] == summary["accuracy_total_exact"] == 2 / 3
+    assert list(headline_first({**summary, "images_per_s": 1.0}))[:2] == ["accuracy_real", "accuracy_real_exact"]
+    assert flat_metrics(summary)["A/accuracy_exact"] == 0.5
+    table = markdown_table({**summary, "images_per_s": 1.0})
+    assert "| set | count | accuracy | norm_edit_dis | exact |" in table and "| A | 2 | 1.0000 | " in table
+    # A folded model's table and summary hold no exact column at all.
+    folded = summarize({"A": set_metrics([score_sample("sale", "SALE!")])}, real=["A"])
+    assert "accuracy_real_exact" not in folded and "exact" not in markdown_table({**folded, "images_per_s": 1.0})

@@ -362,6 +362,7 @@ class RegistryConfig:
     # benchmarks were scored, else accuracy_total.
     metric: str = "auto"
     margin: float = 0.0  # a candidate must beat production by more than this
+    max_set_drop: float = 0.01  # and lose at most this much accuracy on any set both were scored on
     min_score: float = 0.3  # the absolute floor: below it no version is promoted, the first one included
     alias: str = "production"
     previous_alias: str = "previous"
@@ -371,6 +372,8 @@ class RegistryConfig:
         require(bool(self.model_name), f"{p}.model_name", self.model_name, "must not be empty")
         require(bool(self.metric), f"{p}.metric", self.metric, "must name a benchmark metric")
         require(self.margin >= 0, f"{p}.margin", self.margin, "must be >= 0")
+        require(0 <= self.max_set_drop <= 1, f"{p}.max_set_drop", self.max_set_drop,
+                "must be an accuracy between 0 and 1 (0.01: one point)")
         require(math.isfinite(self.min_score), f"{p}.min_score", self.min_score, "must be a finite number")
         for k in ("alias", "previous_alias"):
             value = getattr(self, k)

@@ -48,7 +48,7 @@ class LmdbDataset:
     """
 
     def __init__(self, root: str | Path, charset: Charset, transform: Callable | None = None,
-                 substitute_bad_images: bool = True, limits: ImageLimits | None = None):
+                 substitute_bad_images: bool = True, limits: ImageLimits | None = None, keep_raw: bool = False):
         self.root = Path(root)
         self.limits = limits  # an image over them does not decode (evaluation reads outside sets under them)
         self.charset = charset
@@ -59,6 +59,8 @@ class LmdbDataset:
         self.num_bad_images = 0
         self.missing = MissingCharacters()  # what normalize dropped from the labels, for the log
         db_ids, keys, self._labels = [], [], []
+        # The labels as stored, for the exact protocol (evaluation); kept only when asked: training sets are large.
+        self.raw_labels: list[str] | None = [] if keep_raw else None
         for db_id, path in enumerate(find_lmdbs(self.root)):
             n, kept_before = 0, len(self._labels)
             for key, raw in iter_labels(path):
@@ -71,6 +73,8 @@ class LmdbDataset:
                 db_ids.append(db_id)
                 keys.append(key)
                 self._labels.append(label)
+                if self.raw_labels is not None:
+                    self.raw_labels.append(raw)
             kept = len(self._labels) - kept_before
             self.num_rejected += n - kept
             self.sets.append(LmdbSet(lmdb_name(path, self.root), path, n, kept, kept_before))

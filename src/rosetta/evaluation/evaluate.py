@@ -80,7 +80,8 @@ def _score_folder(scored: _Scored, recognizer, lmdbs: Path, shown_as: Path, limi
     """Score every set below ``lmdbs`` into ``scored``, showing progress per set; returns the names of its sets.
     An image over ``limits`` is not decoded."""
     # Never a substitute for an image that does not decode: it counts as a wrong reading of its own sample.
-    dataset = LmdbDataset(lmdbs, recognizer.charset, substitute_bad_images=False, limits=limits)
+    dataset = LmdbDataset(lmdbs, recognizer.charset, substitute_bad_images=False, limits=limits, keep_raw=True)
+    exact = not recognizer.charset.lowercase  # a case-sensitive model is scored under the exact protocol too
     if len(dataset) == 0:
         raise RosettaError(f"{shown_as}: no sample survives the charset's label rules; nothing to evaluate")
     start = time.perf_counter()
@@ -94,8 +95,8 @@ def _score_folder(scored: _Scored, recognizer, lmdbs: Path, shown_as: Path, limi
             raise RosettaError(f"benchmark set {s.name} is in {shown_as} and in another evaluated folder; keep it "
                                "in one (data.benchmarks or data.real_benchmarks)")
         part = preds[s.offset:s.offset + s.num_kept]
-        scores = [score_sample(p[0] if p else "", t)
-                  for p, t in zip(part, dataset.labels[s.offset:s.offset + s.num_kept])]
+        scores = [score_sample(p[0] if p else "", t, exact)
+                  for p, t in zip(part, dataset.raw_labels[s.offset:s.offset + s.num_kept])]
         scored.per_set[s.name] = set_metrics(scores)
         if part.count(None):
             scored.unreadable[s.name] = part.count(None)
