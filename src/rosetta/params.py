@@ -245,6 +245,16 @@ def read_params(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     return merge_params(read_params(path.parent / base, (*seen, path.resolve())), data)
 
 
+def _flow(value: Any) -> Any:
+    """A new list or mapping written on one line, as params.yaml writes them (``sources: [synth, real]``)."""
+    from ruamel.yaml.comments import CommentedMap, CommentedSeq
+
+    if isinstance(value, (list, dict)):
+        value = CommentedSeq(value) if isinstance(value, list) else CommentedMap(value)
+        value.fa.set_flow_style()
+    return value
+
+
 def write_params(path: Path, data: dict) -> list[str]:
     """Write ``data`` (a whole params dict) into the params file ``path`` where it differs, keeping the file's
     comments and order (ruamel.yaml, DVC's own YAML library, round-trip); returns ``key: old -> new`` per change.
@@ -269,7 +279,7 @@ def write_params(path: Path, data: dict) -> list[str]:
                 for gone in [k for k in old if k not in value]:
                     del old[gone]
             elif old != value:
-                node[key] = copy.deepcopy(value)
+                node[key] = _flow(copy.deepcopy(value))
 
     put(tree, data)
     tmp = path.with_name(f".{path.name}.tmp")
