@@ -200,6 +200,6 @@ def _audit(args: argparse.Namespace) -> int:
           f"otherwise" + (f", {report.unlearnable} labels the model's charset cannot read" if report.unlearnable
                           else "") + (f", {report.unreadable} images unreadable" if report.unreadable else ""))
     for rank, s in enumerate(report.suspects[:5], 1):
-        print(f"{rank}\t{s.sample.where}\tlabel {s.label!r}\tread {s.reading!r}\t{s.confidence:.2f}")
+        print(f"{rank}\t{s.sample.where}\tlabel {s.sample.label!r}\tread {s.reading!r}\t{s.confidence:.2f}")
     print(f"ranked list: {tsv}\npage with the crops: {page}")
     return 0

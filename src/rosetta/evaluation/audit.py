@@ -36,7 +36,8 @@ class AuditSample:
 
 @dataclass(frozen=True)
 class Suspect:
-    """A sample the model reads otherwise: the label as the model is trained on it, and the reading."""
+    """A sample the model reads otherwise: the label as the model is trained on it (``sample.label`` is the label as
+    stored, what a person fixes), and the reading."""
 
     sample: AuditSample
     label: str
@@ -121,6 +122,8 @@ def audit(recognizer: Recognizer, samples: Iterator[AuditSample], total: int | N
     from tqdm import tqdm
 
     report = AuditReport([])
+    bar = tqdm(total=total, desc="audit", unit=" images", file=sys.stderr,
+               mininterval=0.5 if sys.stderr.isatty() else 10.0)
 
     def comparable() -> Iterator[tuple[AuditSample, str]]:
         for sample in samples:
@@ -128,11 +131,11 @@ def audit(recognizer: Recognizer, samples: Iterator[AuditSample], total: int | N
             label = recognizer.charset.normalize(sample.label)
             if label is None:
                 report.unlearnable += 1
+                bar.update(1)
             else:
                 yield sample, label
 
-    with tqdm(total=total, desc="audit", unit=" images", file=sys.stderr,
-              mininterval=0.5 if sys.stderr.isatty() else 10.0) as bar:
+    with bar:
         for (sample, label), result in recognizer.read(comparable(), lambda item: item[0].load()):
             bar.update(1)
             if isinstance(result, ImageDecodeError):
@@ -149,13 +152,13 @@ TSV_COLUMNS = ("rank", "score", "confidence", "distance", "sample", "label", "re
 
 
 def write_tsv(suspects: list[Suspect], path: Path) -> Path:
-    """The ranked suspects, one per line under a header (``TSV_COLUMNS``)."""
+    """The ranked suspects, one per line under a header (``TSV_COLUMNS``; the label as stored)."""
     with open(path, "w", newline="", encoding="utf-8") as f:
         out = csv.writer(f, delimiter="\t", lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
         out.writerow(TSV_COLUMNS)
         for rank, s in enumerate(suspects, 1):
             out.writerow([rank, f"{s.score:.4f}", f"{s.confidence:.4f}", f"{s.distance:.4f}", s.sample.where,
-                          s.label, s.reading])
+                          s.sample.label, s.reading])
     return path
 
 
@@ -175,7 +178,7 @@ def write_html(suspects: list[Suspect], path: Path, title: str) -> Path:
             crop = f'<img src="{_data_uri(s.sample.load())}" alt="{html.escape(s.sample.where)}">'
         except ImageDecodeError as exc:
             crop = html.escape(str(exc))
-        rows.append(f"<tr><td>{rank}</td><td>{crop}</td><td class=t>{html.escape(s.label)}</td>"
+        rows.append(f"<tr><td>{rank}</td><td>{crop}</td><td class=t>{html.escape(s.sample.label)}</td>"
                     f"<td class=t>{html.escape(s.reading)}</td><td>{s.confidence:.3f}</td><td>{s.score:.3f}</td>"
                     f"<td>{html.escape(s.sample.where)}</td></tr>")
     path.write_text(f"""<!doctype html>

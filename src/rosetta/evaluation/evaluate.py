@@ -14,8 +14,8 @@ from pathlib import Path
 from rosetta.config import Config
 from rosetta.data.benchmarks import benchmark_lmdbs
 from rosetta.data.dataset import LmdbDataset
-from rosetta.data.splits import ValidationSplit
 from rosetta.data.preprocess import ImageLimits
+from rosetta.data.splits import ValidationSplit
 from rosetta.errors import RosettaError
 from rosetta.evaluation.metrics import (SampleScore, SetMetrics, flat_metrics, headline_first, headline_sets, score_sample,
                                         set_metrics, summarize)
