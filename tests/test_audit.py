@@ -12,7 +12,7 @@ from model_fixtures import WORDS, BytesSample, png_bytes
 from rosetta.charset import Charset
 from rosetta.data.dataset import LmdbDataset
 from rosetta.data.lmdb_io import write_lmdb
-from rosetta.evaluation.audit import Suspect, AuditSample, audit, count_samples, rank_suspects, set_samples
+from rosetta.evaluation.audit import AuditSample, Suspect, audit, count_samples, rank_suspects, set_samples
 from rosetta.params import PROJECT_ROOT
 from rosetta.recognition.model_file import load_recognizer
 
@@ -38,6 +38,7 @@ def _files(folder: Path) -> dict[str, str]:
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+@pytest.mark.slow  # trains the reading model
 def test_audit_ranks_the_corrupted_labels_first_and_changes_nothing(tmp_path, tiny_data, reading_model, rosetta_cli):
     samples = _corrupted_samples(tiny_data)
     folder = tmp_path / "my_set"
