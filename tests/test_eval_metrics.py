@@ -2,7 +2,6 @@
 a head that answers "a" for every input."""
 from __future__ import annotations
 
-import ast
 import json
 import math
 
@@ -126,17 +125,38 @@ def test_predict_prints_one_line_per_image_and_reports_unreadable_files(tmp_path
     assert proc.returncode == 1
     lines = proc.stdout.splitlines()
     assert len(lines) == 2
-    assert lines[0].startswith(f"{images / 'word_1.png'}: ('a', 0.99")
-    assert lines[1].startswith(f"{images / 'word_2.jpg'}: ('a', 0.99")
+    assert lines == [f"{images / 'word_1.png'}\ta\t1.00", f"{images / 'word_2.jpg'}\ta\t1.00"]
     errors = proc.stderr.strip().splitlines()
     assert len(errors) == 2
     assert "broken.png" in errors[0] and "not a readable image" in errors[0]
     assert "missing.png" in errors[1] and "no such file" in errors[1]
 
-    ok = rosetta_cli("predict", "--model", str(ckpt), str(images / "word_1.png"), cwd=tmp_path)
+    ok = rosetta_cli("predict", "--model", str(ckpt), str(images / "word_1.png"), "--json", cwd=tmp_path)
     assert ok.returncode == 0 and ok.stderr == ""
-    text, conf = ast.literal_eval(ok.stdout.split(": ", 1)[1])
-    assert text == "a" and conf == pytest.approx(CONFIDENCE, abs=1e-5)
+    assert json.loads(ok.stdout) == {"image": str(images / "word_1.png"), "text": "a",
+                                     "confidence": round(CONFIDENCE, 4), "abstained": False, "reading": "a"}
+
+
+def test_predict_abstains_below_the_threshold(tmp_path, rosetta_cli):
+    """A reading less confident than --abstain-below (or serve.abstain_below) is answered with no text, flagged,
+    its reading kept for a program that wants it; above the threshold the text is given."""
+    import numpy as np
+
+    cfg = tiny_config(tmp_path)
+    ckpt = constant_a_checkpoint(tmp_path / "a.pt", cfg)
+    word_image("joint", np.random.default_rng(0)).save(tmp_path / "word.png")
+    below = rosetta_cli("predict", "--model", str(ckpt), "word.png", "--json", "--abstain-below", "0.999",
+                        cwd=tmp_path)
+    assert below.returncode == 0, below.stderr
+    assert json.loads(below.stdout) == {"image": "word.png", "text": "", "confidence": round(CONFIDENCE, 4),
+                                        "abstained": True, "reading": "a"}
+    human = rosetta_cli("predict", "--model", str(ckpt), "word.png", "-o", "serve.abstain_below=0.999", cwd=tmp_path)
+    assert human.stdout == "word.png\t\t1.00\tabstained\n"
+    above = rosetta_cli("predict", "--model", str(ckpt), "word.png", "--abstain-below", "0.998",
+                        "--confidence", "min", cwd=tmp_path)
+    assert above.stdout == "word.png\ta\t1.00\n"
+    bad = rosetta_cli("predict", "--model", str(ckpt), "word.png", "--abstain-below", "2", cwd=tmp_path)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "serve.abstain_below" in bad.stderr
 
 
 def test_evaluation_progress_is_per_set_with_its_eta():

@@ -199,10 +199,11 @@ def test_production_alias_loads_as_pyfunc_and_reads_image_bytes_only(store, life
     (tmp_path / "street.png").write_bytes(png_bytes(images[1]))
     frame = pd.DataFrame({"image": [png_bytes(images[0]), str(tmp_path / "street.png"), png_bytes(images[1])]})
     got = model.predict(frame)
-    assert list(got.columns) == ["text", "confidence", "error"] and len(got) == 3
+    assert list(got.columns) == ["text", "confidence", "abstained", "reading", "error"] and len(got) == 3
     expected = load_onnx_recognizer(store["onnx"]).recognize(images)
     assert got["text"].tolist() == [expected[0][0], "", expected[1][0]]
     assert got["confidence"].tolist() == pytest.approx([expected[0][1], 0.0, expected[1][1]], abs=1e-6)
+    assert got["abstained"].tolist() == [False] * 3 and got["reading"].tolist() == got["text"].tolist()
     # A path is never opened: the row gets its sentence, the others are read.
     assert got["error"].tolist()[0] == got["error"].tolist()[2] == ""
     assert got["error"][1].startswith("row 1: a string, not image bytes") and "never opened" in got["error"][1]

@@ -384,9 +384,14 @@ class RegistryConfig:
         check_out_dir(self.out_dir, p)
 
 
+# How a word's confidence is made of its characters' (``rosetta.postprocess.CTCLabelDecode``).
+ConfidenceRule = Literal["mean", "min", "geometric"]
+
+
 @dataclass(frozen=True)
 class ServeConfig:
-    """What one request to the served model may hold; recorded in the registered pyfunc (its model_config)."""
+    """What one request to the served model may hold, and how sure its answer must be; recorded in the registered
+    pyfunc (its model_config)."""
 
     max_image_side: int = 8192  # pixels, width or height
     max_image_pixels: int = 16_000_000  # width x height, checked before decoding
@@ -394,6 +399,8 @@ class ServeConfig:
     max_request_mb: int = 32  # encoded image bytes in one request
     max_request_pixels: int = 64_000_000  # decoded pixels in one request (each image's header), what costs CPU
     precision: str = "fp32"  # the registered ONNX file served: fp32, or int8 (the export's model.int8.onnx)
+    confidence: ConfidenceRule = "mean"  # a word's confidence from its characters': mean, min or geometric
+    abstain_below: float = 0.0  # a reading less confident than this is answered as none (text "", abstained)
 
     def check(self, p: str) -> None:
         within(f"{p}.max_image_side", self.max_image_side, 1, 65535, "pixels")
@@ -403,6 +410,7 @@ class ServeConfig:
         within(f"{p}.max_request_pixels", self.max_request_pixels, self.max_image_pixels, 10_000_000_000,
                "pixels; at least serve.max_image_pixels, so that one image of the largest size is read")
         require(self.precision in ("fp32", "int8"), f"{p}.precision", self.precision, "must be fp32 or int8")
+        require(0 <= self.abstain_below <= 1, f"{p}.abstain_below", self.abstain_below, "must be between 0 and 1")
 
 
 @dataclass(frozen=True)

@@ -140,6 +140,13 @@ def validation_sets(cfg: Config, charset: Charset) -> tuple[list[ValidationSplit
     return splits, "real" if "real" in names else "all"
 
 
+def selected_split(cfg: Config, charset: Charset) -> ValidationSplit:
+    """The validation split best.pt is chosen on (``validation_sets``' choice), as one split: what the evaluate stage
+    calibrates confidence on, no benchmark set, so a threshold read from it is not fitted to the test."""
+    splits, select_on = validation_sets(cfg, charset)
+    return concat_splits(splits) if select_on == "all" else next(s for s in splits if s.source == select_on)
+
+
 def concat_splits(splits: list[ValidationSplit]) -> ValidationSplit:
     """The splits scored as one (``all``)."""
     return ValidationSplit("all", ConcatDataset([s.dataset for s in splits]), [x for s in splits for x in s.labels])

@@ -57,4 +57,8 @@ def markdown_table(summary: dict) -> str:
     if "selected_on" in validation:
         notes.append(f"best.pt was chosen on the {validation['selected_on']} validation split: accuracy "
                      f"{validation[validation['selected_on']]:.4f}")
+    if "calibration" in summary:
+        c = summary["calibration"]
+        notes.append(f"confidence calibration on the {c['on']} validation split ({c['count']} images), expected "
+                     "calibration error by rule: " + ", ".join(f"{r} {e:.4f}" for r, e in c["ece"].items()))
     return "\n".join(lines + [""] + notes + [f"{summary['images_per_s']:.0f} images/s"]) + "\n"
