@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 
 import pytest
 
@@ -51,11 +52,20 @@ def test_bring_your_own_data_as_the_readme_tells_it(tmp_path):
     first = dvc(repo, "repro", env=env, timeout=900)  # what `make demo` runs
     assert "promoted to production" in first
 
-    # Read text: the production model by default, JSON lines for programs.
-    read = run(repo, ".venv/bin/rosetta", "predict", "--json", str(tmp_path / "benchmarks" / "REALB_8" / "images"),
-               env=env, stdout_only=True)
-    lines = [json.loads(line) for line in read.splitlines()]
-    assert len(lines) == 8 and all({"image", "text", "confidence"} <= set(line) for line in lines)
+    # Read text: the README's lines on a file and a folder of crops, the production model by default.
+    crops = tmp_path / "benchmarks" / "REALB_8" / "images"
+    shutil.copytree(crops, repo / "crops")
+    shutil.copy(crops / "0.png", repo / "word_1.png")
+    read_text = _readme_block("Read text")
+    plain = run(repo, *read_text[0].split(), env=env, stdout_only=True).splitlines()
+    assert len(plain) == 9 and plain[0].startswith("word_1.png\t") and all(len(l.split("\t")) >= 3 for l in plain)
+    assert read_text[1].endswith("> out.jsonl")
+    lines = [json.loads(line) for line in run(repo, *read_text[1].split(" > ")[0].split(), env=env,
+                                              stdout_only=True).splitlines()]
+    assert len(lines) == 8 and all({"image", "text", "confidence", "abstained", "reading"} <= set(x) for x in lines)
+    unsure = [json.loads(line) for line in run(repo, *read_text[2].split(), "--json", env=env,
+                                               stdout_only=True).splitlines()]
+    assert all(x["abstained"] == (x["confidence"] < 0.8) and (x["text"] == "") >= x["abstained"] for x in unsure)
 
     # Bring your own data: the README's two commands, the sets where the user keeps them.
     applied = run(repo, *commands[0].replace("/data/my_sets", str(tmp_path / "my_sets")).split(),
@@ -72,5 +82,9 @@ def test_bring_your_own_data_as_the_readme_tells_it(tmp_path):
     metrics = exps["my-words"]["metrics"]["runs/eval/metrics.json"]["data"]
     assert {"accuracy_real", "accuracy_real_exact", "REALA_12", "REALB_8"} <= set(metrics)
     assert "accuracy_exact" in metrics["sets"]["REALA_12"]
+    audit_line = commands[3].replace("/data/my_sets", str(tmp_path / "my_sets"))
+    assert audit_line.startswith(".venv/bin/rosetta data audit")
+    run(repo, *audit_line.split(), env=env)
+    assert (repo / "runs" / "audit" / "LABELS" / "audit.html").is_file()
     decision = json.loads((repo / "runs" / "register" / "decision.json").read_text())
     assert set(decision["set_deltas"]) == {"REALA_12", "REALB_8"} and decision["production_version"] == "1"
