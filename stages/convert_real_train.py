@@ -6,7 +6,7 @@ import sys
 
 from rosetta.charset import Charset
 from rosetta.config import load_config
-from rosetta.data.real_train import convert_real_train
+from rosetta.data.real_train import convert_real_train, missing_note
 from rosetta.errors import run_guarded
 from rosetta.layout import DataLayout
 
@@ -14,11 +14,15 @@ from rosetta.layout import DataLayout
 def main() -> int:
     cfg = load_config()
     layout = DataLayout.from_config(cfg)
-    report = convert_real_train(layout.real_train_manifest, layout.real_train, Charset.from_config(cfg.charset),
+    charset = Charset.from_config(cfg.charset)
+    report = convert_real_train(layout.real_train_manifest, layout.real_train, charset,
                                 cfg.data.real_val_fraction, cfg.seed, [layout.benchmarks, layout.real_benchmarks],
                                 cfg.data.workers)
     for name, entry in report["sets"].items():
         print(f"{name}: {entry['written']} written (train, val), {entry['listed']} listed, dropped {entry['dropped']}")
+        note = missing_note(entry, name, charset, cfg.charset.dict_path)
+        if note:
+            print(note)
     return 0
 
 

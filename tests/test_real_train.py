@@ -14,7 +14,7 @@ from model_fixtures import WORDS, write_gt_set, write_word_lmdb
 from rosetta.charset import Charset
 from rosetta.data.benchmarks import write_real_manifest, convert_real_benchmarks
 from rosetta.data.lmdb_io import iter_labels, read_names
-from rosetta.data.real_train import convert_real_train, describe, write_real_train_manifest
+from rosetta.data.real_train import convert_real_train, describe, missing_note, write_real_train_manifest
 from rosetta.errors import RosettaError
 from rosetta.layout import DataLayout
 
@@ -48,6 +48,11 @@ def test_gt_file_sets_are_converted_with_a_seeded_holdout_and_unlearnable_labels
     assert a["listed"] == len(LABELS)
     assert a["dropped"] == {"near_duplicate": 0, "out_of_charset": 1, "too_long": 1, "unlearnable": 2}
     assert a["written"] == {"train": 28, "val": 9}  # a quarter of the 37 learnable held out
+    # Every character the charset lacks is counted, with the first label that held one, and said in one line.
+    assert a["missing_characters"] == {"#": 3, "!": 2, "é": 1, "-": 1} and a["missing_example"] == "###"
+    assert missing_note(a, "A_train", Charset(), None).startswith(
+        "A_train: 4 of 41 labels hold characters the charset lacks (after lower-casing), which are left out of them: "
+        "'#' 3, '!' 2, 'é' 1, '-' 1 (e.g. '###'); to read them, set charset.dict_path")
     assert report["sets"]["B_train"]["written"] == {"train": 9, "val": 3}
     assert json.loads((layout.real_train / "realtrain_report.json").read_text()) == report
     train, val = layout.real_train / "train" / "A_train", layout.real_train / "val" / "A_train"

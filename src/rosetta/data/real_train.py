@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rosetta.charset import Charset
+from rosetta.charset import Charset, MissingCharacters
 from rosetta.data.benchmarks import checked_manifest, write_real_manifest
 from rosetta.data.convert import GT_FILE, Rejected, find_benchmark_sets, gt_samples
 from rosetta.data.lmdb_io import FileSample, Record, image_key, iter_labels, open_lmdb, write_lmdb
@@ -132,8 +132,11 @@ def convert_real_train(manifest_path: Path, output: Path, charset: Charset, val_
 def _convert_set(name: str, kind: str, folder: Path, shown: str, out: Path, charset: Charset, val_fraction: float,
                  seed: int, bench: Prints, workers: int) -> dict:
     dropped: Counter[str] = Counter()
+    missing = MissingCharacters()
     keep: list[FileSample | LmdbSample] = []
     for sample in _listed(kind, folder):
+        if not isinstance(sample, Rejected):
+            missing.add(sample.label, charset.missing(sample.label))
         problem = sample.reason if isinstance(sample, Rejected) else label_problem(sample.label, charset)
         if problem:
             dropped[problem] += 1
@@ -160,7 +163,16 @@ def _convert_set(name: str, kind: str, folder: Path, shown: str, out: Path, char
     return {"kind": kind, "listed": sum(dropped.values()) + len(keep), "dropped": dict(sorted(dropped.items())),
             "near_duplicates": [{"train": o.train, "benchmark": o.benchmark, "similarity": o.similarity}
                                 for o in overlaps],
-            "written": written}
+            "written": written, "missing_characters": dict(missing.counts.most_common()),
+            "missing_example": missing.example, "labels_missing_characters": missing.labels}
+
+
+def missing_note(entry: dict, name: str, charset: Charset, dict_path: str | None) -> str | None:
+    """The line naming the characters one converted set's labels hold that the charset lacks (its report's
+    ``missing_characters``), or None."""
+    missing = MissingCharacters(Counter(entry.get("missing_characters", {})), entry.get("labels_missing_characters", 0),
+                                entry.get("missing_example"))
+    return missing.note(f"{name}", entry["listed"], charset, dict_path)
 
 
 def real_train_note(folder: Path) -> str | None:
