@@ -3,6 +3,7 @@ exported model, and ``rosetta`` run as a user runs it; plus one torch thread per
 nothing else in tests/ builds data, trains a model to read, or starts the CLI its own way."""
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -75,16 +76,13 @@ class TinyRun:
     run_id: str  # the training run in ``root/mlflow.db`` (experiment ``tiny``), best model logged
 
 
-@pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory, tiny_data) -> TinyRun:
-    """The tiny recipe (train_fixtures.TINY) trained once on ``tiny_data`` and exported once, for every test that
-    needs a trained model or a finished training run rather than a training of its own."""
-    from rosetta.delivery.export import export_checkpoint
-    from rosetta.training.trainer import run_training
-    from train_fixtures import DVC_LOCK, tiny_config
+@contextlib.contextmanager
+def _trains_in(root: Path):
+    """``root`` made a project folder (project_root() finds it, and its dvc.lock) and the working directory, with
+    one torch thread and no MLflow URI from the environment, for a session fixture that trains there."""
+    from train_fixtures import DVC_LOCK
 
-    root = tmp_path_factory.mktemp("tiny_run")
-    (root / "dvc.yaml").write_text("stages: {}\n")  # a project folder: project_root() finds it, and its lock
+    (root / "dvc.yaml").write_text("stages: {}\n")
     (root / "dvc.lock").write_text(DVC_LOCK)
     threads = torch.get_num_threads()
     with pytest.MonkeyPatch.context() as mp:
@@ -92,13 +90,26 @@ def tiny_run(tmp_path_factory, tiny_data) -> TinyRun:
         mp.chdir(root)
         torch.set_num_threads(1)
         try:
-            cfg = tiny_config(root, f"data.root={tiny_data}", "train.log_model=true", "mlflow.experiment=tiny",
-                              "export.parity_samples=12", "export.batch_size=4")
-            result = run_training(cfg)
-            report = export_checkpoint(result.best_checkpoint, root / "export" / "model.onnx", cfg,
-                                       root / "export" / "parity.json")
+            yield
         finally:
             torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, tiny_data) -> TinyRun:
+    """The tiny recipe (train_fixtures.TINY) trained once on ``tiny_data`` and exported once, for every test that
+    needs a trained model or a finished training run rather than a training of its own."""
+    from rosetta.delivery.export import export_checkpoint
+    from rosetta.training.trainer import run_training
+    from train_fixtures import tiny_config
+
+    root = tmp_path_factory.mktemp("tiny_run")
+    with _trains_in(root):
+        cfg = tiny_config(root, f"data.root={tiny_data}", "train.log_model=true", "mlflow.experiment=tiny",
+                          "export.parity_samples=12", "export.batch_size=4")
+        result = run_training(cfg)
+        report = export_checkpoint(result.best_checkpoint, root / "export" / "model.onnx", cfg,
+                                   root / "export" / "parity.json")
     return TinyRun(root, cfg, result.best_checkpoint, root / "export" / "model.onnx", report.to_dict(),
                    result.run_id)
 
@@ -109,23 +120,14 @@ def reading_model(tmp_path_factory, tiny_data) -> Path:
     labelled, with confidence (it learns those images by heart and reads no new one): for tests that need readings
     a label can agree or disagree with, where ``tiny_run``'s 12 steps read every image as blank. Made once."""
     from rosetta.training.trainer import run_training
-    from train_fixtures import DVC_LOCK, tiny_config
+    from train_fixtures import tiny_config
 
     root = tmp_path_factory.mktemp("reading_model")
-    (root / "dvc.yaml").write_text("stages: {}\n")
-    (root / "dvc.lock").write_text(DVC_LOCK)
-    threads = torch.get_num_threads()
-    with pytest.MonkeyPatch.context() as mp:
-        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-        mp.chdir(root)
-        torch.set_num_threads(1)
-        try:
-            cfg = tiny_config(root, f"data.root={tiny_data}", "mlflow.experiment=reading", "train.augment=false",
-                              "train.lr=5e-3", "train.warmup_steps=20", "train.max_steps=400", "train.eval_every=400",
-                              "train.checkpoint_every=400", "train.log_every=100")
-            return run_training(cfg).best_checkpoint
-        finally:
-            torch.set_num_threads(threads)
+    with _trains_in(root):
+        cfg = tiny_config(root, f"data.root={tiny_data}", "mlflow.experiment=reading", "train.augment=false",
+                          "train.lr=5e-3", "train.warmup_steps=20", "train.max_steps=400", "train.eval_every=400",
+                          "train.checkpoint_every=400", "train.log_every=100")
+        return run_training(cfg).best_checkpoint
 
 
 @dataclass(frozen=True)
