@@ -5,7 +5,8 @@
 #   docker run --gpus all -e PREFECT_API_URL=http://<server>:4200/api rosetta-pipeline:latest
 #
 #   docker build --target serve-onnx -t rosetta-serve:latest .    # serving the ONNX model on the CPU, no torch
-#   docker run -p 5001:5001 -v $PWD:/store -e MLFLOW_TRACKING_URI=sqlite:////store/mlflow.db rosetta-serve:latest
+#   docker run -p 5001:5001 -v $PWD:$PWD -e MLFLOW_TRACKING_URI=sqlite:///$PWD/mlflow.db rosetta-serve:latest
+#   (the store mounted at its own path: its artifact locations are absolute paths)
 #
 # One CUDA stack: the torch wheel from PyPI brings its own CUDA runtime libraries (the nvidia-* wheels), so no
 # CUDA base image is needed; the host needs only the NVIDIA driver and the container toolkit (--gpus all).

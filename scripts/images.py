@@ -79,10 +79,10 @@ def image_size_mb(cache: Path, image: str) -> float:
 
 
 # ---------------------------------------------------------------- the base image
-def apt_sources() -> list[tuple[str, list[str], list[str]]]:
+def apt_sources(etc: Path = Path("/etc/apt")) -> list[tuple[str, list[str], list[str]]]:
     """``(uri, suites, components)`` of each entry in apt's source lists, one-line and deb822 formats."""
-    folder = Path("/etc/apt/sources.list.d")
-    files = [Path("/etc/apt/sources.list"), *sorted(folder.glob("*.list")), *sorted(folder.glob("*.sources"))]
+    folder = etc / "sources.list.d"
+    files = [etc / "sources.list", *sorted(folder.glob("*.list")), *sorted(folder.glob("*.sources"))]
     entries = []
     for path in (p for p in files if p.is_file()):
         text = path.read_text(errors="replace")
@@ -102,13 +102,13 @@ def apt_sources() -> list[tuple[str, list[str], list[str]]]:
     return entries
 
 
-def debian_mirror() -> str:
+def debian_mirror(etc: Path = Path("/etc/apt")) -> str:
     """The mirror apt uses for Debian bookworm's main archive (never hard-coded: each machine has its own)."""
-    for uri, suites, components in apt_sources():
+    for uri, suites, components in apt_sources(etc):
         if SUITE in suites and "main" in components:
             return uri.rstrip("/")
-    raise RosettaError(f"apt has no Debian {SUITE} main entry in /etc/apt/sources.list or /etc/apt/sources.list.d/; "
-                       f"add one (deb <your Debian mirror> {SUITE} main) and run `apt-get update`")
+    raise RosettaError(f"apt has no Debian {SUITE} main entry in {etc}/sources.list or {etc}/sources.list.d/; add "
+                       f"one (deb <your Debian mirror> {SUITE} main) and run `apt-get update`")
 
 
 def build_base(cache: Path, refresh: bool = False) -> str:
@@ -226,9 +226,10 @@ def build(cache: Path, target: str, tag: str, python_image: str) -> None:
         conf = Path(secrets) / "pip.conf"
         conf.write_text(pip.config)
         conf.chmod(0o600)
-        args = ["build", "--network", "host", "--layers", "--pull=never" if python_image.startswith("localhost/")
-                else "--pull=missing", "--target", target, "--tag", tag, "--build-arg", f"PYTHON_IMAGE={python_image}",
-                "--secret", f"id=pip.conf,src={conf}"]
+        # Docker's image format, not OCI's: OCI has no SHELL, which the Dockerfile's pipes rely on (pipefail).
+        pull = "--pull=never" if python_image.startswith("localhost/") else "--pull=missing"
+        args = ["build", "--format", "docker", "--network", "host", "--layers", pull, "--target", target, "--tag", tag,
+                "--build-arg", f"PYTHON_IMAGE={python_image}", "--secret", f"id=pip.conf,src={conf}"]
         args += [a for sid, path in pip.files.items() for a in ("--secret", f"id={sid},src={path}")]
         args += [a for folder in pip.folders for a in ("--volume", f"{folder}:{folder}:ro")]
         say(f"building {tag} (target {target}) on {python_image}; pip's settings as secrets "

@@ -21,11 +21,11 @@ from flow_fixtures import free_port
 from model_fixtures import WORDS, config, png_bytes, register_production, word_image
 from rosetta.delivery.http_server import invocations_body, post
 
-images = pytest.importorskip("images")  # scripts/images.py (conftest puts scripts/ on the path)
+import images  # scripts/images.py (conftest puts scripts/ on the path)
+from rosetta.errors import RosettaError
 
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(shutil.which("podman") is None or os.geteuid() != 0,
-                                 reason="builds with Podman as root (make test installs packages/debian-podman.txt)")]
+needs_podman = pytest.mark.skipif(shutil.which("podman") is None or os.geteuid() != 0,
+                                  reason="builds with Podman as root (make test installs packages/debian-podman.txt)")
 
 TAG = images.TAGS["serve-onnx"]
 PEM = re.compile(r"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----", re.S)
@@ -98,6 +98,8 @@ def served(cache, serving_image, store):
         images.podman(cache, "rm", "--force", "--time", "10", name, capture=True, check=False)
 
 
+@pytest.mark.slow
+@needs_podman
 def test_the_serving_image_reads_the_words_rosetta_predict_reads(served, store, rosetta_cli):
     crops = store["crops"]
     status, answer = post(served, invocations_body([p.read_bytes() for p in crops]))
@@ -125,12 +127,15 @@ def _host_secrets() -> tuple[list[str], set[str], list[str]]:
             digests.add(hashlib.sha256(Path(value).read_bytes()).hexdigest())
         elif key in ("index-url", "extra-index-url", "find-links", "trusted-host"):
             needles += [item for item in value.split() if item != "https://pypi.org/simple"]
-    debian = {pem for path in Path("/usr/share/ca-certificates").rglob("*.crt") for pem in PEM.findall(path.read_text())}
+    debian = {pem for path in Path("/usr/share/ca-certificates").rglob("*.crt")
+              for pem in PEM.findall(path.read_text())}
     bundles = [Path(value) for _, key, value in entries if key == "cert"]
     extra = [pem.splitlines()[1] for bundle in bundles for pem in PEM.findall(bundle.read_text()) if pem not in debian]
     return sorted(set(needles)), digests, sorted(set(extra))
 
 
+@pytest.mark.slow
+@needs_podman
 def test_the_serving_image_holds_no_torch_and_no_build_secret(cache, serving_image):
     needles, digests, extra_cas = _host_secrets()
     history = images.podman(cache, "history", "--no-trunc", "--format", "{{.CreatedBy}}", serving_image,
@@ -155,3 +160,33 @@ def test_the_serving_image_holds_no_torch_and_no_build_secret(cache, serving_ima
         assert not [p for p in same_size if hashlib.sha256(p.read_bytes()).hexdigest() in digests]
     finally:
         images.podman(cache, "image", "unmount", serving_image, capture=True, check=False)
+
+
+def test_pip_settings_become_build_secrets_and_read_only_folders(tmp_path):
+    ca, constraints = tmp_path / "ca.pem", tmp_path / "constraints.txt"
+    ca.write_text("a CA"), constraints.write_text("torch<=2.14.1\n")
+    settings = images.pip_settings([
+        ("global", "cert", str(ca)), ("global", "constraint", str(constraints)),
+        ("global", "extra-index-url", "file:///srv/pypi/simple https://user:token@index.example/simple"),
+        ("global", "find-links", "/srv/wheels"), ("install", "timeout", "60"), ("global", "cert", str(ca))])
+    assert settings.files == {"pip-cert": ca, "pip-constraint": constraints}
+    assert settings.folders == [Path("/srv/pypi"), Path("/srv/wheels")]  # an index's files lie beside simple/
+    assert settings.config == ("[global]\ncert = /run/secrets/pip-cert\nconstraint = /run/secrets/pip-constraint\n"
+                               "extra-index-url = file:///srv/pypi/simple https://user:token@index.example/simple\n"
+                               "find-links = /srv/wheels\n[install]\ntimeout = 60\n")
+    with pytest.raises(RosettaError, match=r"pip's global.cert names /nowhere.pem, which is not a file; fix it"):
+        images.pip_settings([("global", "cert", "/nowhere.pem")])
+
+
+def test_the_base_comes_from_the_mirror_apt_uses(tmp_path):
+    (tmp_path / "sources.list.d").mkdir()
+    (tmp_path / "sources.list").write_text(
+        "# deb http://old.example/debian bookworm main\n"
+        "deb [arch=amd64] http://mirror.example/debian-security bookworm-security main\n")
+    (tmp_path / "sources.list.d" / "debian.sources").write_text(
+        "Types: deb\nURIs: http://mirror.example/debian/\nSuites: bookworm bookworm-updates\nComponents: main\n")
+    assert images.debian_mirror(tmp_path) == "http://mirror.example/debian"
+    (tmp_path / "sources.list.d" / "debian.sources").write_text("Types: deb\nURIs: http://x/debian\nSuites: trixie\n"
+                                                                 "Components: main\n")
+    with pytest.raises(RosettaError, match=f"apt has no Debian bookworm main entry in {tmp_path}/sources.list or"):
+        images.debian_mirror(tmp_path)
