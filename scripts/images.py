@@ -61,9 +61,9 @@ def podman(cache: Path, *args: str, capture: bool = False, check: bool = True) -
     done = subprocess.run(["podman", *PODMAN_OPTIONS, *args], env=podman_env(cache), text=True,
                           capture_output=capture)
     if check and done.returncode != 0:
-        last = (done.stderr or "").strip().splitlines()[-1:] if capture else []
-        raise RosettaError(f"`podman {' '.join(args[:2])}` failed with status {done.returncode}"
-                           f"{f' ({last[0]})' if last else ''}; see its output above")
+        said = ((done.stderr or "").strip().splitlines() or ["no message"])[-1] if capture else "its output above"
+        raise RosettaError(f"`podman {' '.join(args[:2])}` failed with status {done.returncode} ({said}); check "
+                           f"what it names (`python scripts/images.py podman ...` runs it by hand)")
     return done
 
 

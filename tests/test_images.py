@@ -95,10 +95,11 @@ def served(cache, serving_image, store):
                 time.sleep(1)
         yield url
     finally:
-        images.podman(cache, "rm", "--force", "--time", "10", name, capture=True, check=False)
+        images.podman(cache, "rm", "--force", "--time", "3", name, capture=True, check=False)
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)  # on a fresh machine its setup runs debootstrap and builds the image
 @needs_podman
 def test_the_serving_image_reads_the_words_rosetta_predict_reads(served, store, rosetta_cli):
     crops = store["crops"]
