@@ -42,7 +42,12 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends make \
     && rm -rf /var/lib/apt/lists/*
 USER 1000:1000
-COPY --chown=1000:1000 pyproject.toml Makefile README.md ./
+# The dependencies first, so code edits reuse their layer.
+COPY --chown=1000:1000 pyproject.toml Makefile ./
+RUN --mount=type=secret,id=pip.conf,uid=1000 --mount=type=secret,id=pip-cert,uid=1000 \
+    --mount=type=secret,id=pip-constraint,uid=1000 \
+    PIP_CONFIG_FILE=/run/secrets/pip.conf make install-serve-onnx-deps
+COPY --chown=1000:1000 README.md ./
 COPY --chown=1000:1000 src ./src
 RUN --mount=type=secret,id=pip.conf,uid=1000 --mount=type=secret,id=pip-cert,uid=1000 \
     --mount=type=secret,id=pip-constraint,uid=1000 \

@@ -9,7 +9,7 @@ FONTS := $(VENV)/.fonts-installed
 # pyproject's optional dependencies to install with the project; the Dockerfile's image sets EXTRAS= (none).
 EXTRAS ?= dev
 
-.PHONY: install install-serve-onnx demo test test-quick bench gpu-check mlflow-screenshot import-graph dvc-deps prefect-up prefect-down \
+.PHONY: install install-serve-onnx-deps install-serve-onnx demo test test-quick bench gpu-check mlflow-screenshot import-graph dvc-deps prefect-up prefect-down \
 	team-up team-down image-base image-serve image-train clean
 
 $(STAMP): pyproject.toml
@@ -17,15 +17,22 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -e '.$(if $(EXTRAS),[$(EXTRAS)])'
 	touch $(STAMP)
 
-# The CPU-only ONNX serving install (the Dockerfile's serve-onnx target): pyproject's serve-onnx requirements,
-# then the package itself without its dependencies, so torch (and the rest of the training stack) never comes.
-SERVE_STAMP := $(VENV)/.serve-onnx-installed
-$(SERVE_STAMP): pyproject.toml
+# The CPU-only ONNX serving install (the Dockerfile's serve-onnx target): pyproject's serve-onnx requirements
+# (install-serve-onnx-deps: a layer of its own in the image, which code edits reuse), then the package itself
+# without its dependencies, so torch (and the rest of the training stack) never comes.
+SERVE_DEPS := $(VENV)/.serve-onnx-deps-installed
+$(SERVE_DEPS): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['serve-onnx'], sep=chr(10))" > $(VENV)/serve-onnx.txt
 	$(BIN)/python -m pip install -r $(VENV)/serve-onnx.txt
+	touch $(SERVE_DEPS)
+
+SERVE_STAMP := $(VENV)/.serve-onnx-installed
+$(SERVE_STAMP): $(SERVE_DEPS)
 	$(BIN)/python -m pip install --no-deps .
 	touch $(SERVE_STAMP)
+
+install-serve-onnx-deps: $(SERVE_DEPS)
 
 install-serve-onnx: $(SERVE_STAMP)
 
