@@ -1,12 +1,15 @@
 """DVC stage ``evaluate``: the best checkpoint on every benchmark LMDB and the converted real sets, as DVC
-metrics (with the validation accuracy best.pt was chosen on), a Markdown table and a gallery of mistakes under
-``runs/eval/``, logged under the training run named by ``runs/train/run.json`` (a nested run, and the scores on
-the training run itself)."""
+metrics (with the validation accuracy best.pt was chosen on, and the calibration of its confidence on that
+validation split), a Markdown table, a gallery of mistakes and a reliability diagram under ``runs/eval/``, logged
+under the training run named by ``runs/train/run.json`` (a nested run, and the scores on the training run
+itself)."""
 import _interpreter  # noqa: F401  (first: runs the stage under the project's interpreter)
 import json
 import sys
 
+from rosetta.charset import Charset
 from rosetta.config import load_config
+from rosetta.data.splits import selected_split
 from rosetta.errors import run_guarded
 from rosetta.evaluation.evaluate import evaluate_benchmarks
 from rosetta.evaluation.metrics import validation_of
@@ -22,7 +25,8 @@ def main() -> int:
     sets = scored_sets(cfg)
     validation = validation_of(json.loads(runs.train_metrics.read_text()))
     summary = evaluate_benchmarks(runs.best_checkpoint, sets.benchmarks, cfg, runs.eval, run.get("run_id"),
-                                  real_dir=sets.real, validation=validation)
+                                  real_dir=sets.real, validation=validation,
+                                  calibrate_on=selected_split(cfg, Charset.from_config(cfg.charset)))
     print(markdown_table(summary), end="")
     return 0
 

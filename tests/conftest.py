@@ -103,6 +103,31 @@ def tiny_run(tmp_path_factory, tiny_data) -> TinyRun:
                    result.run_id)
 
 
+@pytest.fixture(scope="session")
+def reading_model(tmp_path_factory, tiny_data) -> Path:
+    """The best.pt of the tiny recipe trained on ``tiny_data``'s 40 training images until it reads each of them as
+    labelled, with confidence (it learns those images by heart and reads no new one): for tests that need readings
+    a label can agree or disagree with, where ``tiny_run``'s 12 steps read every image as blank. Made once."""
+    from rosetta.training.trainer import run_training
+    from train_fixtures import DVC_LOCK, tiny_config
+
+    root = tmp_path_factory.mktemp("reading_model")
+    (root / "dvc.yaml").write_text("stages: {}\n")
+    (root / "dvc.lock").write_text(DVC_LOCK)
+    threads = torch.get_num_threads()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        mp.chdir(root)
+        torch.set_num_threads(1)
+        try:
+            cfg = tiny_config(root, f"data.root={tiny_data}", "mlflow.experiment=reading", "train.augment=false",
+                              "train.lr=5e-3", "train.warmup_steps=20", "train.max_steps=400", "train.eval_every=400",
+                              "train.checkpoint_every=400", "train.log_every=100")
+            return run_training(cfg).best_checkpoint
+        finally:
+            torch.set_num_threads(threads)
+
+
 @dataclass(frozen=True)
 class UntrainedModel:
     """An untrained MobileNetV3 of the default params and its gated export; tests copy them to change them."""

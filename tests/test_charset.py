@@ -1,10 +1,15 @@
-"""Label rules and greedy CTC decoding, as PaddleOCR's CTCLabelEncode / CTCLabelDecode."""
+"""Label rules and greedy CTC decoding, as PaddleOCR's CTCLabelEncode / CTCLabelDecode, with the word confidence
+by each rule."""
+import typing
+
 import numpy as np
 import pytest
 
 from rosetta.charset import Charset, CharsetError, DEFAULT_ALPHABET
-from rosetta.config import CharsetConfig
+from rosetta.config import CharsetConfig, ConfidenceRule
+from rosetta.errors import RosettaError
 from rosetta.postprocess import CTCLabelDecode
+from rosetta.postprocess.rec_postprocess import CONFIDENCE_RULES
 
 
 def onehot(indices, num_classes=37, p=0.9):
@@ -89,8 +94,40 @@ def test_decode_confidence_is_mean_of_kept_steps():
     assert conf == pytest.approx(0.6)
 
 
+@pytest.mark.parametrize("rule, expected", [("mean", (0.5 + 0.9 + 0.7) / 3), ("min", 0.5),
+                                             ("geometric", (0.5 * 0.9 * 0.7) ** (1 / 3))])
+def test_decode_confidence_by_rule(rule, expected):
+    cs = Charset()
+    probs = onehot([11, 11, 0, 12, 0, 13])
+    probs[0, 11], probs[1, 11], probs[3, 12], probs[5, 13] = 0.5, 0.99, 0.9, 0.7
+    [(text, conf)] = CTCLabelDecode(cs, rule)(probs)
+    assert text == "abc" and conf == pytest.approx(expected)
+
+
+def test_one_doubtful_character_shows_in_min_and_geometric_not_in_mean():
+    """OnnxTR #95: a long word with one guessed character keeps a high mean."""
+    cs = Charset()
+    probs = onehot(cs.encode("benchmarking"), p=0.99)
+    probs[4, cs.encode("h")[0]] = 0.2
+    mean, low, geometric = (CTCLabelDecode(cs, rule)(probs)[0][1] for rule in ("mean", "min", "geometric"))
+    assert mean > 0.9 and low == pytest.approx(0.2) and geometric < 0.88
+
+
+def test_decode_geometric_survives_long_words():
+    cs = Charset(max_text_length=200)
+    probs = onehot([11, 12] * 100, p=0.5)  # 0.5 ** 200 underflows float32: the product is taken through logs
+    assert CTCLabelDecode(cs, "geometric")(probs)[0][1] == pytest.approx(0.5)
+
+
+def test_an_unknown_rule_is_one_sentence():
+    assert set(CONFIDENCE_RULES) == set(typing.get_args(ConfidenceRule))  # the schema names the rules there are
+    with pytest.raises(RosettaError, match="confidence rule 'median' is unknown; use one of mean, min, geometric"):
+        CTCLabelDecode(Charset(), "median")
+
+
 def test_decode_all_blank():
-    assert CTCLabelDecode(Charset())(onehot([0] * 25)) == [("", 0.0)]
+    for rule in ("mean", "min", "geometric"):
+        assert CTCLabelDecode(Charset(), rule)(onehot([0] * 25)) == [("", 0.0)]
 
 
 def test_decode_batch():

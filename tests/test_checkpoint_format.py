@@ -51,7 +51,7 @@ def test_an_old_checkpoint_is_evaluated_predicted_and_exported(tmp_path, tiny_da
 
     _image().save(tmp_path / "word.png")
     assert predict_files(OLD, [str(tmp_path / "word.png")], batch_size=4) == 0
-    assert capsys.readouterr().out.startswith(f"{tmp_path / 'word.png'}: (")
+    assert capsys.readouterr().out.startswith(f"{tmp_path / 'word.png'}\t")
 
     report = export_checkpoint(OLD, tmp_path / "model.onnx", cfg, tmp_path / "parity.json")
     assert report.passed

@@ -21,6 +21,7 @@ DOCUMENTED = [
     "export --model runs/train/best.pt --out FILE.onnx", "register",
     "promote --version 2 --force", "rollback", "serve -o registry.alias=previous --port 5002", "bench serve",
     "bench infer --json", "export --model runs/train/best.pt --int8", "tracking sync runs/train",
+    "params apply profiles/finetune.yaml -o data.real_train=/data/my_crops",
 ]
 
 

@@ -10,6 +10,7 @@ from rosetta.params import param_differences
 
 ROOT = Path(__file__).resolve().parents[1]
 PROFILES = sorted((ROOT / "profiles").glob("*.yaml"))
+FULL_SCALE = [p for p in PROFILES if p.stem.startswith("rosetta_")]  # PaddleOCR's recipes; finetune.yaml is ours
 
 
 def test_project_params_load_and_round_trip():
@@ -40,8 +41,8 @@ def test_backbone_in_paddleocr_shape_and_by_preset_name():
     assert config_from_dict(r34.to_dict()) == r34
 
 
-@pytest.mark.parametrize("profile", PROFILES, ids=[p.stem for p in PROFILES])
-def test_each_profile_is_an_overlay_on_params_yaml(profile):
+@pytest.mark.parametrize("profile", FULL_SCALE, ids=[p.stem for p in FULL_SCALE])
+def test_each_full_scale_profile_is_an_overlay_on_params_yaml(profile):
     base = load_config(ROOT / "params.yaml").to_dict()
     cfg = load_config(profile)
     assert cfg.train.optimizer == "adam" and cfg.train.lr == 5e-4 and cfg.train.batch_size == 256
@@ -50,6 +51,14 @@ def test_each_profile_is_an_overlay_on_params_yaml(profile):
     assert cfg.charset == load_config(ROOT / "params.yaml").charset and cfg.export.opset == base["export"]["opset"]
     # and -c with -o still works on a profile
     assert load_config(profile, ["train.lr=1e-4"]).train.lr == 1e-4
+
+
+def test_the_finetune_profile_starts_from_production_and_replays_the_base_data():
+    base = load_config(ROOT / "params.yaml")
+    cfg = load_config(ROOT / "profiles" / "finetune.yaml")
+    assert cfg.train.init_from == "models:/rosetta@production" and cfg.model == base.model
+    assert cfg.train.batch_ratio["synth"] > 0 and cfg.train.source_start_step == {"real": 0}
+    assert cfg.charset.dict_path == "profiles/dicts/printable_94.txt" and cfg.data.sources == base.data.sources
 
 
 def test_r34_profile_carries_no_mobilenet_keys():

@@ -114,6 +114,7 @@ def test_dvc_yaml_names_the_run_layout_files():
     # The checkpoints are no output: the resumable state is no result, and `dvc exp apply` could not restore it.
     expected = {layout.best_checkpoint, layout.run_json, layout.train_metrics, layout.loss_csv,
                 layout.val_csv, layout.curve_png, layout.eval_metrics, layout.eval_table, layout.gallery_png,
+                layout.reliability_png,
                 layout.onnx, layout.parity, layout.decision}
     assert {p.as_posix() for p in expected} <= named
     assert {p for p in named if p.startswith("runs/")} == {p.as_posix() for p in expected}

@@ -2,7 +2,6 @@
 a head that answers "a" for every input."""
 from __future__ import annotations
 
-import ast
 import json
 import math
 
@@ -14,7 +13,8 @@ from rosetta.charset import Charset
 from rosetta.data.lmdb_io import write_lmdb
 from rosetta.evaluation.evaluate import evaluate_benchmarks
 from rosetta.evaluation.metrics import (SEVEN_SETS, SetMetrics, flat_metrics, headline_first, levenshtein,
-                                        normalize_text, normalized_edit_distance, recognition_metrics, summarize,
+                                        normalize_text, normalized_edit_distance, recognition_metrics, score_sample,
+                                        set_metrics, summarize,
                                         validation_of)
 from rosetta.modeling import build_model
 from rosetta.recognition.checkpoint import inference_entries, save_checkpoint
@@ -125,17 +125,38 @@ def test_predict_prints_one_line_per_image_and_reports_unreadable_files(tmp_path
     assert proc.returncode == 1
     lines = proc.stdout.splitlines()
     assert len(lines) == 2
-    assert lines[0].startswith(f"{images / 'word_1.png'}: ('a', 0.99")
-    assert lines[1].startswith(f"{images / 'word_2.jpg'}: ('a', 0.99")
+    assert lines == [f"{images / 'word_1.png'}\ta\t1.00", f"{images / 'word_2.jpg'}\ta\t1.00"]
     errors = proc.stderr.strip().splitlines()
     assert len(errors) == 2
     assert "broken.png" in errors[0] and "not a readable image" in errors[0]
     assert "missing.png" in errors[1] and "no such file" in errors[1]
 
-    ok = rosetta_cli("predict", "--model", str(ckpt), str(images / "word_1.png"), cwd=tmp_path)
+    ok = rosetta_cli("predict", "--model", str(ckpt), str(images / "word_1.png"), "--json", cwd=tmp_path)
     assert ok.returncode == 0 and ok.stderr == ""
-    text, conf = ast.literal_eval(ok.stdout.split(": ", 1)[1])
-    assert text == "a" and conf == pytest.approx(CONFIDENCE, abs=1e-5)
+    assert json.loads(ok.stdout) == {"image": str(images / "word_1.png"), "text": "a",
+                                     "confidence": round(CONFIDENCE, 4), "abstained": False, "reading": "a"}
+
+
+def test_predict_abstains_below_the_threshold(tmp_path, rosetta_cli):
+    """A reading less confident than --abstain-below (or serve.abstain_below) is answered with no text, flagged,
+    its reading kept for a program that wants it; above the threshold the text is given."""
+    import numpy as np
+
+    cfg = tiny_config(tmp_path)
+    ckpt = constant_a_checkpoint(tmp_path / "a.pt", cfg)
+    word_image("joint", np.random.default_rng(0)).save(tmp_path / "word.png")
+    below = rosetta_cli("predict", "--model", str(ckpt), "word.png", "--json", "--abstain-below", "0.999",
+                        cwd=tmp_path)
+    assert below.returncode == 0, below.stderr
+    assert json.loads(below.stdout) == {"image": "word.png", "text": "", "confidence": round(CONFIDENCE, 4),
+                                        "abstained": True, "reading": "a"}
+    human = rosetta_cli("predict", "--model", str(ckpt), "word.png", "-o", "serve.abstain_below=0.999", cwd=tmp_path)
+    assert human.stdout == "word.png\t\t1.00\tabstained\n"
+    above = rosetta_cli("predict", "--model", str(ckpt), "word.png", "--abstain-below", "0.998",
+                        "--confidence", "min", cwd=tmp_path)
+    assert above.stdout == "word.png\ta\t1.00\n"
+    bad = rosetta_cli("predict", "--model", str(ckpt), "word.png", "--abstain-below", "2", cwd=tmp_path)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "serve.abstain_below" in bad.stderr
 
 
 def test_evaluation_progress_is_per_set_with_its_eta():
@@ -167,3 +188,26 @@ def test_validation_of_names_the_split_best_pt_was_chosen_on():
     assert list(headline_first(summary))[:3] == ["S", "images_per_s", "val_real_accuracy"]
     # A run from before the real source (no per-split accuracies) adds nothing.
     assert validation_of({"best_val_accuracy": 0.6}) == {}
+
+
+def test_the_exact_protocol_keeps_case_and_punctuation_beside_the_folded_one():
+    from rosetta.evaluation.metrics import exact_text
+    from rosetta.evaluation.report import markdown_table
+
+    assert exact_text("Sign-up €5 é") == "Sign-up5"
+    folded_only = score_sample("sign up", "Sign-up")
+    assert folded_only.correct and folded_only.exact is None
+    assert score_sample("sign up", "Sign-up", exact=True).exact is False
+    assert score_sample("Sign-up", "Sign-up ", exact=True).exact is True
+    sets = {"A": set_metrics([score_sample("Sale!", "SALE!", True), score_sample("EXIT", "EXIT", True)]),
+            "B": set_metrics([score_sample("$20", "$20", True)])}
+    summary = summarize(sets, real=["A", "B"])
+    assert summary["sets"]["A"]["accuracy"] == 1.0 and summary["sets"]["A"]["accuracy_exact"] == 0.5
+    assert summary["accuracy_real_exact"] == summary["accuracy_total_exact"] == 2 / 3
+    assert list(headline_first({**summary, "images_per_s": 1.0}))[:2] == ["accuracy_real", "accuracy_real_exact"]
+    assert flat_metrics(summary)["A/accuracy_exact"] == 0.5
+    table = markdown_table({**summary, "images_per_s": 1.0})
+    assert "| set | count | accuracy | norm_edit_dis | exact |" in table and "| A | 2 | 1.0000 | " in table
+    # A folded model's table and summary hold no exact column at all.
+    folded = summarize({"A": set_metrics([score_sample("sale", "SALE!")])}, real=["A"])
+    assert "accuracy_real_exact" not in folded and "exact" not in markdown_table({**folded, "images_per_s": 1.0})

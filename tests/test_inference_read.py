@@ -1,6 +1,6 @@
 """``Recognizer.read``, the path of ``rosetta predict``, the pyfunc and ``bench infer``'s end-to-end rows:
 encoded images in, readings out in the input's order, a bad image answered in its place, the input taken
-lazily while a background thread prepares the next images."""
+lazily while a background thread prepares the next images; and the answer a caller gets of a reading."""
 from __future__ import annotations
 
 import threading
@@ -12,7 +12,7 @@ import pytest
 from model_fixtures import config, png_bytes, untrained_checkpoint, word_image
 from rosetta.data.preprocess import ImageDecodeError, decode_image
 from rosetta.recognition.model_file import load_recognizer
-from rosetta.recognition.recognizer import PREPARE_CHUNK
+from rosetta.recognition.recognizer import PREPARE_CHUNK, answer
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -84,3 +84,9 @@ def _error(data: bytes) -> ImageDecodeError:
     except ImageDecodeError as exc:
         return exc
     raise AssertionError("decodes")
+
+
+def test_an_answer_below_the_threshold_abstains_and_keeps_its_reading():
+    assert answer(("joint", 0.4), 0.5) == {"text": "", "confidence": 0.4, "abstained": True, "reading": "joint"}
+    assert answer(("joint", 0.5), 0.5) == {"text": "joint", "confidence": 0.5, "abstained": False, "reading": "joint"}
+    assert answer(("", 0.0)) == {"text": "", "confidence": 0.0, "abstained": False, "reading": ""}  # 0.0: never

@@ -55,7 +55,7 @@ def test_predict_reads_no_file_beyond_the_limits(tmp_path, untrained_model, caps
     files = [good, huge, Path("/dev/zero"), sparse, fifo, bomb]
     assert main(["predict", "--model", str(untrained_model.onnx), *map(str, files)]) == 1
     out, err = capsys.readouterr()
-    assert out.startswith(f"{good}: (") and out.count("\n") == 1
+    assert out.startswith(f"{good}\t") and out.count("\n") == 1
     lines = err.strip().splitlines()
     assert lines == [
         f"error: {huge}: 12000x12000 pixels is over the limit of 8192 pixels a side and 16000000 in all "

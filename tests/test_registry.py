@@ -199,10 +199,11 @@ def test_production_alias_loads_as_pyfunc_and_reads_image_bytes_only(store, life
     (tmp_path / "street.png").write_bytes(png_bytes(images[1]))
     frame = pd.DataFrame({"image": [png_bytes(images[0]), str(tmp_path / "street.png"), png_bytes(images[1])]})
     got = model.predict(frame)
-    assert list(got.columns) == ["text", "confidence", "error"] and len(got) == 3
+    assert list(got.columns) == ["text", "confidence", "abstained", "reading", "error"] and len(got) == 3
     expected = load_onnx_recognizer(store["onnx"]).recognize(images)
     assert got["text"].tolist() == [expected[0][0], "", expected[1][0]]
     assert got["confidence"].tolist() == pytest.approx([expected[0][1], 0.0, expected[1][1]], abs=1e-6)
+    assert got["abstained"].tolist() == [False] * 3 and got["reading"].tolist() == got["text"].tolist()
     # A path is never opened: the row gets its sentence, the others are read.
     assert got["error"].tolist()[0] == got["error"].tolist()[2] == ""
     assert got["error"][1].startswith("row 1: a string, not image bytes") and "never opened" in got["error"][1]
@@ -272,6 +273,11 @@ def _ev(version: str, score: float | None, bench: str = "b: s=1", parity: bool =
     (_ev("2", 0.9, bench="other: s=2"), _ev("1", 0.5), False, "another benchmark set"),
     (_ev("2", None), _ev("1", 0.5), False, "has no accuracy_total score"),
     (_ev("1", 0.5), _ev("1", 0.5), False, "already has alias 'production'"),
+    (Evidence("2", 0.6, "b: A=6, B=6", True, sets={"A": 0.9, "B": 0.3}),
+     Evidence("1", 0.5, "b: A=6, B=6", True, sets={"A": 0.5, "B": 0.5}), False,
+     "loses more than registry.max_set_drop 0.01 against production v1 on B -0.2000"),
+    (Evidence("2", 0.6, "b: A=6, B=6", True, sets={"A": 0.695, "B": 0.505}),
+     Evidence("1", 0.5, "b: A=6, B=6", True, sets={"A": 0.5, "B": 0.51}), True, "beats production v1's"),
 ])
 def test_decide(candidate, production, promoted, reason):
     decision = decide(candidate, production, REG)
@@ -304,7 +310,8 @@ def _tags(summary: dict) -> dict[str, str]:
     from rosetta.evaluation.metrics import flat_metrics
 
     return {**{f"metric.{k}": f"{v:.6g}" for k, v in flat_metrics(summary).items()},
-            "benchmark_set": "b: synth_test=12, REAL_tiny=6", "parity.passed": "true"}
+            "benchmark_set": "b: synth_test=12, REAL_tiny=6", "benchmark_set.real": "r: REAL_tiny=6",
+            "parity.passed": "true"}
 
 
 def test_auto_metric_decides_on_the_real_total_where_real_sets_were_scored():
@@ -353,6 +360,49 @@ def test_a_synth_gain_with_a_real_loss_is_registered_but_not_promoted(store, cap
     total = Evidence.from_tags("9", _client(store).get_model_version("rosetta-real", "4").tags, "accuracy_total")
     previous = Evidence.from_tags("3", _client(store).get_model_version("rosetta-real", "3").tags, "accuracy_total")
     assert "another benchmark set" in decide(total, previous, REG).reason
+
+
+def _two_real_sets(iiit: float, svt: float) -> dict:
+    """A summary over two real sets of 6 words each (their total the mean)."""
+    sets = {"IIIT_tiny": {"accuracy": iiit, "norm_edit_dis": iiit, "count": 6},
+            "SVT_tiny": {"accuracy": svt, "norm_edit_dis": svt, "count": 6}}
+    total = (iiit + svt) / 2
+    return {"sets": sets, "accuracy_total": total, "accuracy_mean": total, "norm_edit_dis_total": total,
+            "count_total": 12, "real_sets": ["IIIT_tiny", "SVT_tiny"], "accuracy_real": total,
+            "norm_edit_dis_real": total, "count_real": 12, "images_per_s": 100.0}
+
+
+def test_a_candidate_that_forgets_one_set_is_not_promoted_whatever_its_total(store, capsys, tmp_path):
+    """The per-set guard: +0.30 on one set and -0.15 on the other raises the total, and still is refused; the
+    decision names the set, and its record keeps every set's delta."""
+    from model_fixtures import write_word_lmdb
+    from rosetta.delivery.decisions import decision_history
+
+    write_word_lmdb(tmp_path / "lmdb" / "benchmarks" / "synth_test", 12, seed=2)
+    write_word_lmdb(tmp_path / "real" / "lmdb" / "IIIT_tiny", 6, seed=3)
+    write_word_lmdb(tmp_path / "real" / "lmdb" / "SVT_tiny", 6, seed=4)
+    cfg = config(*store["overrides"], "registry.model_name=rosetta-guard", f"data.root={tmp_path}")
+
+    def candidate(iiit: float, svt: float, *overrides: str):
+        tracker = Tracker(cfg)
+        tracker.end()
+        return register_and_promote(config(*store["overrides"], "registry.model_name=rosetta-guard",
+                                           f"data.root={tmp_path}", *overrides),
+                                    _model_file(store, f"guard-{iiit}-{svt}"), store["parity"],
+                                    _two_real_sets(iiit, svt), tracker.run_id)
+
+    assert candidate(0.50, 0.75).promoted
+    forgets = candidate(0.80, 0.60)  # the total rises from 0.625 to 0.70
+    assert not forgets.promoted
+    assert forgets.reason.startswith("it loses more than registry.max_set_drop 0.01 against production v1 on "
+                                     "SVT_tiny -0.1500, whatever its accuracy_real (0.7000 against 0.6250)")
+    assert forgets.set_deltas == pytest.approx({"IIIT_tiny": 0.30, "SVT_tiny": -0.15})
+    record = decision_history(_client(store), "rosetta-guard", forgets.version)[-1]
+    assert record.decision == "not promoted" and record.set_deltas == pytest.approx(forgets.set_deltas)
+    assert "SVT_tiny -0.1500" in _client(store).get_model_version("rosetta-guard", forgets.version).description
+    # A looser guard lets it through: the setting decides, nothing else.
+    assert candidate(0.81, 0.60, "registry.max_set_drop=0.2").promoted
+    assert "production" in capsys.readouterr().out
 
 
 def _aliases_of(client: MlflowClient, name: str) -> dict[str, str]:

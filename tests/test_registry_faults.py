@@ -93,10 +93,13 @@ def test_a_model_swapped_in_the_artifact_store_is_never_loaded(registry, tiny_ru
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     folder = _model_folder(registry)
     onnx_file = folder / "artifacts" / "model.onnx"
-    # The registered model loads as it is, by every path.
+    # The registered model loads as it is, by every path; predict reads the production version by default.
     assert main(["predict", "--model", "models:/rosetta@production", str(registry["root"] / "word.png"),
                  *_args(registry)]) == 0
-    assert capsys.readouterr().out.startswith(f"{registry['root'] / 'word.png'}: (")
+    named = capsys.readouterr().out
+    assert named.startswith(f"{registry['root'] / 'word.png'}\t")
+    assert main(["predict", str(registry["root"] / "word.png"), *_args(registry)]) == 0
+    assert capsys.readouterr().out == named
     pwned = onnx.load(str(tiny_run.onnx))  # another model, another text
     with _swapped(onnx_file, pwned.SerializeToString()):
         for command in (["predict", "--model", "models:/rosetta@production", str(registry["root"] / "word.png")],
@@ -126,7 +129,7 @@ def test_a_registry_named_elsewhere_in_the_environment_is_not_read(registry, tmp
     monkeypatch.setattr(registry_utils, "_registry_uri", elsewhere)
     assert main(["predict", "--model", "models:/rosetta@production", str(registry["root"] / "word.png"),
                  *_args(registry)]) == 0
-    assert capsys.readouterr().out.startswith(f"{registry['root'] / 'word.png'}: (")
+    assert capsys.readouterr().out.startswith(f"{registry['root'] / 'word.png'}\t")
 
 
 def test_model_uris_that_name_no_model_of_the_registry_are_one_sentence(registry, tmp_path, capsys, monkeypatch):

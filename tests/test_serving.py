@@ -20,7 +20,7 @@ from flow_fixtures import free_port, wait_http
 from model_fixtures import WORDS, config, png_bytes, word_image
 from rosetta.bench.serve import bench_serve
 from rosetta.data.preprocess import ImageDecodeError, ImageLimits, decode_image, resize_norm_img
-from rosetta.delivery.http_server import Server, invocations_body, post, serve_command
+from rosetta.delivery.http_server import Server, invocations_body, post, running_server, serve_command
 from rosetta.delivery.registry import register_and_promote
 from rosetta.recognition.model_file import load_recognizer
 from rosetta.tracking.store import Tracker
@@ -120,8 +120,9 @@ def test_a_bad_row_gets_its_sentence_and_the_others_are_read(served, server, ima
     assert status == 200, answer
     got = answer["predictions"]
     expected = load_recognizer(served["onnx"]).recognize([images[1]])[0][0]
-    assert got[0] == {"text": expected, "confidence": pytest.approx(got[0]["confidence"]), "error": "",
-                      "model_name": "rosetta", "model_version": "1", "model_alias": "production"}
+    assert got[0] == {"text": expected, "confidence": pytest.approx(got[0]["confidence"]), "abstained": False,
+                      "reading": expected, "error": "", "model_name": "rosetta", "model_version": "1",
+                      "model_alias": "production"}
     assert got[1]["error"].startswith("row 1: not a readable image") and got[1]["text"] == ""
     assert got[2]["error"] == ("row 2: 20000x10 pixels is over the limit of 4096 pixels a side and 16000000 in all "
                                "(serve.max_image_side, serve.max_image_pixels); crop or downscale the word image")
@@ -198,13 +199,15 @@ def test_readme_serve_command_and_curl_line(served, server, images, tmp_path):
     assert answer["predictions"][0]["text"] == load_recognizer(served["onnx"]).recognize([images[3]])[0][0]
 
 
-def _register(served, name: str, accuracy: float, min_score: float = 0.2):
-    """Another registered model in the module's store: the served ONNX file (other bytes) at ``accuracy``."""
+def _register(served, name: str, accuracy: float, min_score: float = 0.2, *overrides: str):
+    """Another registered model in the module's store: the served ONNX file (other bytes) at ``accuracy``, under
+    params with ``overrides``."""
     import onnx
 
     cfg = config(*[f"{k}={v}" for k, v in (("data.root", served["cfg"].data.root),
                                              ("mlflow.tracking_uri", served["cfg"].mlflow.tracking_uri))],
-                 "export.parity_samples=8", "registry.min_score=" + str(min_score), f"registry.model_name={name}")
+                 "export.parity_samples=8", "registry.min_score=" + str(min_score), f"registry.model_name={name}",
+                 *overrides)
     model = onnx.load(str(served["onnx"]))
     model.doc_string = f"{name}-{accuracy}"
     path = served["root"] / f"{name}-{accuracy}.onnx"
@@ -215,6 +218,28 @@ def _register(served, name: str, accuracy: float, min_score: float = 0.2):
                "accuracy_total": accuracy, "accuracy_mean": accuracy, "norm_edit_dis_total": accuracy,
                "count_total": 12, "images_per_s": 1.0}
     return register_and_promote(cfg, path, served["parity"], summary, tracker.run_id)
+
+
+def test_the_server_abstains_below_serve_abstain_below(served, images):
+    """serve.confidence and serve.abstain_below travel in the registered model: a reading less confident than the
+    threshold is answered with no text and ``abstained`` true, its text kept in ``reading``."""
+    batch = images[:10]
+    readings = load_recognizer(served["onnx"], confidence="min").recognize(batch)
+    ranked = sorted(c for _, c in readings)
+    gap = max(range(3, 7), key=lambda i: ranked[i + 1] - ranked[i])  # a threshold far from every confidence
+    threshold = (ranked[gap] + ranked[gap + 1]) / 2
+    overrides = ("serve.confidence=min", f"serve.abstain_below={threshold}")
+    assert _register(served, "cautious", 0.5, 0.2, *overrides).promoted
+    cfg = config(f"mlflow.tracking_uri={served['cfg'].mlflow.tracking_uri}", "registry.model_name=cautious")
+    with running_server(cfg) as url:
+        status, answer = post(url, invocations_body([png_bytes(im) for im in batch]))
+    assert status == 200, answer
+    rows = answer["predictions"]
+    assert [r["abstained"] for r in rows] == [c < threshold for _, c in readings]
+    assert 3 <= sum(r["abstained"] for r in rows) <= 7
+    assert [r["text"] for r in rows] == ["" if c < threshold else t for t, c in readings]
+    assert [r["reading"] for r in rows] == [t for t, _ in readings]
+    assert [r["confidence"] for r in rows] == pytest.approx([c for _, c in readings], abs=1e-6)
 
 
 def _serve_cli(served, rosetta_cli, name: str, *args: str) -> list[str]:

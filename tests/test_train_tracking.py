@@ -8,7 +8,9 @@ import json
 import pytest
 import torch
 
+from rosetta.charset import Charset
 from rosetta.config import result_params
+from rosetta.data.splits import selected_split
 from rosetta.evaluation.evaluate import evaluate_benchmarks
 from rosetta.layout import DataLayout, RunLayout
 from rosetta.tracking.provenance import data_version
@@ -34,8 +36,13 @@ def test_training_and_evaluation_land_in_one_mlflow_run(tiny_run, monkeypatch):
     assert info["experiment"] == "tiny"
     assert info["best_checkpoint"] == str(result.best_checkpoint) and info["steps"] == 12
 
+    # As the evaluate stage calls it: with the validation split best.pt was chosen on, to calibrate confidence.
     summary = evaluate_benchmarks(result.best_checkpoint, DataLayout.from_config(cfg).benchmarks, cfg,
-                                  tmp_path / "runs" / "eval", result.run_id)
+                                  tmp_path / "runs" / "eval", result.run_id,
+                                  calibrate_on=selected_split(cfg, Charset.from_config(cfg.charset)))
+    assert summary["calibration"]["on"] == "all" and summary["calibration"]["count"] == 12  # synth's val split
+    assert set(summary["calibration"]["ece"]) == {"mean", "min", "geometric"}
+    assert json.loads(RunLayout.from_config(cfg).eval_metrics.read_text())["calibration"] == summary["calibration"]
 
     client = MlflowClient(cfg.mlflow.tracking_uri)
     exp = client.get_experiment_by_name("tiny")
@@ -58,7 +65,7 @@ def test_training_and_evaluation_land_in_one_mlflow_run(tiny_run, monkeypatch):
     metrics = client.get_run(result.run_id).data.metrics
     assert metrics["synth_test/accuracy"] == pytest.approx(summary["sets"]["synth_test"]["accuracy"], abs=1e-4)
     for key in ("synth_test/norm_edit_dis", "accuracy_total", "accuracy_mean", "norm_edit_dis_total",
-                "eval/throughput_img_s"):
+                "eval/throughput_img_s", "calibration/ece_mean", "calibration/ece_min", "calibration/ece_geometric"):
         assert key in metrics
     assert all(round(metrics[k], 4) == metrics[k] for k in ("synth_test/accuracy", "val_accuracy", "accuracy_total"))
     # The pipeline's evaluation (given the run id) adds its line to the description at the top of the run page.
@@ -75,7 +82,7 @@ def test_training_and_evaluation_land_in_one_mlflow_run(tiny_run, monkeypatch):
     (evaluation,) = [r for r in nested if r.info.run_name.startswith("evaluate")]
     assert evaluation.info.run_name == "evaluate synth_test" and "synth_test/accuracy" in evaluation.data.metrics
     assert {a.path for a in client.list_artifacts(evaluation.info.run_id, "eval")} == {
-        "eval/metrics.json", "eval/metrics.md", "eval/gallery.png"}
+        "eval/metrics.json", "eval/metrics.md", "eval/gallery.png", "eval/reliability.png"}
 
     models = client.search_logged_models(experiment_ids=[exp.experiment_id])
     assert [(m.name, m.source_run_id) for m in models] == [("pytorch_model", result.run_id)]

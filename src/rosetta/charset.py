@@ -7,6 +7,7 @@ character per line) keeps case, and ``use_space`` appends a space as PaddleOCR's
 """
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -99,6 +100,13 @@ class Charset:
         text = label.lower() if self.lowercase else label
         return any(c in index for c in text) and all(c in index for c in text if c.isalnum())
 
+    def missing(self, label: str) -> str:
+        """The characters of ``label`` that the charset lacks (after case folding where it folds), in order:
+        what ``normalize`` drops without a word."""
+        index = self._index
+        text = label.lower() if self.lowercase else label
+        return "".join(c for c in text if c not in index)
+
     def decode_indices(self, indices: Sequence[int]) -> str:
         return "".join(self.characters[i - 1] for i in indices if 0 < i <= len(self.characters))
 
@@ -109,3 +117,32 @@ class Charset:
     @classmethod
     def from_dict(cls, d: dict) -> "Charset":
         return cls(d["characters"], int(d["max_text_length"]), bool(d["lowercase"]))
+
+
+@dataclass
+class MissingCharacters:
+    """The characters a set's labels hold that a charset lacks, counted, with the first label that held one: a
+    label is trained and scored without them, so a user must hear which ones, and how to add them."""
+
+    counts: Counter = field(default_factory=Counter)
+    labels: int = 0  # labels holding at least one
+    example: str | None = None
+
+    def add(self, label: str, missing: str) -> None:
+        if missing:
+            self.counts.update(missing)
+            self.labels += 1
+            self.example = self.example or label
+
+    def note(self, name: str, total: int, charset: Charset, dict_path: str | None = None) -> str | None:
+        """One line naming the characters (most frequent first) and the fix, or None when there are none."""
+        if not self.labels:
+            return None
+        chars = ", ".join(f"{c!r} {n}" for c, n in self.counts.most_common(12))
+        more = f" and {len(self.counts) - 12} more" if len(self.counts) > 12 else ""
+        fix = (f"add them to {dict_path} (one per line)" if dict_path else
+               "set charset.dict_path to a dictionary file that holds them (one per line, e.g. "
+               "profiles/dicts/printable_94.txt with case and punctuation)")
+        folded = " (after lower-casing)" if charset.lowercase else ""
+        return (f"{name}: {self.labels} of {total} labels hold characters the charset lacks{folded}, which are left "
+                f"out of them: {chars}{more} (e.g. {self.example!r}); to read them, {fix}")

@@ -362,6 +362,7 @@ class RegistryConfig:
     # benchmarks were scored, else accuracy_total.
     metric: str = "auto"
     margin: float = 0.0  # a candidate must beat production by more than this
+    max_set_drop: float = 0.01  # and lose at most this much accuracy on any set both were scored on
     min_score: float = 0.3  # the absolute floor: below it no version is promoted, the first one included
     alias: str = "production"
     previous_alias: str = "previous"
@@ -371,6 +372,8 @@ class RegistryConfig:
         require(bool(self.model_name), f"{p}.model_name", self.model_name, "must not be empty")
         require(bool(self.metric), f"{p}.metric", self.metric, "must name a benchmark metric")
         require(self.margin >= 0, f"{p}.margin", self.margin, "must be >= 0")
+        require(0 <= self.max_set_drop <= 1, f"{p}.max_set_drop", self.max_set_drop,
+                "must be an accuracy between 0 and 1 (0.01: one point)")
         require(math.isfinite(self.min_score), f"{p}.min_score", self.min_score, "must be a finite number")
         for k in ("alias", "previous_alias"):
             value = getattr(self, k)
@@ -381,9 +384,14 @@ class RegistryConfig:
         check_out_dir(self.out_dir, p)
 
 
+# How a word's confidence is made of its characters' (``rosetta.postprocess.CTCLabelDecode``).
+ConfidenceRule = Literal["mean", "min", "geometric"]
+
+
 @dataclass(frozen=True)
 class ServeConfig:
-    """What one request to the served model may hold; recorded in the registered pyfunc (its model_config)."""
+    """What one request to the served model may hold, and how sure its answer must be; recorded in the registered
+    pyfunc (its model_config)."""
 
     max_image_side: int = 8192  # pixels, width or height
     max_image_pixels: int = 16_000_000  # width x height, checked before decoding
@@ -391,6 +399,8 @@ class ServeConfig:
     max_request_mb: int = 32  # encoded image bytes in one request
     max_request_pixels: int = 64_000_000  # decoded pixels in one request (each image's header), what costs CPU
     precision: str = "fp32"  # the registered ONNX file served: fp32, or int8 (the export's model.int8.onnx)
+    confidence: ConfidenceRule = "mean"  # a word's confidence from its characters': mean, min or geometric
+    abstain_below: float = 0.0  # a reading less confident than this is answered as none (text "", abstained)
 
     def check(self, p: str) -> None:
         within(f"{p}.max_image_side", self.max_image_side, 1, 65535, "pixels")
@@ -400,6 +410,7 @@ class ServeConfig:
         within(f"{p}.max_request_pixels", self.max_request_pixels, self.max_image_pixels, 10_000_000_000,
                "pixels; at least serve.max_image_pixels, so that one image of the largest size is read")
         require(self.precision in ("fp32", "int8"), f"{p}.precision", self.precision, "must be fp32 or int8")
+        require(0 <= self.abstain_below <= 1, f"{p}.abstain_below", self.abstain_below, "must be between 0 and 1")
 
 
 @dataclass(frozen=True)

@@ -150,6 +150,15 @@ class RunLayout:
         folder = Path(folder)
         return folder / "metrics.json", folder / "metrics.md", folder / "gallery.png"
 
+    @staticmethod
+    def reliability_file(folder: str | Path) -> Path:
+        """The reliability diagram of the confidence rules, beside the evaluation files of ``folder``."""
+        return Path(folder) / "reliability.png"
+
+    @property
+    def reliability_png(self) -> Path:
+        return self.reliability_file(self.eval)
+
     @property
     def eval_metrics(self) -> Path:
         return self.eval_files(self.eval)[0]

@@ -243,3 +243,47 @@ def read_params(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     if not isinstance(base, str) or not base:
         raise ConfigError(f"{path}: base: {base!r} must name the params file this overlay changes")
     return merge_params(read_params(path.parent / base, (*seen, path.resolve())), data)
+
+
+def _flow(value: Any) -> Any:
+    """A new list or mapping written on one line, as params.yaml writes them (``sources: [synth, real]``)."""
+    from ruamel.yaml.comments import CommentedMap, CommentedSeq
+
+    if isinstance(value, (list, dict)):
+        value = CommentedSeq(value) if isinstance(value, list) else CommentedMap(value)
+        value.fa.set_flow_style()
+    return value
+
+
+def write_params(path: Path, data: dict) -> list[str]:
+    """Write ``data`` (a whole params dict) into the params file ``path`` where it differs, keeping the file's
+    comments and order (ruamel.yaml, DVC's own YAML library, round-trip); returns ``key: old -> new`` per change.
+    A mapping whose ``name`` changes is replaced whole, as ``merge_params`` does."""
+    from ruamel.yaml import YAML
+
+    rt = YAML(typ="rt")
+    rt.width = 4096
+    rt.preserve_quotes = True
+    rt.representer.add_representer(type(None), lambda r, _: r.represent_scalar("tag:yaml.org,2002:null", "null"))
+    current = read_params(path)
+    changes = param_differences(current, data)
+    if not changes:
+        return []
+    tree = rt.load(path.read_text(encoding="utf-8"))
+
+    def put(node, new: dict) -> None:
+        for key, value in new.items():
+            old = node.get(key)
+            if isinstance(old, dict) and isinstance(value, dict) and value.get("name", old.get("name")) == old.get("name"):
+                put(old, value)
+                for gone in [k for k in old if k not in value]:
+                    del old[gone]
+            elif old != value:
+                node[key] = _flow(copy.deepcopy(value))
+
+    put(tree, data)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        rt.dump(tree, f)
+    tmp.replace(path)
+    return changes

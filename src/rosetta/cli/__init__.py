@@ -8,11 +8,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from rosetta.cli import bench, data, evaluate, export, predict, registry, serve, summary, team, tracking, train
+from rosetta.cli import (bench, data, evaluate, export, params, predict, registry, serve, summary, team, tracking,
+                         train)
 from rosetta.errors import run_guarded
 
 # In the order ``rosetta --help`` lists them.
-GROUPS = (summary, data, export, registry, train, tracking, evaluate, predict, serve, bench, team)
+GROUPS = (summary, params, data, export, registry, train, tracking, evaluate, predict, serve, bench, team)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,12 +1,14 @@
-"""``rosetta data ...``: render, download, convert, validate and describe datasets."""
+"""``rosetta data ...``: render, download, convert, validate, describe and audit datasets."""
 from __future__ import annotations
 
 import argparse
 import json
+import typing
 from pathlib import Path
 
 from rosetta.charset import Charset
-from rosetta.cli.common import add_config_args, config_from_args
+from rosetta.cli.common import add_config_args, config_from_args, positive_int
+from rosetta.config import ConfidenceRule
 from rosetta.errors import RosettaError
 from rosetta.layout import DataLayout
 
@@ -14,7 +16,7 @@ SOURCE_NAMES = ("mjsynth", "synthtext", "lmdb", "benchmarks")
 
 
 def add_parsers(subparsers) -> None:
-    data = subparsers.add_parser("data", help="render, download, convert, validate and describe datasets",
+    data = subparsers.add_parser("data", help="render, download, convert, validate, describe and audit datasets",
                                  description="Dataset commands. Each reads params.yaml (-c) with -o overrides.")
     sub = data.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
 
@@ -76,6 +78,27 @@ def add_parsers(subparsers) -> None:
     p.add_argument("--json", action="store_true", help="print the full statistics as JSON")
     add_config_args(p)
     p.set_defaults(func=_stats)
+
+    p = sub.add_parser("audit", help="likely label errors: samples a model reads otherwise, with confidence",
+                       description="Read every sample of SET (a gt-file set <SET>/gt.txt, an LMDB, or a folder of "
+                                   "them) with a model and list those it reads otherwise than their label (the label "
+                                   "as the model's charset reads it), a confident reading far from the label first "
+                                   "(score: confidence x normalized edit distance): OUT/audit.tsv (every one) and "
+                                   "OUT/audit.html (the first --top, the crops embedded: it opens offline). The "
+                                   "data is only read, never changed.")
+    p.add_argument("set", metavar="SET", help="a gt-file set folder, an LMDB folder, or a folder of sets")
+    p.add_argument("--model", metavar="MODEL", default=None,
+                   help="checkpoint (.pt), exported model (.onnx) or models:/<name>@<alias> (default: "
+                        "models:/<registry.model_name>@<registry.alias>, the production version)")
+    p.add_argument("--out", metavar="DIR", default=None, help="where audit.tsv and audit.html go (default: "
+                                                                "runs/audit/<SET's folder name>)")
+    p.add_argument("--confidence", metavar="RULE", choices=typing.get_args(ConfidenceRule), default="min",
+                   help="the reading's confidence: min (default: every character sure), mean or geometric")
+    p.add_argument("--top", type=positive_int, default=200, help="samples shown on the page (default 200)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (PyTorch checkpoints)")
+    p.add_argument("--batch-size", type=positive_int, default=64, help="images per forward pass (default 64)")
+    add_config_args(p)
+    p.set_defaults(func=_audit)
 
 
 def _synth(args: argparse.Namespace) -> int:
@@ -154,3 +177,29 @@ def _stats(args: argparse.Namespace) -> int:
     print("most frequent characters: " + " ".join(f"{c!r}:{n}" for c, n in top))
     return 0
 
+
+
+def _audit(args: argparse.Namespace) -> int:
+    from rosetta.data.preprocess import ImageLimits
+    from rosetta.evaluation.audit import audit, count_samples, set_samples, write_html, write_tsv
+    from rosetta.params import project_path
+    from rosetta.recognition.model_file import load_recognizer, model_file
+
+    cfg = config_from_args(args)
+    folder = Path(args.set)
+    out = Path(args.out) if args.out else project_path("runs/audit") / folder.resolve().name
+    model = args.model or f"models:/{cfg.registry.model_name}@{cfg.registry.alias}"
+    limits = ImageLimits.from_config(cfg.serve)
+    with model_file(cfg, model) as path:
+        recognizer = load_recognizer(path, args.device, args.batch_size, cfg.eval.threads, args.confidence)
+        report = audit(recognizer, set_samples(folder, limits), count_samples(folder))
+    out.mkdir(parents=True, exist_ok=True)
+    tsv = write_tsv(report.suspects, out / "audit.tsv")
+    page = write_html(report.suspects[:args.top], out / "audit.html", f"rosetta data audit {folder.name}: {model}")
+    print(f"{folder}: {report.samples} samples, {report.agreed} read as labelled, {len(report.suspects)} read "
+          f"otherwise" + (f", {report.unlearnable} labels the model's charset cannot read" if report.unlearnable
+                          else "") + (f", {report.unreadable} images unreadable" if report.unreadable else ""))
+    for rank, s in enumerate(report.suspects[:5], 1):
+        print(f"{rank}\t{s.sample.where}\tlabel {s.sample.label!r}\tread {s.reading!r}\t{s.confidence:.2f}")
+    print(f"ranked list: {tsv}\npage with the crops: {page}")
+    return 0

@@ -11,7 +11,7 @@ from typing import Callable
 
 import numpy as np
 
-from rosetta.charset import Charset
+from rosetta.charset import Charset, MissingCharacters
 from rosetta.data.lmdb_io import find_lmdbs, image_key, iter_labels, lmdb_name, open_lmdb
 from rosetta.data.preprocess import ImageDecodeError, ImageLimits, decode_image
 from rosetta.errors import RosettaError
@@ -36,7 +36,8 @@ class LmdbDataset:
     Labels go through ``charset.normalize`` as PaddleOCR's do: a label empty or longer than
     ``max_text_length`` before filtering is rejected, out-of-charset characters are dropped, and a label
     left empty is rejected. Rejected samples are filtered out here, once, and counted in
-    ``num_rejected``; the labels returned are the normalized ones.
+    ``num_rejected``; the labels returned are the normalized ones. The characters dropped from them are counted
+    in ``missing`` (``MissingCharacters``), so that no character vanishes without a line.
 
     The LMDBs are opened on first access in each process (read-only, no lock file), so DataLoader
     workers each get their own handles. An image that does not decode (or is missing, or over ``limits``)
@@ -47,7 +48,7 @@ class LmdbDataset:
     """
 
     def __init__(self, root: str | Path, charset: Charset, transform: Callable | None = None,
-                 substitute_bad_images: bool = True, limits: ImageLimits | None = None):
+                 substitute_bad_images: bool = True, limits: ImageLimits | None = None, keep_raw: bool = False):
         self.root = Path(root)
         self.limits = limits  # an image over them does not decode (evaluation reads outside sets under them)
         self.charset = charset
@@ -56,17 +57,24 @@ class LmdbDataset:
         self.sets: list[LmdbSet] = []
         self.num_rejected = 0
         self.num_bad_images = 0
+        self.missing = MissingCharacters()  # what normalize dropped from the labels, for the log
         db_ids, keys, self._labels = [], [], []
+        # The labels as stored, for the exact protocol (evaluation); kept only when asked: training sets are large.
+        self.raw_labels: list[str] | None = [] if keep_raw else None
         for db_id, path in enumerate(find_lmdbs(self.root)):
             n, kept_before = 0, len(self._labels)
             for key, raw in iter_labels(path):
                 n += 1
                 label = self.charset.normalize(raw)
+                if len(raw) <= self.charset.max_text_length:
+                    self.missing.add(raw, self.charset.missing(raw))
                 if label is None:
                     continue
                 db_ids.append(db_id)
                 keys.append(key)
                 self._labels.append(label)
+                if self.raw_labels is not None:
+                    self.raw_labels.append(raw)
             kept = len(self._labels) - kept_before
             self.num_rejected += n - kept
             self.sets.append(LmdbSet(lmdb_name(path, self.root), path, n, kept, kept_before))

@@ -12,7 +12,7 @@ from torch.utils.data import ConcatDataset, Subset
 from rosetta.charset import Charset
 from rosetta.config import Config
 from rosetta.data.dataset import LmdbDataset
-from rosetta.data.loader import Stream, split_batch
+from rosetta.data.loader import BatchPlan, Stream, split_batch
 from rosetta.data.real_train import real_train_note
 from rosetta.errors import RosettaError
 from rosetta.layout import DataLayout
@@ -59,6 +59,8 @@ def training_sets(cfg: Config, charset: Charset, world_size: int = 1) -> Trainin
         if len(ds) == 0:
             raise RosettaError(f"{layout.lmdb(source) / 'train'}: no sample survives the charset's label rules; "
                                "check charset and the data")
+        missing = ds.missing.note(f"training set {source}", len(ds) + ds.num_rejected, charset, cfg.charset.dict_path)
+        notes += [missing] if missing else []
     batch = t.batch_size * world_size
     if t.batch_ratio:
         groups = {s: ([s], t.batch_ratio.get(s, 1.0), t.source_start_step.get(s, 0)) for s in sources}
@@ -76,6 +78,33 @@ def training_sets(cfg: Config, charset: Charset, world_size: int = 1) -> Trainin
         size = sum(len(parts[s]) for s in members)
         streams.append(Stream(name, offset - size, size, per_batch, start))
     return TrainingData(ConcatDataset(datasets), streams, augmented, notes)
+
+
+@dataclass
+class TrainingPlan:
+    """What a run trains on and in what order: the data, the batch plan, and how many steps it takes."""
+
+    data: TrainingData
+    plan: BatchPlan
+    steps_per_epoch: int
+    total_steps: int
+
+
+def training_plan(cfg: Config, charset: Charset, world_size: int = 1) -> TrainingPlan:
+    """The training sets and their batch plan, checked before any process trains: a source too small for its
+    share of a batch, or one that would join after the last step (``train.source_start_step``), ends in one
+    sentence here, not under a traceback of every rank."""
+    data = training_sets(cfg, charset, world_size)
+    plan = BatchPlan(data.streams, cfg.seed, cfg.train.shuffle, cfg.train.curriculum_steps)
+    steps_per_epoch = max(1, sum(s.size for s in data.streams) // plan.global_batch)
+    total = cfg.train.max_steps if cfg.train.max_steps > 0 else cfg.train.epochs * steps_per_epoch
+    late = [s for s in data.streams if s.per_batch and s.start_step >= total]
+    if late:
+        s = late[0]
+        raise RosettaError(f"train.source_start_step: {s.name} joins the batches at step {s.start_step}, but the run "
+                           f"ends at step {total}, so none of its {s.size} samples would be trained on; set "
+                           f"train.source_start_step.{s.name} below {total} (e.g. 0), or train more steps")
+    return TrainingPlan(data, plan, steps_per_epoch, total)
 
 
 @dataclass
@@ -109,6 +138,13 @@ def validation_sets(cfg: Config, charset: Charset) -> tuple[list[ValidationSplit
                            "convert stage, or add a source with a val split")
     names = [s.source for s in splits]
     return splits, "real" if "real" in names else "all"
+
+
+def selected_split(cfg: Config, charset: Charset) -> ValidationSplit:
+    """The validation split best.pt is chosen on (``validation_sets``' choice), as one split: what the evaluate stage
+    calibrates confidence on, no benchmark set, so a threshold read from it is not fitted to the test."""
+    splits, select_on = validation_sets(cfg, charset)
+    return concat_splits(splits) if select_on == "all" else next(s for s in splits if s.source == select_on)
 
 
 def concat_splits(splits: list[ValidationSplit]) -> ValidationSplit:

@@ -30,6 +30,7 @@ class DecisionRecord:
     score: float | None = None
     production_version: str | None = None  # production before the decision, and its score
     production_score: float | None = None
+    set_deltas: dict | None = None  # each set's accuracy minus production's then
     time: str = ""  # UTC, ISO 8601; set when written
 
     @classmethod
@@ -64,7 +65,9 @@ def describe(records: list[DecisionRecord], limit: int = DESCRIPTION_LIMIT) -> s
     rows = []
     for r in reversed(records):
         production = f"v{r.production_version} ({_score(r.production_score)})" if r.production_version else "none"
-        reason = r.reason.replace("|", "\\|").replace("\n", " ")
+        deltas = "; ".join(f"{name} {d:+.4f}" for name, d in (r.set_deltas or {}).items())
+        reason = (r.reason + (f" (each set against production: {deltas})" if deltas else "")).replace(
+            "|", "\\|").replace("\n", " ")
         score = f"{r.metric} {_score(r.score)}" if r.metric else ""
         rows.append(f"| {_when(r)} | {r.decision} | {score} | {production} | {reason} | {r.command} |")
     text = "\n\n".join([head, "\n".join(table + rows)])

@@ -1,11 +1,13 @@
 """The promotion rule, pure: a registered version takes the production alias only when its parity gate passed,
 its score reaches ``registry.min_score`` and, on the same benchmark set, beats production's by more than
-``registry.margin``. ``Evidence`` is what a version's tags say; ``rosetta.delivery.registry`` applies the rule.
+``registry.margin`` without losing more than ``registry.max_set_drop`` on any set both were scored on (a fine-tuned
+model that gains on a user's words and forgets IIIT5k does not take production). ``Evidence`` is what a version's
+tags say; ``rosetta.delivery.registry`` applies the rule.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Collection, Mapping
 
 from rosetta.config import RegistryConfig
@@ -15,6 +17,7 @@ TAG_BENCHMARK = "benchmark_set"
 TAG_BENCHMARK_REAL = "benchmark_set.real"  # the real sets alone: what accuracy_real compares on
 TAG_PARITY = "parity.passed"
 METRIC_TAG_PREFIX = "metric."
+SET_ACCURACY = "/accuracy"  # metric.<set>/accuracy: a set's folded accuracy
 AUTO_METRIC = "auto"  # registry.metric: the real benchmark total where scored, else accuracy_total
 REAL_METRIC = "accuracy_real"
 
@@ -27,6 +30,13 @@ def resolve_metric(metric: str, available: Collection[str]) -> str:
     return REAL_METRIC if REAL_METRIC in available else "accuracy_total"
 
 
+def set_names(benchmark_set: str | None) -> set[str] | None:
+    """The sets a ``benchmark_set`` tag lists (``3f2a9c1b0d4e: IIIT5k_3000=3000, SVT=647``), or None without one."""
+    if not benchmark_set or ": " not in benchmark_set:
+        return None
+    return {part.rsplit("=", 1)[0] for part in benchmark_set.split(": ", 1)[1].split(", ") if part}
+
+
 @dataclass(frozen=True)
 class Evidence:
     """What promotion compares, read from a version's tags."""
@@ -36,6 +46,7 @@ class Evidence:
     benchmark_set: str | None
     parity_passed: bool
     metric: str | None = None  # what ``score`` is (registry.metric resolved); None = registry.metric as it is
+    sets: Mapping[str, float] = field(default_factory=dict)  # each compared set's (folded) accuracy
 
     @classmethod
     def from_tags(cls, version: str, tags: Mapping[str, str], metric: str) -> "Evidence":
@@ -47,8 +58,18 @@ class Evidence:
             score = None
         # A real-set metric compares on the real sets alone, whatever synth test split (renderer) each had.
         bench = tags.get(TAG_BENCHMARK_REAL if metric.endswith("_real") and TAG_BENCHMARK_REAL in tags else TAG_BENCHMARK)
+        # The sets the metric compares over (the benchmark tag names them): each one is guarded.
+        names = set_names(bench)
+        sets = {}
+        for key, value in tags.items():
+            name = key[len(METRIC_TAG_PREFIX):-len(SET_ACCURACY)]
+            if key.startswith(METRIC_TAG_PREFIX) and key.endswith(SET_ACCURACY) and (names is None or name in names):
+                try:
+                    sets[name] = float(value)
+                except ValueError:
+                    continue
         return cls(str(version), score if score is None or math.isfinite(score) else None,
-                   bench, tags.get(TAG_PARITY) == "true", metric)
+                   bench, tags.get(TAG_PARITY) == "true", metric, sets)
 
 
 @dataclass
@@ -62,6 +83,7 @@ class Decision:
     production_version: str | None  # before the decision
     production_score: float | None
     action: str = "promote"  # promote or rollback
+    set_deltas: dict[str, float] = field(default_factory=dict)  # each set's accuracy minus production's
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -77,16 +99,26 @@ def _fmt(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.4f}"
 
 
+def set_deltas(candidate: Evidence, production: Evidence) -> dict[str, float]:
+    """Each set both versions were scored on: the candidate's accuracy minus production's."""
+    return {name: candidate.sets[name] - production.sets[name] for name in sorted(candidate.sets)
+            if name in production.sets}
+
+
 def decide(candidate: Evidence, production: Evidence | None, registry: RegistryConfig,
            force: bool = False) -> Decision:
     """Promote ``candidate`` over ``production`` only when its parity gate passed, its score reaches
     ``registry.min_score`` and, on the same benchmark set, beats production's by more than ``registry.margin``
-    (``force`` skips the scores)."""
+    while no set both were scored on drops by more than ``registry.max_set_drop`` (``force`` skips the scores).
+    The decision carries every set's delta."""
     metric = candidate.metric or resolve_metric(registry.metric, ())
+
+    deltas = set_deltas(candidate, production) if production is not None else {}
 
     def result(promoted: bool, reason: str) -> Decision:
         return Decision(registry.model_name, candidate.version, promoted, reason, metric, candidate.score,
-                        production.version if production else None, production.score if production else None)
+                        production.version if production else None, production.score if production else None,
+                        set_deltas=deltas)
 
     if not candidate.parity_passed:
         return result(False, "its ONNX parity gate did not pass")
@@ -110,6 +142,13 @@ def decide(candidate: Evidence, production: Evidence | None, registry: RegistryC
         return result(True, f"production v{production.version} has no {metric} score to beat; this one has "
                             f"{_fmt(candidate.score)}")
     gain = candidate.score - production.score
+    forgotten = {name: d for name, d in deltas.items() if d < -registry.max_set_drop - 1e-9}
+    if forgotten and gain > registry.margin:
+        worst = ", ".join(f"{name} {d:+.4f}" for name, d in sorted(forgotten.items(), key=lambda kv: kv[1]))
+        return result(False, f"it loses more than registry.max_set_drop {registry.max_set_drop:g} against production "
+                             f"v{production.version} on {worst}, whatever its {metric} "
+                             f"({_fmt(candidate.score)} against {_fmt(production.score)}); train with the base data "
+                             "replayed (train.batch_ratio) or promote it with --force")
     if gain > registry.margin:
         return result(True, f"{metric} {_fmt(candidate.score)} beats production v{production.version}'s "
                             f"{_fmt(production.score)} by {gain:+.4f} (> margin {registry.margin:g})")

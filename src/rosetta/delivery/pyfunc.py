@@ -1,10 +1,13 @@
-"""The MLflow pyfunc model of an exported model: image bytes in, one row of text, confidence and error out.
+"""The MLflow pyfunc model of an exported model: image bytes in, one row of text, confidence, abstention and error
+out.
 
 ``mlflow.pyfunc.load_model("models:/rosetta@production").predict(frame)`` and ``mlflow models serve`` take a
 column ``image`` of encoded image bytes (in JSON, base64 strings: the signature's binary column makes MLflow
 decode them) and nothing else; a string is never opened as a file, so an HTTP caller cannot make the server
 read its files. A row that is no usable image gets one sentence in ``error`` (and an empty text); the other
-rows are read. The limits (``serve.*``) travel in the model's ``model_config``; the ONNX file logged beside
+rows are read. A reading less confident than ``serve.abstain_below`` (its confidence by the rule
+``serve.confidence``) has an empty ``text`` and ``abstained`` true, its text kept in ``reading``. The settings
+(``serve.*``) travel in the model's ``model_config``; the ONNX file logged beside
 the model runs through ONNX Runtime under the inference contract of ``rosetta.data.preprocess``. Served by
 ``rosetta serve``, each row also names the registered model, version and alias it came from.
 """
@@ -21,7 +24,7 @@ from PIL import Image, ImageDraw
 from rosetta.config import ServeConfig
 from rosetta.data.preprocess import ImageDecodeError, ImageLimits, decode_image, header_size
 from rosetta.errors import RosettaError
-from rosetta.recognition.recognizer import Recognizer
+from rosetta.recognition.recognizer import Recognizer, answer
 
 ONNX_ARTIFACT = "onnx"
 ONNX_INT8_ARTIFACT = "onnx_int8"  # the export's int8 model, when it made one; serve.precision picks
@@ -56,7 +59,8 @@ def row_bytes(row: int, value) -> bytes:
 
 
 def recognize_rows(recognizer: Recognizer, values: list, serve: ServeConfig) -> pd.DataFrame:
-    """``text``, ``confidence`` and ``error`` per cell of ``values``; a bad cell never stops the others.
+    """``text``, ``confidence``, ``abstained``, ``reading`` (``recognizer.answer``, below ``serve.abstain_below``)
+    and ``error`` per cell of ``values``; a bad cell never stops the others.
 
     Images are decoded one at a time as the recognizer batches them (``Recognizer.read``), so a request holds
     one decoded image (at most ``serve.max_image_pixels``) and a few batches of (3, 32, 100) tensors (two in
@@ -92,22 +96,24 @@ def recognize_rows(recognizer: Recognizer, values: list, serve: ServeConfig) -> 
                 continue
             yield row, data
 
-    texts, confidences = [""] * len(values), [0.0] * len(values)
+    answers = [answer(("", 0.0))] * len(values)
     for (row, _), result in recognizer.read(cells(), lambda cell: decode_image(cell[1], f"row {cell[0]}", limits)):
         if isinstance(result, ImageDecodeError):
             errors[row] = str(result)
         else:
-            texts[row], confidences[row] = result
-    return pd.DataFrame({"text": texts, "confidence": confidences, "error": errors})
+            answers[row] = answer(result, serve.abstain_below)
+    return pd.DataFrame(answers, columns=["text", "confidence", "abstained", "reading"]).assign(error=errors)
 
 
 def signature():
-    """The pyfunc contract: a binary ``image`` column in; ``text``, ``confidence`` and ``error`` out."""
+    """The pyfunc contract: a binary ``image`` column in; ``text``, ``confidence``, ``abstained``, ``reading`` and
+    ``error`` out."""
     from mlflow.models import ModelSignature
     from mlflow.types.schema import ColSpec, Schema
 
     return ModelSignature(inputs=Schema([ColSpec("binary", IMAGE_COLUMN)]),
                           outputs=Schema([ColSpec("string", "text"), ColSpec("double", "confidence"),
+                                          ColSpec("boolean", "abstained"), ColSpec("string", "reading"),
                                           ColSpec("string", "error"),
                                           *(ColSpec("string", c, required=False) for c in SERVED_COLUMNS.values())]))
 
@@ -132,7 +138,7 @@ class OnnxRecognizerModel(mlflow.pyfunc.PythonModel):
         if artifact not in context.artifacts:
             raise RosettaError("serve.precision is int8 but this registered model holds no int8 ONNX file; export "
                                "with export.int8: true and register again, or serve fp32")
-        self._recognizer = load_onnx_recognizer(context.artifacts[artifact])
+        self._recognizer = load_onnx_recognizer(context.artifacts[artifact], confidence=self._serve.confidence)
         served = json.loads(os.environ.get(SERVED_MODEL_ENV) or "{}")
         self._served = {column: str(served.get(key, "")) for key, column in SERVED_COLUMNS.items()} if served else {}
 

@@ -261,7 +261,7 @@ def _record(client, decision: Decision, outcome: str, command: str, reason: str 
                       else (decision.version, decision.score))
     record_decision(client, decision.model_name, version, DecisionRecord(
         outcome, reason or decision.reason, command, decision.metric, score, decision.production_version,
-        decision.production_score))
+        decision.production_score, None if about_production else decision.set_deltas or None))
 
 
 @_locked

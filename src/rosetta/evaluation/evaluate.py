@@ -8,13 +8,14 @@ import contextlib
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from rosetta.config import Config
 from rosetta.data.benchmarks import benchmark_lmdbs
 from rosetta.data.dataset import LmdbDataset
 from rosetta.data.preprocess import ImageLimits
+from rosetta.data.splits import ValidationSplit
 from rosetta.errors import RosettaError
 from rosetta.evaluation.metrics import (SampleScore, SetMetrics, flat_metrics, headline_first, headline_sets, score_sample,
                                         set_metrics, summarize)
@@ -80,7 +81,8 @@ def _score_folder(scored: _Scored, recognizer, lmdbs: Path, shown_as: Path, limi
     """Score every set below ``lmdbs`` into ``scored``, showing progress per set; returns the names of its sets.
     An image over ``limits`` is not decoded."""
     # Never a substitute for an image that does not decode: it counts as a wrong reading of its own sample.
-    dataset = LmdbDataset(lmdbs, recognizer.charset, substitute_bad_images=False, limits=limits)
+    dataset = LmdbDataset(lmdbs, recognizer.charset, substitute_bad_images=False, limits=limits, keep_raw=True)
+    exact = not recognizer.charset.lowercase  # a case-sensitive model is scored under the exact protocol too
     if len(dataset) == 0:
         raise RosettaError(f"{shown_as}: no sample survives the charset's label rules; nothing to evaluate")
     start = time.perf_counter()
@@ -94,8 +96,8 @@ def _score_folder(scored: _Scored, recognizer, lmdbs: Path, shown_as: Path, limi
             raise RosettaError(f"benchmark set {s.name} is in {shown_as} and in another evaluated folder; keep it "
                                "in one (data.benchmarks or data.real_benchmarks)")
         part = preds[s.offset:s.offset + s.num_kept]
-        scores = [score_sample(p[0] if p else "", t)
-                  for p, t in zip(part, dataset.labels[s.offset:s.offset + s.num_kept])]
+        scores = [score_sample(p[0] if p else "", t, exact)
+                  for p, t in zip(part, dataset.raw_labels[s.offset:s.offset + s.num_kept])]
         scored.per_set[s.name] = set_metrics(scores)
         if part.count(None):
             scored.unreadable[s.name] = part.count(None)
@@ -120,7 +122,7 @@ def set_accuracies(recognizers: dict[str, Recognizer], folders: list[Path], work
 
 def evaluate_benchmarks(checkpoint: Path, data_dir: Path, cfg: Config, out_dir: Path | None = None,
                         run_id: str | None = None, real_dir: Path | None = None,
-                        validation: dict | None = None) -> dict:
+                        validation: dict | None = None, calibrate_on: ValidationSplit | None = None) -> dict:
     """Score ``checkpoint`` (a ``.pt`` or an exported ``.onnx``) on every benchmark set below ``data_dir``
     and, given ``real_dir``, below it too as the real benchmark sets. A folder of gt-file sets is converted
     to LMDBs on the way (``benchmark_lmdbs``).
@@ -132,7 +134,8 @@ def evaluate_benchmarks(checkpoint: Path, data_dir: Path, cfg: Config, out_dir: 
     decode, scored as wrong) when there are any, ``images_per_s``, and ``validation`` as given (the training
     run's validation accuracies, ``metrics.validation_of``: metrics.json names the one best.pt was chosen on
     beside the benchmarks). With ``out_dir`` writes metrics.json,
-    metrics.md and gallery.png there.
+    metrics.md and gallery.png there; given ``calibrate_on`` too, ``calibration`` (``calibrate``) and
+    reliability.png.
 
     The results are logged into MLflow as a nested run ``evaluate <sets>`` of the training run: ``run_id``,
     else the run the model file names (``rosetta.tracking.store.parent_run``); the training run gets each set's
@@ -163,6 +166,8 @@ def evaluate_benchmarks(checkpoint: Path, data_dir: Path, cfg: Config, out_dir: 
         if out_dir is not None:
             metrics_json, metrics_md, gallery_png = RunLayout.eval_files(out_dir)
             metrics_json.parent.mkdir(parents=True, exist_ok=True)
+            if calibrate_on is not None:
+                summary["calibration"] = calibrate(recognizer, calibrate_on, RunLayout.reliability_file(out_dir))
             write_json(metrics_json, headline_first(summary))
             metrics_md.write_text(markdown_table(summary))
             set_names = [dataset.set_of(index) for dataset, index in scored.samples]
@@ -177,6 +182,26 @@ def evaluate_benchmarks(checkpoint: Path, data_dir: Path, cfg: Config, out_dir: 
     return summary
 
 
+def calibrate(recognizer: Recognizer, split: ValidationSplit, png: Path) -> dict:
+    """How well each confidence rule's confidence says how often a reading is right, on ``split`` (the validation
+    split best.pt was chosen on: a threshold read from it is not fitted to a benchmark): ``on`` (the split),
+    ``count`` (readable images) and ``ece`` (expected calibration error by rule); the reliability diagram goes
+    to ``png``."""
+    from rosetta.evaluation.calibration import expected_calibration_error, reliability_bins
+    from rosetta.evaluation.plots import reliability_diagram
+    from rosetta.postprocess.rec_postprocess import CONFIDENCE_RULES
+
+    per_rule, count = {}, 0
+    for rule in CONFIDENCE_RULES:
+        preds = predict_dataset(replace(recognizer, confidence=rule), split.dataset)
+        read = [(p[1], score_sample(p[0], truth).correct) for p, truth in zip(preds, split.labels) if p is not None]
+        count = len(read)
+        per_rule[rule] = reliability_bins([c for c, _ in read], [ok for _, ok in read])
+    reliability_diagram(per_rule, png, f"confidence on the {split.source} validation split ({count} images)")
+    return {"on": split.source, "count": count,
+            "ece": {rule: expected_calibration_error(bins) for rule, bins in per_rule.items()}}
+
+
 def _log_evaluation(cfg: Config, parent: str, summary: dict, out_dir: Path, model: Path, headline: bool) -> None:
     """A nested run of training run ``parent`` holding every metric and the files; ``parent`` gets each set's
     metrics (a set's name says what was scored) and, when ``headline``, the totals and its description line."""
@@ -184,11 +209,13 @@ def _log_evaluation(cfg: Config, parent: str, summary: dict, out_dir: Path, mode
     from rosetta.tracking.store import Tracker
 
     flat = flat_metrics(summary)
+    flat.update({f"calibration/ece_{rule}": e for rule, e in summary.get("calibration", {}).get("ece", {}).items()})
     sets = ", ".join(summary["sets"])
     child = Tracker(cfg, name=f"evaluate {sets if len(sets) <= 60 else sets[:57] + '...'}", parent_id=parent,
                     tags={"model_file": str(model)})
     child.log_metrics(flat)
-    for path in RunLayout.eval_files(out_dir):
+    for path in [*RunLayout.eval_files(out_dir), *([RunLayout.reliability_file(out_dir)] if "calibration" in summary
+                                                  else [])]:
         child.log_artifact(path, "eval")
     child.end()
     training = Tracker(cfg, parent, reopen=False)

@@ -1,4 +1,5 @@
-"""PNG figures for people: the training curve and the gallery of the worst recognition mistakes."""
+"""PNG figures for people: the training curve, the gallery of the worst recognition mistakes and the reliability
+diagram of the word confidences."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -10,6 +11,8 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display on servers, DVC runners or CI
 import matplotlib.pyplot as plt  # noqa: E402
 from PIL import Image  # noqa: E402
+
+from rosetta.evaluation.calibration import CalibrationBin, expected_calibration_error  # noqa: E402
 
 
 def training_curve(train_rows: Sequence[Sequence[float]], val_rows: Sequence[Sequence[float]],
@@ -64,6 +67,31 @@ def mistakes_gallery(mistakes: Sequence[Mistake], path: str | Path, columns: int
         ax.imshow(m.image)
         where = f"[{m.set_name}] " if m.set_name else ""
         ax.set_title(f"{where}truth {m.truth!r}\npred {m.prediction!r} ({m.confidence:.3f})", fontsize=7)
+    return _save(fig, path)
+
+
+def reliability_diagram(per_rule: dict[str, Sequence[CalibrationBin]], path: str | Path, title: str = "") -> Path:
+    """Accuracy against mean confidence per bin, one line per confidence rule (its ECE in the legend) over the
+    diagonal a calibrated confidence follows, beside how many readings each bin holds."""
+    fig, (ax, ax_count) = plt.subplots(1, 2, figsize=(10, 4))
+    ax.plot([0, 1], [0, 1], color="tab:gray", linestyle="--", label="calibrated")
+    width = 0.1 / max(1, len(per_rule))
+    for k, (rule, bins) in enumerate(per_rule.items()):
+        ax.plot([b.confidence for b in bins], [b.accuracy for b in bins], marker="o",
+                label=f"{rule} (ECE {expected_calibration_error(bins):.3f})")
+        ax_count.bar([b.low + (k + 0.5) * width for b in bins], [b.count for b in bins], width=width, label=rule)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("confidence")
+    ax.set_ylabel("accuracy")
+    ax.set_title(title or "reliability")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left")
+    ax_count.set_xlim(0, 1)
+    ax_count.set_xlabel("confidence")
+    ax_count.set_ylabel("readings")
+    ax_count.set_title("readings per bin")
+    ax_count.legend(loc="upper left")
     return _save(fig, path)
 
 

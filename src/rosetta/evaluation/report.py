@@ -30,22 +30,35 @@ def gallery_title(summary: dict) -> str:
 
 
 def markdown_table(summary: dict) -> str:
-    """The metrics as a Markdown table; accuracy a fraction (0-1) with 4 decimals, as in MLflow and DVC."""
-    lines = ["| set | count | accuracy | norm_edit_dis |", "|---|---:|---:|---:|"]
+    """The metrics as a Markdown table; accuracy a fraction (0-1) with 4 decimals, as in MLflow and DVC. The folded
+    protocol's accuracy, and for a case-sensitive model the exact protocol's in a last column."""
+    exact = "accuracy_total_exact" in summary  # a case-sensitive model: the exact protocol's column beside
+
+    def row(name: str, count, accuracy: float, ned: float | None, accuracy_exact: float | None = None) -> str:
+        cells = [name, str(count), f"{accuracy:.4f}", "" if ned is None else f"{ned:.4f}"]
+        cells += ["" if accuracy_exact is None else f"{accuracy_exact:.4f}"] if exact else []
+        return "| " + " | ".join(cells) + " |"
+
+    lines = ["| set | count | accuracy | norm_edit_dis |" + (" exact |" if exact else ""),
+             "|---|---:|---:|---:|" + ("---:|" if exact else "")]
     for name, m in summary["sets"].items():
-        lines.append(f"| {name} | {m['count']} | {m['accuracy']:.4f} | {m['norm_edit_dis']:.4f} |")
-    lines.append(f"| **total** (sample-weighted) | {summary['count_total']} | {summary['accuracy_total']:.4f} "
-                 f"| {summary['norm_edit_dis_total']:.4f} |")
-    lines.append(f"| **mean** of the sets | | {summary['accuracy_mean']:.4f} | |")
+        lines.append(row(name, m["count"], m["accuracy"], m["norm_edit_dis"], m.get("accuracy_exact")))
+    lines.append(row("**total** (sample-weighted)", summary["count_total"], summary["accuracy_total"],
+                     summary["norm_edit_dis_total"], summary.get("accuracy_total_exact")))
+    lines.append(row("**mean** of the sets", "", summary["accuracy_mean"], None))
     if "accuracy_total7" in summary:
-        lines.append(f"| **total of DTRB's 7 sets** | | {summary['accuracy_total7']:.4f} | |")
+        lines.append(row("**total of DTRB's 7 sets**", "", summary["accuracy_total7"], None))
     if "accuracy_real" in summary:
-        lines.append(f"| **real total** ({', '.join(summary['real_sets'])}) | {summary['count_real']} | "
-                     f"{summary['accuracy_real']:.4f} | {summary['norm_edit_dis_real']:.4f} |")
+        lines.append(row(f"**real total** ({', '.join(summary['real_sets'])})", summary["count_real"],
+                         summary["accuracy_real"], summary["norm_edit_dis_real"], summary.get("accuracy_real_exact")))
     notes = [f"{n} images of {name} do not decode: scored as wrong"
              for name, n in summary.get("unreadable", {}).items()]
     validation = summary.get("validation", {})
     if "selected_on" in validation:
         notes.append(f"best.pt was chosen on the {validation['selected_on']} validation split: accuracy "
                      f"{validation[validation['selected_on']]:.4f}")
+    if "calibration" in summary:
+        c = summary["calibration"]
+        notes.append(f"confidence calibration on the {c['on']} validation split ({c['count']} images), expected "
+                     "calibration error by rule: " + ", ".join(f"{r} {e:.4f}" for r, e in c["ece"].items()))
     return "\n".join(lines + [""] + notes + [f"{summary['images_per_s']:.0f} images/s"]) + "\n"

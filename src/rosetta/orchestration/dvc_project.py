@@ -16,7 +16,7 @@ from pathlib import Path
 from rosetta.config import Config, load_config
 from rosetta.errors import RosettaError
 from rosetta.fsutil import environ, exclusive_lock
-from rosetta.params import PROJECT_ROOT, ConfigError, parse_override
+from rosetta.params import PROJECT_ROOT, ConfigError, apply_overrides, read_params, write_params
 from rosetta.tracking.provenance import DVC_EXPERIMENT_ENV, FLOW_RUN_URL_ENV
 
 PARAMS = "params.yaml"  # what dvc.yaml's stages read
@@ -93,24 +93,7 @@ def apply_params(project_dir: Path, overrides: list[str]) -> Config:
     path = project_dir / PARAMS
     cfg = load_config(path, overrides)  # a bad override stops here, before any file changes
     if overrides:
-        from ruamel.yaml import YAML
-        from ruamel.yaml.comments import CommentedSeq
-
-        yaml = YAML()  # round trip: params.yaml keeps its comments, order and style, as with `dvc exp run -S`
-        yaml.preserve_quotes = True
-        yaml.representer.add_representer(type(None), lambda r, _: r.represent_scalar("tag:yaml.org,2002:null", "null"))
-        data = yaml.load(path.read_text())
-        for text in overrides:
-            parts, value = parse_override(text)
-            if isinstance(value, list):  # written [a, b] on one line, as params.yaml writes lists
-                value = CommentedSeq(value)
-                value.fa.set_flow_style()
-            node = data
-            for part in parts[:-1]:
-                node = node.setdefault(part, {})
-            node[parts[-1]] = value
-        with path.open("w") as fh:
-            yaml.dump(data, fh)
+        write_params(path, apply_overrides(read_params(path), overrides))
     return cfg
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Callable
 
 from rosetta.data.loader import EvalSet, eval_loader
-from rosetta.postprocess import CTCLabelDecode
 from rosetta.recognition.recognizer import Recognizer
 
 
@@ -16,12 +15,11 @@ def predict_dataset(recognizer: Recognizer, dataset, progress: Callable[[int], N
     PaddleOCR's eval does); None for a sample whose image the dataset gives as None (it does not decode).
     A tall crop's reading is ``Recognizer.recognize``'s: the most confident of its orientations. Batches are
     the recognizer's ``batch_size``; ``progress`` is told how many samples each one read."""
-    decode = CTCLabelDecode(recognizer.charset)
     out: list[tuple[str, float] | None] = []
     tall: list[int] = []
     for images, indices, readable, is_tall in eval_loader(EvalSet(dataset, recognizer.height, recognizer.width),
                                                           recognizer.batch_size):
-        texts = decode(recognizer.probs_fn(images.numpy()))
+        texts = recognizer.decode(recognizer.probs_fn(images.numpy()))
         out += [p if ok else None for p, ok in zip(texts, readable.tolist())]
         tall += [int(i) for i, t in zip(indices, is_tall) if t]
         if progress is not None:

@@ -19,13 +19,15 @@ def is_onnx(path: str | Path) -> bool:
     return Path(path).suffix.lower() == ".onnx"
 
 
-def load_recognizer(path: str | Path, device: str = "cpu", batch_size: int = 64, threads: int = 0) -> Recognizer:
+def load_recognizer(path: str | Path, device: str = "cpu", batch_size: int = 64, threads: int = 0,
+                    confidence: str = "mean") -> Recognizer:
     """A ``Recognizer`` for a PyTorch checkpoint (``.pt``/``.pth``) or an exported ``.onnx`` file (ONNX Runtime),
-    running on ``threads`` CPU threads (0 = all cores; for PyTorch the process's setting)."""
+    running on ``threads`` CPU threads (0 = all cores; for PyTorch the process's setting), its confidences by the
+    rule ``confidence``."""
     if is_onnx(path):
         from rosetta.recognition.onnx_runtime import load_onnx_recognizer  # ONNX Runtime only: no torch needed
 
-        return load_onnx_recognizer(path, batch_size=batch_size, threads=threads)
+        return load_onnx_recognizer(path, batch_size=batch_size, threads=threads, confidence=confidence)
     import torch
 
     from rosetta.recognition.checkpoint import load_for_inference
@@ -33,7 +35,7 @@ def load_recognizer(path: str | Path, device: str = "cpu", batch_size: int = 64,
     torch.set_num_threads(threads or len(os.sched_getaffinity(0)))
     loaded = load_for_inference(path, device)
     return torch_recognizer(loaded.model, loaded.charset, loaded.architecture.image_height,
-                            loaded.architecture.image_width, batch_size, device)
+                            loaded.architecture.image_width, batch_size, device, confidence)
 
 
 def training_run_of(model: str | Path) -> str | None:

@@ -112,9 +112,11 @@ def ort_probs_fn(session, sliced=None, ways: int = 1) -> ProbsFn:
     return run
 
 
-def load_onnx_recognizer(path: str | Path, batch_size: int = 64, threads: int = 0) -> Recognizer:
-    """A ``Recognizer`` running ``path`` through ONNX Runtime, configured from the file's metadata; on the CPU,
-    ``threads`` (0 = a thread per core) single-threaded runs on slices of each batch."""
+def load_onnx_recognizer(path: str | Path, batch_size: int = 64, threads: int = 0,
+                         confidence: str = "mean") -> Recognizer:
+    """A ``Recognizer`` running ``path`` through ONNX Runtime, configured from the file's metadata, its confidences
+    by the rule ``confidence``; on the CPU, ``threads`` (0 = a thread per core) single-threaded runs on slices of
+    each batch."""
     session = onnx_session(path, threads)
     meta = session_metadata(session, path)
     height, width = contract_size(meta[META_PREPROCESS], str(path))
@@ -122,4 +124,4 @@ def load_onnx_recognizer(path: str | Path, batch_size: int = 64, threads: int = 
     ways = threads or len(os.sched_getaffinity(0))
     sliced = onnx_session(path, 1) if ways > 1 and session.get_providers()[0] == "CPUExecutionProvider" else None
     return Recognizer(ort_probs_fn(session, sliced, ways), Charset.from_dict(meta[META_CHARSET]), height, width,
-                      batch_size)
+                      batch_size, confidence=confidence)

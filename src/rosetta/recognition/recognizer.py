@@ -46,6 +46,12 @@ class Recognizer:
     # Prepare the next images, and run the model on the next batch, in threads of their own while a batch is
     # answered (off for PyTorch: ``torch_recognizer``).
     background: bool = True
+    confidence: str = "mean"  # the rule a word's confidence follows (``CTCLabelDecode``)
+
+    @cached_property
+    def decode(self) -> CTCLabelDecode:
+        """Text and confidence (by the ``confidence`` rule) of the model's (N, T, C) probabilities."""
+        return CTCLabelDecode(self.charset, self.confidence)
 
     def batch_tensor(self, images: Sequence[Image.Image]) -> np.ndarray:
         return np.stack([resize_norm_img(im, self.height, self.width) for im in images])
@@ -119,7 +125,7 @@ class Recognizer:
 
     def _answers(self, pending: _Pending, probs: np.ndarray | None
                  ) -> Iterator[tuple[Any, tuple[str, float] | ImageDecodeError]]:
-        readings = CTCLabelDecode(self.charset)(probs) if probs is not None else []
+        readings = self.decode(probs) if probs is not None else []
         at = 0
         for item, views in pending:
             if isinstance(views, ImageDecodeError):
@@ -152,12 +158,22 @@ def most_confident(readings: Sequence[tuple[str, float]]) -> tuple[str, float]:
     return max(readings, key=lambda r: r[1])
 
 
+def answer(reading: tuple[str, float], abstain_below: float = 0.0) -> dict:
+    """A reading as a caller gets it: ``text``, ``confidence``, ``abstained`` (the confidence is below
+    ``abstain_below``: the text is then "", no answer rather than a likely wrong word) and ``reading`` (the text
+    read, abstained or not, for a caller that wants it anyway)."""
+    text, confidence = reading
+    abstained = confidence < abstain_below
+    return {"text": "" if abstained else text, "confidence": confidence, "abstained": abstained, "reading": text}
+
+
 def torch_recognizer(model: torch.nn.Module, charset: Charset, height: int, width: int, batch_size: int,
-                     device: str | torch.device = "cpu") -> Recognizer:
+                     device: str | torch.device = "cpu", confidence: str = "mean") -> Recognizer:
     """A ``Recognizer`` on a PyTorch model. It prepares images in the calling thread: PyTorch's OpenMP threads
     spin between operators, so a thread of its own beside them slows them more than it saves, where ONNX
     Runtime's idle threads sleep."""
-    return Recognizer(torch_probs_fn(model, device), charset, height, width, batch_size, background=False)
+    return Recognizer(torch_probs_fn(model, device), charset, height, width, batch_size, background=False,
+                      confidence=confidence)
 
 
 def torch_probs_fn(model: torch.nn.Module, device: str | torch.device = "cpu") -> ProbsFn:

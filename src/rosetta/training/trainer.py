@@ -27,8 +27,8 @@ import torch
 
 from rosetta.charset import Charset
 from rosetta.config import Config
-from rosetta.data.loader import BatchPlan, PlanSampler, RecTrainSet, train_loader
-from rosetta.data.splits import training_sets, validation_sets
+from rosetta.data.loader import PlanSampler, RecTrainSet, train_loader
+from rosetta.data.splits import training_plan, validation_sets
 from rosetta.errors import RosettaError
 from rosetta.fsutil import claim_folder, exclusive_lock, write_json
 from rosetta.layout import RunLayout
@@ -120,6 +120,9 @@ def run_training(cfg: Config, *, resume: bool = True) -> TrainResult:
     """
     runs = RunLayout.from_config(cfg)
     if cfg.train.nproc > 1 and "WORLD_SIZE" not in os.environ:
+        # The data and the settings a rank would refuse are refused here, in one sentence, before torchrun starts.
+        training_plan(cfg, Charset.from_config(cfg.charset), cfg.train.nproc)
+        load_pretrained(cfg)
         with _run_folder_lock(runs):
             launch_torchrun(cfg, resume, {_LOCK_HELD_ENV: str(runs.train_lock), _LAUNCHER_PID_ENV: str(os.getpid())})
         return result_from_run_json(runs.run_json)
@@ -164,20 +167,20 @@ class _Trainer:
         # from them (MLflow's run names, temp files) repeats from one run to the next.
         torch.manual_seed(cfg.seed)
         self.charset = Charset.from_config(cfg.charset)
-        data = training_sets(cfg, self.charset, self.dist.world_size)
+        planned = training_plan(cfg, self.charset, self.dist.world_size)
+        data, self.plan = planned.data, planned.plan
         for note in data.notes:
             _say(self.dist, note)
         if self.dist.is_main:
             self.val_splits, self.select_on = validation_sets(cfg, self.charset)
-        self.plan = BatchPlan(data.streams, cfg.seed, t.shuffle, t.curriculum_steps)
-        self.steps_per_epoch = max(1, sum(s.size for s in data.streams) // self.plan.global_batch)
-        self.total_steps = t.max_steps if t.max_steps > 0 else t.epochs * self.steps_per_epoch
-        pretrained = load_pretrained(cfg)
+        self.steps_per_epoch, self.total_steps = planned.steps_per_epoch, planned.total_steps
+        pretrained, notes = load_pretrained(cfg), []
         self.fingerprint = fingerprint(cfg, data.streams, self.dist.world_size,
                                        pretrained.sha256 if pretrained else None)
 
         parts = build_trainable(cfg, self.charset.num_classes, self.device, self.dist.world_size,
-                                (lambda m: apply_pretrained(m, pretrained)) if pretrained else None)
+                                (lambda m: notes.append(apply_pretrained(m, pretrained, self.charset)))
+                                if pretrained else None)
         self.model, self.optimizer, self.scaler, self.step_fn = parts.model, parts.optimizer, parts.scaler, parts.step
         self.scheduler = build_scheduler(cfg, self.optimizer, self.total_steps)
         if self.dist.is_main:
@@ -189,6 +192,8 @@ class _Trainer:
                 self._clear_outputs()
             if pretrained:
                 _say(self.dist, f"starting from the weights of {pretrained.description} (train.init_from)")
+                for note in notes:
+                    _say(self.dist, note)
 
         dataset = RecTrainSet(data.dataset, self.charset, cfg.model.image_height, cfg.model.image_width,
                               data.augmented)
