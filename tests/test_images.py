@@ -4,8 +4,8 @@ mounted store on 127.0.0.1, it reads the same words `rosetta predict` reads; it 
 history nor its files hold this machine's pip settings (index URLs, package folders, CA bundle, constraints)."""
 from __future__ import annotations
 
-import ast
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -72,7 +72,7 @@ def served(cache, serving_image, store):
     """The image's own command, on 127.0.0.1 and a free port (host network), the store mounted at its path."""
     command = images.podman(cache, "image", "inspect", "--format", "{{json .Config.Cmd}}", serving_image,
                             capture=True).stdout
-    command = ast.literal_eval(command.strip())
+    command = json.loads(command)
     port = free_port()
     for option, value in (("--host", "127.0.0.1"), ("--port", str(port))):
         command[command.index(option) + 1] = value
@@ -106,15 +106,16 @@ def test_the_serving_image_reads_the_words_rosetta_predict_reads(served, store, 
     status, answer = post(served, invocations_body([p.read_bytes() for p in crops]))
     assert status == 200, answer
     served_rows = answer["predictions"]
-    done = rosetta_cli("predict", "--model", "models:/rosetta@production", "-o",
+    done = rosetta_cli("predict", "--json", "--model", "models:/rosetta@production", "-o",
                        f"mlflow.tracking_uri={store['uri']}", *map(str, crops))
     assert done.returncode == 0, done.stderr
-    predicted = dict(line.split(": ", 1) for line in done.stdout.splitlines() if ": (" in line)
-    expected = [ast.literal_eval(predicted[str(p)]) for p in crops]
-    assert [r["text"] for r in served_rows] == [text for text, _ in expected]
-    assert [r["confidence"] for r in served_rows] == pytest.approx([c for _, c in expected], abs=1e-4)
+    expected = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert [r["image"] for r in expected] == [str(p) for p in crops]
+    assert [r["text"] for r in served_rows] == [r["text"] for r in expected]
+    assert [r["abstained"] for r in served_rows] == [r["abstained"] for r in expected]
+    assert [r["confidence"] for r in served_rows] == pytest.approx([r["confidence"] for r in expected], abs=1e-4)
     assert [r["error"] for r in served_rows] == [""] * len(crops)
-    assert len({text for text, _ in expected}) > 3  # the model reads the crops differently: the check compares texts
+    assert len({r["text"] for r in expected}) > 3  # the model reads the crops differently: the check compares texts
 
 
 def _host_secrets() -> tuple[list[str], set[str], list[str]]:
