@@ -5,7 +5,8 @@
 #   docker run --gpus all -e PREFECT_API_URL=http://<server>:4200/api rosetta-pipeline:latest
 #
 #   docker build --target serve-onnx -t rosetta-serve:latest .    # serving the ONNX model on the CPU, no torch
-#   docker run -p 5001:5001 -v $PWD:/store -e MLFLOW_TRACKING_URI=sqlite:////store/mlflow.db rosetta-serve:latest
+#   docker run -p 5001:5001 -v $PWD:$PWD -e MLFLOW_TRACKING_URI=sqlite:///$PWD/mlflow.db rosetta-serve:latest
+#   (the store mounted at its own path: its artifact locations are absolute paths)
 #
 # One CUDA stack: the torch wheel from PyPI brings its own CUDA runtime libraries (the nvidia-* wheels), so no
 # CUDA base image is needed; the host needs only the NVIDIA driver and the container toolkit (--gpus all).
@@ -16,6 +17,11 @@
 # prefect-docker on the GPU host, and in the gpu deployment `job_variables: {image: rosetta-pipeline:latest,
 # container_create_kwargs: {device_requests: [{driver: nvidia, count: -1, capabilities: [[gpu]]}]}}` plus a
 # `set_working_directory: {directory: /opt/rosetta}` pull step (commented in prefect.yaml).
+#
+# Without a registry, on Debian's own packages (scripts/images.py): `make image-serve`, `make image-train` build these
+# targets on a local Debian bookworm + Python 3.11 base (PYTHON_IMAGE=localhost/debian-python:3.11-bookworm).
+# pip's settings come in as build secrets, never in a layer: the pip steps mount pip.conf (PIP_CONFIG_FILE), its CA
+# bundle and constraints when the build passes them (`docker build --secret id=pip.conf,src=...`), and run without.
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS base
@@ -36,14 +42,24 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends make \
     && rm -rf /var/lib/apt/lists/*
 USER 1000:1000
-COPY --chown=1000:1000 pyproject.toml Makefile README.md ./
+# The dependencies first, so code edits reuse their layer.
+COPY --chown=1000:1000 pyproject.toml Makefile ./
+RUN --mount=type=secret,id=pip.conf,uid=1000 --mount=type=secret,id=pip-cert,uid=1000 \
+    --mount=type=secret,id=pip-constraint,uid=1000 \
+    PIP_CONFIG_FILE=/run/secrets/pip.conf make install-serve-onnx-deps
+COPY --chown=1000:1000 README.md ./
 COPY --chown=1000:1000 src ./src
-RUN make install-serve-onnx
+RUN --mount=type=secret,id=pip.conf,uid=1000 --mount=type=secret,id=pip-cert,uid=1000 \
+    --mount=type=secret,id=pip-constraint,uid=1000 \
+    PIP_CONFIG_FILE=/run/secrets/pip.conf make install-serve-onnx
 
 FROM base AS serve-onnx
 COPY --from=serve-onnx-build --chown=1000:1000 /opt/rosetta/.venv /opt/rosetta/.venv
 USER 1000:1000
-ENV PATH="/opt/rosetta/.venv/bin:${PATH}"
+# A local store's models:/ is loaded in place from the mounted artifact store: no .pyc may land beside the model's
+# code there, or its files no longer match the digest the registry recorded (rosetta predict and serve refuse it).
+ENV PATH="/opt/rosetta/.venv/bin:${PATH}" \
+    PYTHONDONTWRITEBYTECODE=1
 EXPOSE 5001
 CMD ["mlflow", "models", "serve", "-m", "models:/rosetta@production", "--env-manager", "local", \
      "--host", "0.0.0.0", "--port", "5001"]
@@ -70,7 +86,9 @@ COPY --chown=1000:1000 pyproject.toml Makefile README.md ./
 COPY --chown=1000:1000 packages ./packages
 COPY --chown=1000:1000 scripts/install_debian_packages.sh ./scripts/
 COPY --chown=1000:1000 src ./src
-RUN make install EXTRAS=
+RUN --mount=type=secret,id=pip.conf,uid=1000 --mount=type=secret,id=pip-cert,uid=1000 \
+    --mount=type=secret,id=pip-constraint,uid=1000 \
+    PIP_CONFIG_FILE=/run/secrets/pip.conf make install EXTRAS=
 
 COPY --chown=1000:1000 . .
 

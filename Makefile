@@ -9,23 +9,30 @@ FONTS := $(VENV)/.fonts-installed
 # pyproject's optional dependencies to install with the project; the Dockerfile's image sets EXTRAS= (none).
 EXTRAS ?= dev
 
-.PHONY: install install-serve-onnx demo test test-quick bench gpu-check mlflow-screenshot import-graph dvc-deps prefect-up prefect-down \
-	team-up team-down clean
+.PHONY: install install-serve-onnx-deps install-serve-onnx demo test test-quick bench gpu-check mlflow-screenshot import-graph dvc-deps prefect-up prefect-down \
+	team-up team-down image-base image-serve image-train clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -e '.$(if $(EXTRAS),[$(EXTRAS)])'
 	touch $(STAMP)
 
-# The CPU-only ONNX serving install (the Dockerfile's serve-onnx target): pyproject's serve-onnx requirements,
-# then the package itself without its dependencies, so torch (and the rest of the training stack) never comes.
-SERVE_STAMP := $(VENV)/.serve-onnx-installed
-$(SERVE_STAMP): pyproject.toml
+# The CPU-only ONNX serving install (the Dockerfile's serve-onnx target): pyproject's serve-onnx requirements
+# (install-serve-onnx-deps: a layer of its own in the image, which code edits reuse), then the package itself
+# without its dependencies, so torch (and the rest of the training stack) never comes.
+SERVE_DEPS := $(VENV)/.serve-onnx-deps-installed
+$(SERVE_DEPS): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['serve-onnx'], sep=chr(10))" > $(VENV)/serve-onnx.txt
 	$(BIN)/python -m pip install -r $(VENV)/serve-onnx.txt
+	touch $(SERVE_DEPS)
+
+SERVE_STAMP := $(VENV)/.serve-onnx-installed
+$(SERVE_STAMP): $(SERVE_DEPS)
 	$(BIN)/python -m pip install --no-deps .
 	touch $(SERVE_STAMP)
+
+install-serve-onnx-deps: $(SERVE_DEPS)
 
 install-serve-onnx: $(SERVE_STAMP)
 
@@ -47,6 +54,13 @@ $(CHROMIUM): packages/debian-screenshot.txt | $(STAMP)
 	bash scripts/install_debian_packages.sh packages/debian-screenshot.txt
 	touch $(CHROMIUM)
 
+# Podman, runc and debootstrap: the images built and run without a container registry (scripts/images.py), and the
+# test that builds and runs the serving image.
+PODMAN := $(VENV)/.podman-installed
+$(PODMAN): packages/debian-podman.txt | $(STAMP)
+	bash scripts/install_debian_packages.sh packages/debian-podman.txt
+	touch $(PODMAN)
+
 # `dvc plots show` / `dvc plots diff` charts drawn without a network: DVC's page template with vega inline (from the
 # vl-convert package) in the venv, named in .dvc/config.local. Where there is a DVC project (not in the Docker build).
 PLOTS := $(VENV)/.dvc-plots-offline
@@ -54,13 +68,16 @@ $(PLOTS): | $(STAMP)
 	$(BIN)/python scripts/dvc_offline_plots.py
 	touch $(PLOTS)
 
-# With the dev extras (the test suite), also headless Chromium: the MLflow UI and offline-plot tests drive it.
-install: $(STAMP) $(FONTS) $(POSTGRES) $(if $(wildcard .dvc/config),$(PLOTS)) $(if $(filter dev,$(EXTRAS)),$(CHROMIUM))
+# What `make demo` runs and nothing more: the venv, the renderer's fonts and the offline plots. The team's PostgreSQL,
+# the UI tests' Chromium and the image tools come with the targets that use them (test, team-up, mlflow-screenshot,
+# image-*).
+install: $(STAMP) $(FONTS) $(if $(wildcard .dvc/config),$(PLOTS))
 
 demo: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 
-test: install
+# The suite starts the team's servers, reads the MLflow UI in Chromium and builds and runs the serving image.
+test: install $(POSTGRES) $(CHROMIUM) $(PODMAN)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q
 
 # The edit-test loop: every test but the end-to-end ones (marked slow: they train, start a server, or run dvc,
@@ -80,6 +97,19 @@ gpu-check: $(STAMP)
 # about 3 minutes on 2 cores) in a fresh store, photographed by headless Chromium.
 mlflow-screenshot: install $(CHROMIUM)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python scripts/mlflow_screenshot.py
+
+# The Dockerfile's images without a container registry (scripts/images.py): a Debian bookworm + Python 3.11 base made
+# once with debootstrap (localhost/debian-python:3.11-bookworm; its tarball cached in $(VENV)/image-cache), then each
+# target built on it by Podman, this machine's pip settings passed as build secrets. Where a registry answers,
+# `docker build` works as the Dockerfile says.
+image-base: $(PODMAN)
+	$(BIN)/python scripts/images.py base
+
+image-serve: $(PODMAN)
+	$(BIN)/python scripts/images.py build serve-onnx
+
+image-train: $(PODMAN)
+	$(BIN)/python scripts/images.py build train
 
 # docs/import_graph.svg: the packages of src/rosetta and their imports (scripts/import_graph.py), drawn by Graphviz's
 # dot (Debian's package, installed here). Run it after moving code between packages, and commit the picture.
@@ -110,7 +140,7 @@ prefect-down:
 # The team's servers on this machine (README "For a team"): PostgreSQL, MLflow, Prefect with two workers, a DVC
 # remote; state, logs and secrets in $(TEAM_DIR). Prints the variables a team member sets (also in $(TEAM_DIR)/env.sh).
 TEAM_DIR ?= .team
-team-up: install
+team-up: install $(POSTGRES)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/rosetta team up --folder $(TEAM_DIR)
 
 team-down:

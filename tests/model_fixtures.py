@@ -95,3 +95,17 @@ def write_gt_set(folder: Path, labels: list[str], seed: int = 0) -> Path:
         lines.append(f"images/{i}.png\t{label}\n")
     (folder / "gt.txt").write_text("".join(lines), encoding="utf-8")
     return folder
+
+
+def register_production(cfg: Config, onnx: Path, parity: dict, accuracy: float = 0.5):
+    """``onnx`` registered in ``cfg``'s store from a run of its own and scored ``accuracy`` on synth_test, as the
+    register stage records a version: the registry's decision (promoted when it beats ``registry.min_score``)."""
+    from rosetta.delivery.registry import register_and_promote
+    from rosetta.tracking.store import Tracker
+
+    tracker = Tracker(cfg)
+    tracker.end()
+    summary = {"sets": {"synth_test": {"accuracy": accuracy, "norm_edit_dis": accuracy, "count": 12}},
+               "accuracy_total": accuracy, "accuracy_mean": accuracy, "norm_edit_dis_total": accuracy,
+               "count_total": 12, "images_per_s": 1.0}
+    return register_and_promote(cfg, onnx, parity, summary, tracker.run_id)
