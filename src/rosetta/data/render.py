@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from functools import lru_cache
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from PIL import Image, ImageChops, ImageDraw, ImageFilter, ImageFont
@@ -59,7 +60,7 @@ def _font(path: str, size: int) -> ImageFont.FreeTypeFont:
 # --------------------------------------------------------------------------- the text layer
 
 
-def _libm(fn, x: np.ndarray) -> np.ndarray:
+def _libm(fn: Callable[[float], float], x: np.ndarray) -> np.ndarray:
     """``fn`` (a ``math`` function) of each element: NumPy picks its transcendental kernels by CPU type, and
     its AVX-512 ones (arctan among them) give other last bits than the AVX2 ones, which would move a glyph."""
     return np.array([fn(v) for v in x.tolist()])
