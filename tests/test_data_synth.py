@@ -5,8 +5,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +23,8 @@ from rosetta.data.convert import mjsynth_label
 from rosetta.data.fonts import (debian_package_fonts, discover_fonts, font_files, missing_glyphs, split_families,
                                 synth_fonts)
 from rosetta.data.render import photo_paths, render_word, text_mask
-from rosetta.data.synth import (MJSYNTH_DIR, PLAIN, PUNCTUATION, REPORT_NAME, _plan, _punctuated, build_lexicon,
-                                effect_samples, render_dataset, sample_sheet)
+from rosetta.data.synth import (MJSYNTH_DIR, PLAIN, PUNCTUATION, REPORT_NAME, SAMPLE_WORDS, _plan, _punctuated,
+                                build_lexicon, effect_samples, render_dataset, sample_sheet)
 from rosetta.errors import RosettaError
 from rosetta.params import PROJECT_ROOT
 
@@ -245,3 +248,53 @@ def test_training_crops_may_cut_into_glyphs_and_test_crops_never_do():
         assert whole.sum() >= tight.sum()
         clipped += whole.sum() > tight.sum()
     assert 0 < clipped < 40
+
+
+# What an AVX2-only machine runs: NumPy without its AVX-512 kernels, OpenBLAS with its Haswell ones.
+AVX2_ONLY = {"NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR", "OPENBLAS_CORETYPE": "Haswell"}
+# Words of the default data (seed 42) whose bytes differed between the two CPU types while the text colour's
+# luma went through OpenBLAS: (text, font file, per-sample seed, drawn with the default effects, else plainly).
+CPU_DEPENDENT_WORDS = (("not,", "FanwoodText-Italic.otf", (42, 0, 16016), True),
+                       ("3yb62jc", "tiresias_pcfontz.ttf", (42, 0, 28216), True),
+                       ("OPIOIDS;", "PTZ56F.ttf", (42, 1, 322), True),
+                       ("piping'", "Arapey-Regular.otf", (42, 1, 949), False))
+# Renders the jobs as the download stage does, and prints the glyph offsets and angles of curved baselines: the
+# arctan behind them differs by CPU in a few of these seeds, a difference the rounding after it rarely shows.
+_RENDER_JOBS = """
+import json, sys
+import numpy as np
+from rosetta.config import SynthEffects
+from rosetta.data.render import _glyph_offsets
+from rosetta.data.synth import _Job, _render_job
+for i, (text, font, seed, effects) in enumerate(json.loads(sys.stdin.read())):
+    _render_job(_Job(f"{sys.argv[1]}/{i}.jpg", text, font, tuple(seed), SynthEffects(**effects)))
+centres = 40 + np.cumsum(np.full(10, 23.7))
+print(json.dumps([[a.tolist() for a in _glyph_offsets(centres, np.random.default_rng(s), 40)] for s in range(60)]))
+"""
+
+
+def _render_in_a_process(jobs: list, out: Path, env: dict[str, str]) -> tuple[list[bytes], list]:
+    import rosetta
+
+    out.mkdir()
+    path = os.pathsep.join(filter(None, [str(Path(rosetta.__file__).parents[1]), os.environ.get("PYTHONPATH")]))
+    clean = {k: v for k, v in os.environ.items() if k not in AVX2_ONLY}
+    run = subprocess.run([sys.executable, "-c", _RENDER_JOBS, str(out)], input=json.dumps(jobs), text=True,
+                         check=True, capture_output=True, env={**clean, **env, "PYTHONPATH": path})
+    return [(out / f"{i}.jpg").read_bytes() for i in range(len(jobs))], json.loads(run.stdout)
+
+
+def test_a_seed_renders_the_same_bytes_on_avx512_and_avx2_machines(tmp_path):
+    """The renderer's float paths give the same bits under NumPy's AVX-512 and AVX2 kernels and OpenBLAS's
+    core types (here both run on this machine, the second as an AVX2-only CPU would)."""
+    by_name = {Path(f.path).name: f.path for f in synth_fonts(TINY)[0]}
+    every = dataclasses.asdict(SynthEffects(**{f.name: 1.0 for f in dataclasses.fields(SynthEffects)}))
+    fonts = sorted(by_name.values())
+    jobs = [(word, fonts[(7 * i + k) % len(fonts)], (5, k, i), every)
+            for k in range(3) for i, word in enumerate(SAMPLE_WORDS)]
+    jobs += [(text, by_name[font], seed, dataclasses.asdict(SynthEffects() if effects else PLAIN))
+             for text, font, seed, effects in CPU_DEPENDENT_WORDS]
+    native, native_glyphs = _render_in_a_process(jobs, tmp_path / "native", {})
+    avx2, avx2_glyphs = _render_in_a_process(jobs, tmp_path / "avx2", AVX2_ONLY)
+    assert [job[0] for job, a, b in zip(jobs, native, avx2) if a != b] == []
+    assert [seed for seed, (a, b) in enumerate(zip(native_glyphs, avx2_glyphs)) if a != b] == []

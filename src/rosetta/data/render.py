@@ -4,14 +4,17 @@ natural photograph (or a flat or ramped colour), then what a camera adds (uneven
 blur, low resolution, noise; the JPEG quality is the caller's).
 
 Every random choice comes from the ``rng`` the caller passes, so a seed gives the same pixels in any
-process. ``SynthEffects`` (data.synth.effects) holds the probability of each optional step; all zero
-draws clean words on flat or ramped colour.
+process and on any CPU: the float arithmetic is NumPy's elementwise operations (exact on every SIMD width),
+trigonometry goes through Python's ``math`` and no product through BLAS (see ``_libm``, ``_luma``).
+``SynthEffects`` (data.synth.effects) holds the probability of each optional step; all zero draws clean
+words on flat or ramped colour.
 """
 from __future__ import annotations
 
 import math
 from functools import lru_cache
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from PIL import Image, ImageChops, ImageDraw, ImageFilter, ImageFont
@@ -57,6 +60,12 @@ def _font(path: str, size: int) -> ImageFont.FreeTypeFont:
 # --------------------------------------------------------------------------- the text layer
 
 
+def _libm(fn: Callable[[float], float], x: np.ndarray) -> np.ndarray:
+    """``fn`` (a ``math`` function) of each element: NumPy picks its transcendental kernels by CPU type, and
+    its AVX-512 ones (arctan among them) give other last bits than the AVX2 ones, which would move a glyph."""
+    return np.array([fn(v) for v in x.tolist()])
+
+
 def _glyph_offsets(centres: np.ndarray, rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
     """Per-glyph vertical offset (px, down) and rotation (degrees, PIL's counter-clockwise) along an arc
     or a wave through the glyph centres."""
@@ -68,9 +77,9 @@ def _glyph_offsets(centres: np.ndarray, rng: np.random.Generator, size: int) -> 
     else:
         amp = min(rng.uniform(0.05, 0.2) * size, 0.1 * span)
         phase, cycles = rng.uniform(0, 2 * math.pi), rng.uniform(0.5, 1.5)
-        dy = amp * np.sin(math.pi * cycles * t + phase)
-        slope = amp * math.pi * cycles * np.cos(math.pi * cycles * t + phase) * 2 / span
-    return dy, -np.degrees(np.arctan(slope))
+        dy = amp * _libm(math.sin, math.pi * cycles * t + phase)
+        slope = amp * math.pi * cycles * _libm(math.cos, math.pi * cycles * t + phase) * 2 / span
+    return dy, -np.degrees(_libm(math.atan, slope))
 
 
 def text_mask(text: str, font: ImageFont.FreeTypeFont, tracking: float, curved: bool,
@@ -154,7 +163,9 @@ def warp(mask: Image.Image, rng: np.random.Generator, strong: bool) -> Image.Ima
 
 
 def _luma(rgb: np.ndarray) -> np.ndarray:
-    return rgb @ np.array([0.299, 0.587, 0.114], np.float32)
+    # Elementwise rather than ``rgb @ weights``: a product goes to OpenBLAS, whose kernel (and its rounding)
+    # depends on the CPU type.
+    return rgb[..., 0] * np.float32(0.299) + rgb[..., 1] * np.float32(0.587) + rgb[..., 2] * np.float32(0.114)
 
 
 def _tinted(level: float, rng: np.random.Generator, spread: float = 0.2) -> np.ndarray:
