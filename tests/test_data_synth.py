@@ -183,6 +183,9 @@ def test_extra_system_fonts_do_not_change_the_rendered_bytes(tmp_path, monkeypat
     assert system / "ExtraSans.ttf" in font_files(dataclasses.replace(cfg, system_fonts=True))
     report = json.loads((tmp_path / "after" / REPORT_NAME).read_text())
     assert report["inputs"]["fonts"] and not any(f.startswith(str(system)) for f in report["inputs"]["fonts"])
+    # Where the project and its venv live is not part of what was rendered: a clone elsewhere hashes the same.
+    assert any(f.startswith("<site-packages>/") for f in report["inputs"]["fonts"])
+    assert not any(sys.prefix in f for f in report["inputs"]["fonts"])
 
 
 def test_a_missing_declared_font_package_is_one_sentence(tmp_path):

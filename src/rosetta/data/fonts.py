@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.util
 import re
 import string
+import sysconfig
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -44,6 +45,15 @@ class Font:
     path: str
     family: str
     style: str
+
+    @property
+    def portable(self) -> str:
+        """The path as the render's record names it: a font a pip package installed is named below
+        ``<site-packages>``, so that the record, and DVC's hash of the rendered folder, do not depend on where the
+        project (and its virtual environment) lives."""
+        site = Path(sysconfig.get_paths()["purelib"])
+        path = Path(self.path)
+        return f"<site-packages>/{path.relative_to(site).as_posix()}" if path.is_relative_to(site) else self.path
 
 
 def declared_debian_packages(list_file: str) -> list[str]:

@@ -155,7 +155,7 @@ def render_dataset(out: str | Path, cfg: SynthConfig, seed: int, workers: int = 
     started = time.monotonic()
     fonts, skipped = synth_fonts(cfg)
     # Rendering is deterministic, so the same inputs over a complete output need no second pass.
-    inputs = {"seed": seed, "config": dataclasses.asdict(cfg), "fonts": [f.path for f in fonts]}
+    inputs = {"seed": seed, "config": dataclasses.asdict(cfg), "fonts": [f.portable for f in fonts]}
     out = Path(out)
     previous = out / REPORT_NAME
     if previous.is_file() and json.loads(previous.read_text()).get("inputs") == inputs:
