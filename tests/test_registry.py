@@ -405,5 +405,39 @@ def test_a_candidate_that_forgets_one_set_is_not_promoted_whatever_its_total(sto
     assert "production" in capsys.readouterr().out
 
 
+def test_a_guarded_set_production_was_never_scored_on_is_read_with_productions_own_files(store, tmp_path):
+    """registry.guarded_sets: a user's own test set (MINE, under data.benchmarks) added after production was
+    registered is scored with production's files at the decision, tagged on its version, and guarded."""
+    from model_fixtures import write_word_lmdb
+    from rosetta.data.dataset import LmdbDataset
+    from rosetta.charset import Charset
+
+    root = tmp_path / "data"
+    write_word_lmdb(root / "real" / "lmdb" / "REAL_tiny", 6, seed=3)
+    write_word_lmdb(root / "lmdb" / "benchmarks" / "synth_test", 12, seed=2)
+    cfg = config(*store["overrides"], "registry.model_name=rosetta-mine", f"data.root={root}")
+
+    def candidate(name: str, mine: float | None, real: float, *overrides: str):
+        summary = _real_summary(0.5, real)
+        if mine is not None:
+            summary["sets"]["MINE"] = {"accuracy": mine, "norm_edit_dis": mine, "count": 12}
+        tracker = Tracker(cfg)
+        tracker.end()
+        return register_and_promote(config(*store["overrides"], "registry.model_name=rosetta-mine",
+                                           f"data.root={root}", *overrides),
+                                    _model_file(store, name), store["parity"], summary, tracker.run_id)
+
+    assert candidate("mine-1", None, 0.5).promoted
+    write_word_lmdb(root / "lmdb" / "benchmarks" / "MINE", 12, seed=9)  # the user's own test set, added since
+    assert len(LmdbDataset(root / "lmdb" / "benchmarks" / "MINE", Charset())) == 12
+    better_but_unscored = candidate("mine-2", None, 0.9, "registry.guarded_sets=[MINE]")
+    assert not better_but_unscored.promoted and better_but_unscored.reason.startswith(
+        "it has no score on MINE, a set registry.guarded_sets guards")
+    # The untrained production model reads none of MINE's words: 0.0, read with its own files and tagged.
+    guarded = candidate("mine-3", 0.25, 0.9, "registry.guarded_sets=[MINE]")
+    assert _client(store).get_model_version("rosetta-mine", "1").tags["metric.MINE/accuracy"] == "0"
+    assert guarded.promoted and guarded.set_deltas["MINE"] == pytest.approx(0.25)
+
+
 def _aliases_of(client: MlflowClient, name: str) -> dict[str, str]:
     return {k: str(v) for k, v in client.get_registered_model(name).aliases.items()}

@@ -362,7 +362,10 @@ class RegistryConfig:
     # benchmarks were scored, else accuracy_total.
     metric: str = "auto"
     margin: float = 0.0  # a candidate must beat production by more than this
-    max_set_drop: float = 0.01  # and lose at most this much accuracy on any set both were scored on
+    max_set_drop: float = 0.01  # and lose at most this much accuracy on any set its metric totals
+    # Other scored sets that must not drop either (a user's own test set under data.benchmarks); production's score
+    # on one it was never scored on is read from its own files at the decision.
+    guarded_sets: list[str] = field(default_factory=list)
     min_score: float = 0.3  # the absolute floor: below it no version is promoted, the first one included
     alias: str = "production"
     previous_alias: str = "previous"

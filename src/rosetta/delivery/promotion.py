@@ -49,7 +49,8 @@ class Evidence:
     sets: Mapping[str, float] = field(default_factory=dict)  # each compared set's (folded) accuracy
 
     @classmethod
-    def from_tags(cls, version: str, tags: Mapping[str, str], metric: str) -> "Evidence":
+    def from_tags(cls, version: str, tags: Mapping[str, str], metric: str, guarded: Collection[str] = ()
+                  ) -> "Evidence":
         metric = resolve_metric(metric, [k[len(METRIC_TAG_PREFIX):] for k in tags if k.startswith(METRIC_TAG_PREFIX)])
         raw = tags.get(METRIC_TAG_PREFIX + metric)
         try:
@@ -60,6 +61,7 @@ class Evidence:
         bench = tags.get(TAG_BENCHMARK_REAL if metric.endswith("_real") and TAG_BENCHMARK_REAL in tags else TAG_BENCHMARK)
         # The sets the metric compares over (the benchmark tag names them): each one is guarded.
         names = set_names(bench)
+        names = None if names is None else names | set(guarded)
         sets = {}
         for key, value in tags.items():
             name = key[len(METRIC_TAG_PREFIX):-len(SET_ACCURACY)]
@@ -141,6 +143,12 @@ def decide(candidate: Evidence, production: Evidence | None, registry: RegistryC
     if production.score is None:
         return result(True, f"production v{production.version} has no {metric} score to beat; this one has "
                             f"{_fmt(candidate.score)}")
+    unscored = [name for name in registry.guarded_sets if name not in candidate.sets or name not in production.sets]
+    if unscored:
+        which = "it" if unscored[0] not in candidate.sets else f"production v{production.version}"
+        return result(False, f"{which} has no score on {unscored[0]}, a set registry.guarded_sets guards; score it "
+                             "there (a set under data.benchmarks or data.real_benchmarks), or take it out of "
+                             "registry.guarded_sets")
     gain = candidate.score - production.score
     forgotten = {name: d for name, d in deltas.items() if d < -registry.max_set_drop - 1e-9}
     if forgotten and gain > registry.margin:

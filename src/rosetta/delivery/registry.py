@@ -20,6 +20,7 @@ from typing import Any, Mapping, Sequence
 
 from rosetta.config import Config
 from rosetta.delivery.decisions import DecisionRecord, history_folder, record_decision
+from rosetta.delivery.guard import score_production, unscored_guarded
 from rosetta.delivery.promotion import (METRIC_TAG_PREFIX, TAG_BENCHMARK, TAG_BENCHMARK_REAL, TAG_PARITY, Decision,
                                         Evidence, decide, resolve_metric)
 from rosetta.errors import RosettaError
@@ -249,8 +250,8 @@ def model_version(cfg: Config, name: str, version: str):
     return _version(registry_client(cfg), name, version)
 
 
-def _evidence(client, name: str, version: str, metric: str) -> Evidence:
-    return Evidence.from_tags(version, _version(client, name, version).tags, metric)
+def _evidence(client, name: str, version: str, metric: str, guarded: Sequence[str] = ()) -> Evidence:
+    return Evidence.from_tags(version, _version(client, name, version).tags, metric, guarded)
 
 
 def _record(client, decision: Decision, outcome: str, command: str, reason: str | None = None,
@@ -282,9 +283,14 @@ def promote(cfg: Config, version: str | int | None = None, force: bool = False, 
             raise RegistryError(f"registered model {reg.model_name!r} has no version yet; run the pipeline first")
         version = max(int(v.version) for v in versions)
     version = str(version)
-    candidate = _evidence(client, reg.model_name, version, reg.metric)
+    candidate = _evidence(client, reg.model_name, version, reg.metric, reg.guarded_sets)
     current = aliases.get(reg.alias)
-    production = _evidence(client, reg.model_name, current, reg.metric) if current else None
+    if current and current != version and not force:
+        unscored = unscored_guarded(reg.guarded_sets, _version(client, reg.model_name, version).tags,
+                                    _version(client, reg.model_name, current).tags)
+        if unscored:
+            score_production(cfg, client, reg.model_name, current, unscored)
+    production = _evidence(client, reg.model_name, current, reg.metric, reg.guarded_sets) if current else None
     decision = decide(candidate, production, reg, force)
     if production is not None and production.version == version:
         print(decision.summary(), flush=True)  # nothing changes, and production keeps its own record
