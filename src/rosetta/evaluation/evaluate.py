@@ -20,7 +20,7 @@ from rosetta.evaluation.metrics import (SampleScore, SetMetrics, flat_metrics, h
                                         set_metrics, summarize)
 from rosetta.evaluation.plots import Mistake, mistakes_gallery
 from rosetta.evaluation.report import gallery_title, markdown_table, worst_mistakes
-from rosetta.fsutil import write_json
+from rosetta.fsutil import sha256_file, write_json
 from rosetta.layout import RunLayout
 from rosetta.recognition.dataset import predict_dataset
 from rosetta.recognition.device import prepare_device
@@ -131,8 +131,9 @@ def evaluate_benchmarks(checkpoint: Path, data_dir: Path, cfg: Config, out_dir: 
     ``norm_edit_dis_real``, ``count_real`` and ``real_sets``, ``unreadable`` (per set, images that do not
     decode, scored as wrong) when there are any, ``images_per_s``, and ``validation`` as given (the training
     run's validation accuracies, ``metrics.validation_of``: metrics.json names the one best.pt was chosen on
-    beside the benchmarks). With ``out_dir`` writes metrics.json,
-    metrics.md and gallery.png there.
+    beside the benchmarks) and ``model``, what was scored (the file's sha256 and the training run it names:
+    registration refuses the scores beside another file). With ``out_dir`` writes metrics.json, metrics.md
+    and gallery.png there.
 
     The results are logged into MLflow as a nested run ``evaluate <sets>`` of the training run: ``run_id``,
     else the run the model file names (``rosetta.tracking.store.parent_run``); the training run gets each set's
@@ -158,6 +159,7 @@ def evaluate_benchmarks(checkpoint: Path, data_dir: Path, cfg: Config, out_dir: 
         summary["images_per_s"] = len(scored.preds) / scored.seconds
         if validation:
             summary["validation"] = validation
+        summary["model"] = {"sha256": sha256_file(Path(checkpoint)), "run_id": training_run_of(checkpoint)}
         if out_dir is None and parent is not None:  # the files go to MLflow all the same
             out_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="rosetta-eval-")))
         if out_dir is not None:
