@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -28,6 +28,12 @@ class LmdbSet:
     num_samples: int  # as stored
     num_kept: int  # after the charset's label rules
     offset: int  # index of its first kept sample in the concatenated dataset
+    left_out: dict[str, int] = field(default_factory=dict)  # samples the rules leave out, by why: LEFT_OUT's keys
+
+
+# Why the charset's label rules leave a sample out (``Charset.normalize``), in the words a report counts them by.
+LEFT_OUT = {"empty": "an empty label", "too_long": "a label over charset.max_text_length",
+            "no_charset_character": "no character of the charset"}
 
 
 class LmdbDataset:
@@ -58,18 +64,21 @@ class LmdbDataset:
         self.num_bad_images = 0
         db_ids, keys, self._labels = [], [], []
         for db_id, path in enumerate(find_lmdbs(self.root)):
-            n, kept_before = 0, len(self._labels)
+            n, kept_before, left_out = 0, len(self._labels), {}
             for key, raw in iter_labels(path):
                 n += 1
                 label = self.charset.normalize(raw)
                 if label is None:
+                    why = ("empty" if not raw else "too_long" if len(raw) > charset.max_text_length
+                           else "no_charset_character")
+                    left_out[why] = left_out.get(why, 0) + 1
                     continue
                 db_ids.append(db_id)
                 keys.append(key)
                 self._labels.append(label)
             kept = len(self._labels) - kept_before
             self.num_rejected += n - kept
-            self.sets.append(LmdbSet(lmdb_name(path, self.root), path, n, kept, kept_before))
+            self.sets.append(LmdbSet(lmdb_name(path, self.root), path, n, kept, kept_before, left_out))
         # Arrays, not lists of tuples: millions of samples must stay cheap to copy into workers.
         self._db_ids = np.asarray(db_ids, dtype=np.int32)
         self._keys = np.asarray(keys, dtype=np.int64)

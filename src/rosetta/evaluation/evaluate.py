@@ -37,6 +37,7 @@ class _Scored:
     scores: list[SampleScore] = field(default_factory=list)
     per_set: dict[str, SetMetrics] = field(default_factory=dict)
     unreadable: dict[str, int] = field(default_factory=dict)
+    left_out: dict[str, dict[str, int]] = field(default_factory=dict)  # per set, samples the label rules leave out
     seconds: float = 0.0  # spent reading images and running the model (not converting gt-file sets)
 
 
@@ -88,6 +89,8 @@ def _score_folder(scored: _Scored, recognizer, lmdbs: Path, shown_as: Path, limi
     scored.seconds += time.perf_counter() - start
     names = []
     for s in dataset.sets:
+        if s.left_out:
+            scored.left_out[s.name] = s.left_out
         if not s.num_kept:
             continue
         if s.name in scored.per_set:
@@ -129,7 +132,8 @@ def evaluate_benchmarks(checkpoint: Path, data_dir: Path, cfg: Config, out_dir: 
     (sample-weighted), ``accuracy_mean`` (mean of the sets), ``norm_edit_dis_total``, ``count_total``,
     ``accuracy_total7`` (DTRB's seven sets, when all are present), with ``real_dir`` ``accuracy_real``,
     ``norm_edit_dis_real``, ``count_real`` and ``real_sets``, ``unreadable`` (per set, images that do not
-    decode, scored as wrong) when there are any, ``images_per_s``, and ``validation`` as given (the training
+    decode, scored as wrong) and ``left_out`` (per set, samples PaddleOCR's label rules leave unscored, by why:
+    ``rosetta.data.dataset.LEFT_OUT``) when there are any, ``images_per_s``, and ``validation`` as given (the training
     run's validation accuracies, ``metrics.validation_of``: metrics.json names the one best.pt was chosen on
     beside the benchmarks) and ``model``, what was scored (the file's sha256 and the training run it names:
     registration refuses the scores beside another file). With ``out_dir`` writes metrics.json, metrics.md
@@ -156,6 +160,8 @@ def evaluate_benchmarks(checkpoint: Path, data_dir: Path, cfg: Config, out_dir: 
         summary = summarize(scored.per_set, real)
         if scored.unreadable:
             summary["unreadable"] = scored.unreadable
+        if scored.left_out:
+            summary["left_out"] = scored.left_out
         summary["images_per_s"] = len(scored.preds) / scored.seconds
         if validation:
             summary["validation"] = validation
