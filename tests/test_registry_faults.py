@@ -133,7 +133,12 @@ def test_model_uris_that_name_no_model_of_the_registry_are_one_sentence(registry
     monkeypatch.chdir(registry["root"])
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setenv("TMPDIR", str(tmp_path))  # where the server's copies would go
+    foreign = registry["root"] / "sklearn-model"  # another library's model folder
+    foreign.mkdir(exist_ok=True)
+    (foreign / "MLmodel").write_text("flavors:\n  sklearn:\n    pickled_model: model.pkl\n")
     cases = {
+        str(foreign): f"--model-uri: {foreign / 'MLmodel'} is no rosetta model (no python_function flavor with an "
+                      "'onnx' artifact); give a model folder `rosetta register` logged, or serve this one with",
         "/etc": "--model-uri: '/etc' is neither a model of the registry at sqlite:///",
         "runs:/abc/model": "--model-uri: 'runs:/abc/model' is neither a model of the registry",
         "models:/rosetta@nope": "--model-uri: rosetta has no alias 'nope' (its aliases: production (v1)); use one "
