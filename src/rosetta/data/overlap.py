@@ -260,11 +260,10 @@ def find_overlaps(train: Prints, bench: Prints, near: bool = True, chunk: int = 
         for r in np.flatnonzero(sim[np.arange(len(best)), best] >= threshold):
             i, j = train.decoded[start + r], bench.decoded[best[r]]
             score = float(sim[r, best[r]])
-            if i not in found and score >= COPY_SIMILARITY:
-                found[i] = Overlap(train.names[i], bench.names[j], "copy", round(score, 4), i)
-            elif i not in found:
-                found[i] = Overlap(train.names[i], bench.names[j], "near", round(score, 4), i)
-    if near:
+            if i not in found:
+                kind = "copy" if score >= COPY_SIMILARITY else "near"
+                found[i] = Overlap(train.names[i], bench.names[j], kind, round(score, 4), i)
+    if near:  # an edited copy is closer to its original than a near-duplicate is: it takes the near one's place
         for row, (j, score) in _edited_matches(train, bench).items():
             i = train.decoded[row]
             if i not in found or found[i].kind == "near":
