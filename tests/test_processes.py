@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -23,11 +24,13 @@ def bystander():
 
 def test_a_pid_file_naming_another_process_is_never_signalled(tmp_path, bystander):
     team = load_team(tmp_path / "team", tmp_path)
+    time.sleep(0.05)  # the worker starts a clock tick (10 ms) after the bystander, as a reused pid's process would
     worker = processes.start("team-worker-2", [sys.executable, "-c", "import time; time.sleep(120)"], team.folder,
                              {"PATH": "/usr/bin:/bin"})
     pid_file = team.folder / "team-worker-2.pid"
     assert processes.running(pid_file) and processes.read_pid(pid_file) == worker.pid
     worker_started = pid_file.read_text().split()[1]
+    assert worker_started != processes.start_time(bystander.pid)
     processes.stop(pid_file)
     assert worker.wait(10) is not None and not pid_file.exists()
     # The worker is gone and its pid reused by another process: the file names that pid, bare (as an older rosetta
