@@ -26,16 +26,19 @@ CODE_PREFIXES = ("src/", "stages/")
 TRAIN_READS = ("seed", "charset", "model", "data.sources", "train")
 
 
+STAGE_CMD = ["sh", "stages/python.sh"]  # a stage's command: this, then its script (stages/python.sh says why)
+
+
 def stage_script(stage: dict) -> Path | None:
     parts = stage["cmd"].split()
-    return ROOT / parts[1] if parts[0] == "python" and parts[1].endswith(".py") else None
+    return ROOT / parts[2] if parts[:2] == STAGE_CMD and len(parts) == 3 and parts[2].endswith(".py") else None
 
 
 def code_deps(stage: dict) -> list[str]:
     """The code deps a stage must list: its script's import closure, sorted as dvc.yaml lists them."""
     script = stage_script(stage)
     if script is None:
-        raise SystemExit(f"cmd {stage['cmd']!r} is not `python stages/<script>.py`")
+        raise SystemExit(f"cmd {stage['cmd']!r} is not `sh stages/python.sh stages/<script>.py`")
     return sorted(import_closure(script), key=lambda p: (not p.startswith("stages/"), p))
 
 

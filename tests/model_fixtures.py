@@ -31,6 +31,13 @@ class BytesSample:
         return [Record(self.name, self.label, self.data)]
 
 
+# An EPS file as PIL's EpsImagePlugin would open it and hand to Ghostscript to draw.
+EPS = (b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 100 32\n%%EndComments\n"
+       b"newpath 0 0 moveto 100 32 lineto stroke showpage\n%%EOF\n")
+REFUSED_FORMAT = ("not a readable image (its bytes start as none of PNG, JPEG, BMP, GIF, TIFF, WEBP); give a word "
+                  "image in one of those formats")
+
+
 def word_image(text: str, rng: np.random.Generator) -> Image.Image:
     """A noisy word image whose aspect ratio varies (wide and narrow), so batches differ in width."""
     height = int(rng.integers(24, 64))

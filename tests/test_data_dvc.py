@@ -15,6 +15,29 @@ from dvc_fixtures import (TINY_DATA, VENV_BIN, always_changed, command_env, dvc,
 pytestmark = [pytest.mark.slow, needs_dvc]
 
 
+def test_the_venvs_dvc_runs_the_stages_with_no_python_on_path(tmp_path):
+    """`.venv/bin/dvc repro` from a shell with neither `python` nor `python3` on PATH (only the tools a shell
+    has): dvc.yaml's `sh stages/python.sh` finds the project's .venv/bin/python, also from below a folder."""
+    import shutil
+
+    repo = project_copy(tmp_path / "repo", TINY_DATA)
+    (repo / ".venv").symlink_to(VENV_BIN.parent)
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    for tool in ("sh", "dirname", "git"):
+        (tools / tool).symlink_to(shutil.which(tool))
+    env = command_env(PATH=str(tools))
+    assert subprocess.run(["sh", "-c", "command -v python || command -v python3"], env=env).returncode != 0
+    out = dvc(repo, "repro", "download", env=env)
+    assert stages_run(out)[-1] == "download" and (repo / "data" / "raw" / "synth").is_dir(), out
+    (repo / ".venv").unlink()
+    proc = subprocess.run(["sh", "stages/python.sh", "stages/download.py"], cwd=repo, env=env, capture_output=True,
+                          text=True)
+    assert proc.returncode == 2 and proc.stderr.strip() == (
+        f"error: no Python for the stage: neither python nor python3 is on PATH, and no .venv/bin/python is in "
+        f"{repo} or a folder above it; run `make install` in the project, or put a Python with rosetta on PATH")
+
+
 def test_dvc_repro_builds_data_then_skips_then_reruns_only_validate(tmp_path):
     repo = project_copy(tmp_path / "repo", TINY_DATA)
 
@@ -64,7 +87,7 @@ def test_the_venvs_dvc_runs_the_stages_without_the_venv_on_path(tmp_path):
     (repo / ".venv").unlink()
     proc = subprocess.run(["python", "stages/download.py"], cwd=repo, env=env, capture_output=True, text=True)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
-    assert proc.stderr.strip() == (f"error: {bare / 'python'} (the `python` dvc found on PATH) cannot import rosetta, "
+    assert proc.stderr.strip() == (f"error: {bare / 'python'} (the Python on PATH) cannot import rosetta, "
                                    f"and there is no {repo.resolve() / '.venv' / 'bin' / 'python'}; run `make "
                                    "install` in the project, or put the environment rosetta is installed in first on "
                                    "PATH")

@@ -208,3 +208,48 @@ def test_a_full_disk_during_conversion_is_one_sentence_and_the_rerun_completes(t
         assert "lmdb: 300 samples written" in done.stdout
     finally:
         disk.close()
+
+
+def test_a_file_of_the_users_in_a_finished_output_is_never_deleted(tmp_path, capsys):
+    """A second `data download` or `data convert` into a finished output that someone has since put a file in
+    (at its top or deeper) is one sentence naming that file; the file and the output stay as they were."""
+    for folder, text in (("A", "a"), ("B", "b")):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / f"{text}.txt").write_text(text)
+    out = tmp_path / "OUT"
+    assert main(["data", "download", str(tmp_path / "A"), str(out)]) == 0
+    (out / "notes.txt").write_text("mine")
+    assert main(["data", "download", str(tmp_path / "B"), str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"error: {out / 'notes.txt'}: rosetta did not write this into the finished output {out}, and "
+                   "building the output again replaces the whole folder; move it out of the folder, or give another "
+                   "folder for the output\n")
+    assert (out / "notes.txt").read_text() == "mine" and (out / "a.txt").read_text() == "a"
+    gt = write_gt_set(tmp_path / "S", WORDS[:4])
+    lmdb_out = tmp_path / "LMDB"
+    args = ["data", "convert", "--format", "gt-file", str(gt / "gt.txt"), str(lmdb_out), "-o", "data.workers=1"]
+    assert main(args) == 0
+    (lmdb_out / "mine").mkdir()
+    (lmdb_out / "mine" / "labels.csv").write_text("kept")
+    capsys.readouterr()
+    assert main(args) == 2
+    assert capsys.readouterr().err.startswith(f"error: {lmdb_out / 'mine'}: rosetta did not write this")
+    assert (lmdb_out / "mine" / "labels.csv").read_text() == "kept" and (lmdb_out / "data.mdb").is_file()
+    (lmdb_out / "mine" / "labels.csv").unlink()
+    (lmdb_out / "mine").rmdir()
+    assert main(args) == 0  # the output as rosetta wrote it is rebuilt as before
+
+
+def test_a_bom_keeps_the_first_sample_and_unscored_labels_are_said(tmp_path, untrained_model, capsys, monkeypatch):
+    """A gt file saved with a UTF-8 BOM (as Windows editors do) scores its first sample like the others; samples
+    PaddleOCR's rules leave out (an empty label, one over charset.max_text_length) are counted in a line."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    labels = ["joint", "", "x" * 30, *WORDS[3:8]]
+    gt = write_gt_set(tmp_path / "sets" / "S", labels) / "gt.txt"
+    gt.write_bytes(b"\xef\xbb\xbf" + gt.read_bytes())
+    assert main(["evaluate", "--model", str(untrained_model.onnx), "--data", str(tmp_path / "sets"),
+                 "-o", f"mlflow.tracking_uri=sqlite:///{tmp_path / 'm.db'}"]) == 0
+    out = capsys.readouterr().out
+    assert "| S | 6 |" in out and "do not decode" not in out  # images/0.png, behind the BOM, read
+    assert ("2 samples of S are not scored, as PaddleOCR leaves them out: 1 with an empty label, 1 with a label "
+            "over charset.max_text_length") in out.splitlines()

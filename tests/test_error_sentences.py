@@ -76,3 +76,32 @@ def test_predict_batch_size_must_be_positive(project, capsys):
         main(["predict", "--model", "best.pt", "--batch-size", "0", "word.png"])
     assert exit_.value.code == 2
     assert capsys.readouterr().err.splitlines()[-1].endswith("argument --batch-size: 0 must be at least 1")
+
+
+def test_deleting_is_advised_only_for_files_rosetta_made(project, capsys):
+    """A file the user points at that is no checkpoint or no archive (/etc/passwd, a damaged .tar.gz of theirs) is
+    told as such, never with "delete it": that advice is for a training's own checkpoint only."""
+    (project / "mine.tar.gz").write_bytes(b"not gzip at all")
+    for argv, start in ((["evaluate", "--model", "/etc/passwd", *PARAMS], "error: /etc/passwd: not a readable "
+                         "checkpoint (IndexError); give a checkpoint (.pt) a rosetta training wrote, or an "
+                         "exported .onnx file\n"),
+                        (["data", "download", str(project / "mine.tar.gz"), str(project / "OUT"), *PARAMS],
+                         f"error: {project / 'mine.tar.gz'}: ")):
+        err = _error(capsys, argv)
+        assert err.startswith(start) and "delete" not in err, err
+    run = project / "runs" / "train"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / ".rosetta-run").touch()
+    (run / "checkpoints" / "last.pt").write_bytes(b"PK\x03\x04 cut short")
+    assert _error(capsys, ["evaluate", "--model", str(run / "checkpoints" / "last.pt"), *PARAMS]).endswith(
+        "it may be truncated: delete it and resume from an earlier one\n")
+
+
+def test_evaluate_out_never_writes_over_someone_elses_metrics(project, capsys):
+    mine = project / "report"
+    mine.mkdir()
+    (mine / "metrics.json").write_text('{"my": "results"}')
+    assert _error(capsys, ["evaluate", "--model", "best.pt", "--out", str(mine), *PARAMS]) == (
+        f"error: {mine}: the folder holds files and was not made by rosetta (no .rosetta-eval in it); give --out a "
+        "new or empty folder\n")
+    assert (mine / "metrics.json").read_text() == '{"my": "results"}'

@@ -16,7 +16,7 @@ from model_fixtures import config
 from rosetta.config import ConfigError, load_config
 from rosetta.errors import RosettaError
 from rosetta.orchestration import dvc_project, report
-from rosetta.params import PROJECT_ROOT
+from rosetta.params import PROJECT_ROOT, parse_override
 
 DVC = str(Path(sys.executable).parent / "dvc")
 ENV = {**os.environ, "GIT_CONFIG_NOSYSTEM": "1", "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "t",
@@ -51,6 +51,15 @@ def test_overrides_go_into_params_yaml_with_its_comments(tmp_path):
     assert load_config(tmp_path / "params.yaml") == cfg
     assert "# PaddleOCR dictionary file" in text and text.count("\n") == before.count("\n")
     assert dvc_project.apply_params(tmp_path, []) == cfg and (tmp_path / "params.yaml").read_text() == text
+
+
+def test_an_override_in_e_notation_goes_into_params_yaml_as_a_number(tmp_path):
+    """The README's `train.lr=2e-3` (YAML 1.1 reads 2e-3, without a dot, as a string) is written as the number
+    0.002, which DVC, MLflow and any YAML reader see as one; a quoted '2e-3' stays what it says."""
+    shutil.copy(PROJECT_ROOT / "params.yaml", tmp_path / "params.yaml")
+    dvc_project.apply_params(tmp_path, ["train.lr=2e-3"])
+    assert yaml.safe_load((tmp_path / "params.yaml").read_text())["train"]["lr"] == 0.002
+    assert parse_override("a.b='2e-3'") == (["a", "b"], "2e-3") and parse_override("a.b=-1E5") == (["a", "b"], -1e5)
 
 
 def test_the_flow_needs_the_project_folder(tmp_path):

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from model_fixtures import WORDS, config, png_bytes, word_image, write_gt_set
+from model_fixtures import EPS, REFUSED_FORMAT, WORDS, config, png_bytes, word_image, write_gt_set
 from rosetta.cli import main
 from rosetta.data.preprocess import ImageDecodeError, ImageLimits, decode_image
 from rosetta.delivery.pyfunc import recognize_rows
@@ -31,6 +31,17 @@ def _png_header(width: int, height: int) -> bytes:
 
     return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
             + chunk(b"IEND", b""))
+
+
+@pytest.fixture
+def no_eps_plugin(monkeypatch):
+    """PIL's EPS plugin fails the test if it is ever asked to open bytes, whether or not Ghostscript is here."""
+    from PIL import EpsImagePlugin
+
+    def opened(self):
+        raise AssertionError("PIL's EPS plugin (Ghostscript) was handed the bytes")
+
+    monkeypatch.setattr(EpsImagePlugin.EpsImageFile, "_open", opened)
 
 
 def _big_png(path: Path, side: int) -> Path:
@@ -98,3 +109,19 @@ def test_a_decompression_bomb_gets_the_limit_sentence():
     assert str(refused.value) == ("row 0: 900000000 pixels is over the limit of 8192 pixels a side and 16000000 in "
                                   "all (serve.max_image_side, serve.max_image_pixels); crop or downscale the word image")
     assert refused.value.reason == "too_large"
+
+
+def test_eps_bytes_reach_no_pil_plugin_in_predict_or_evaluate(tmp_path, untrained_model, no_eps_plugin, capsys,
+                                                             monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    eps = tmp_path / "word.png"  # a name says nothing: the bytes decide
+    eps.write_bytes(EPS)
+    assert main(["predict", "--model", str(untrained_model.onnx), str(eps)]) == 1
+    assert capsys.readouterr().err.strip() == f"error: {eps}: {REFUSED_FORMAT}"
+    sets = tmp_path / "sets"
+    write_gt_set(sets / "S", WORDS[:4])
+    (sets / "S" / "images" / "0.png").write_bytes(EPS)
+    summary = evaluate_benchmarks(untrained_model.onnx, sets, config(f"mlflow.tracking_uri=sqlite:///{tmp_path}/m.db"))
+    assert summary["sets"]["S"]["count"] == 4 and summary["unreadable"] == {"S": 1}
+    with pytest.raises(ImageDecodeError, match=r"^row 0: not a readable image \(its bytes start as none of"):
+        decode_image(EPS, "row 0")

@@ -46,8 +46,7 @@ def test_int8_refused_when_calibration_breaks_it(fp32, tmp_path):
     assert "\n" not in message
     assert not int8_path(onnx_path).exists()
     assert [p.name for p in onnx_path.parent.iterdir() if "int8" in p.name] == []  # no temporary left either
-    report = json.loads((tmp_path / "int8.json").read_text())
-    assert report["passed"] is False and report["calibration_images"] == 1 and report["samples"] == 12
+    assert not (tmp_path / "int8.json").exists()  # a report is written with the model it is about, or not at all
 
 
 def test_int8_written_beside_the_float_model_when_its_gate_passes(fp32, tmp_path):

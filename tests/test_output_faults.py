@@ -50,6 +50,7 @@ def test_a_failed_export_keeps_the_file_it_would_have_replaced(tmp_path, tiny_da
     out = tmp_path / "o.onnx"
     shutil.copy(untrained_model.onnx, out)
     int8_path(out).write_bytes(b"the int8 model of the o.onnx there")
+    (tmp_path / "parity.json").write_text("the parity report of the o.onnx there")
     before = out.read_bytes()
     strict = config(f"data.root={tiny_data}", "export.parity_samples=4", "export.batch_size=4",
                     "export.max_abs_diff=1e-30")  # no export passes it
@@ -58,6 +59,7 @@ def test_a_failed_export_keeps_the_file_it_would_have_replaced(tmp_path, tiny_da
     assert str(refused.value).startswith(f"{out}: the ONNX export failed the parity gate (")
     assert str(refused.value).endswith("nothing was written; the earlier o.onnx there was kept as it was")
     assert out.read_bytes() == before and int8_path(out).read_bytes() == b"the int8 model of the o.onnx there"
+    assert (tmp_path / "parity.json").read_text() == "the parity report of the o.onnx there"  # still its pair
     assert sorted(p.name for p in tmp_path.iterdir()) == ["o.int8.onnx", "o.onnx", "parity.json"]  # no temporary
 
 

@@ -149,3 +149,66 @@ def test_training_mixes_real_words_into_its_batches_and_chooses_best_pt_on_them(
     assert "best_val_synth_accuracy" in metrics
     header = (tmp_path / "runs" / "train" / "plots" / "val_accuracy.csv").read_text().splitlines()[0]
     assert header == "step,accuracy,norm_edit_dis,synth_accuracy,real_accuracy"
+
+
+REAL_BENCHMARK = Path(__file__).resolve().parents[2] / "shared" / "benchmarks" / "IIIT5k_3000"  # ../shared/benchmarks
+
+
+def _edits(img: Image.Image) -> dict[str, bytes]:
+    """The edits a careless or hostile user makes to a benchmark image before it lands in a training set."""
+    from PIL import ImageEnhance, ImageOps
+
+    def png(im: Image.Image, fmt: str = "PNG", **options) -> bytes:
+        buf = io.BytesIO()
+        im.save(buf, fmt, **options)
+        return buf.getvalue()
+
+    w, h = img.size
+    dw, dh = round(0.05 * w), round(0.05 * h)
+    return {"re-encoded": png(img, "JPEG", quality=75), "resized 1 px": png(img.resize((w - 1, h - 1))),
+            "cropped 2 px left": png(img.crop((2, 0, w, h))), "cropped 5 %": png(img.crop((dw, dh, w - dw, h - dh))),
+            "padded 4 px": png(ImageOps.expand(img, 4, fill=(255, 255, 255))),
+            "padded 4 px black": png(ImageOps.expand(img, 4, fill=(0, 0, 0))),
+            "contrast 0.6": png(ImageEnhance.Contrast(img).enhance(0.6)), "grayscale": png(ImageOps.grayscale(img))}
+
+
+@pytest.mark.skipif(not REAL_BENCHMARK.is_dir(), reason="the real benchmark sets are not at ../shared/benchmarks")
+def test_edited_copies_of_real_benchmark_images_are_named_with_their_originals(tmp_path):
+    """40 IIIT5k test images among 400, each edited 8 ways: the check names the benchmark image each came from,
+    a re-encoded or resized copy as a copy (refused), the others as edited copies (dropped, both names reported)."""
+    from rosetta.data.overlap import find_overlaps, is_copy, prints_of
+
+    lines = (REAL_BENCHMARK / "gt.txt").read_text(encoding="utf-8-sig").splitlines()[:400]
+    files = [REAL_BENCHMARK / line.split("\t")[0] for line in lines]
+    bench = prints_of([(str(f), f.read_bytes()) for f in files], workers=1, windows=True)
+    edited = [(f"{kind} of {f}", data) for f in files[::10]
+              for kind, data in _edits(Image.open(f).convert("RGB")).items()]
+    found = {o.train: o for o in find_overlaps(prints_of(edited, workers=1), bench)}
+
+    def same_picture(a: str, b: str) -> bool:  # IIIT5k's test set holds a few pictures twice (one logo, two crops)
+        return a == b or bool(find_overlaps(prints_of([(a, Path(a).read_bytes())], workers=1),
+                                            prints_of([(b, Path(b).read_bytes())], workers=1, windows=True)))
+
+    for name, _ in edited:
+        kind, source = name.split(" of ", 1)
+        assert name in found and same_picture(found[name].benchmark, source), name
+        assert is_copy(found[name]) or kind not in ("re-encoded", "resized 1 px"), found[name]
+    # The conversion: the re-encoded copy refuses the set naming both images (above); the edited ones are dropped
+    # and reported with both names.
+    layout = DataLayout(tmp_path / "data")
+    write_word_lmdb(layout.benchmarks / "synth_test", 8, seed=7)
+    real = tmp_path / "benchmarks" / "IIIT5k_40"
+    (real / "images").mkdir(parents=True)
+    for f in files[:40]:
+        (real / "images" / f.name).write_bytes(f.read_bytes())
+    (real / "gt.txt").write_text("".join(f"images/{f.name}\tword\n" for f in files[:40]))
+    write_real_manifest(str(real.parent), layout.real_manifest)
+    convert_real_benchmarks(layout.real_manifest, layout.real_benchmarks, workers=1)
+    sets = tmp_path / "realtrain"
+    write_gt_set(sets / "A_train", WORDS, seed=3)
+    (sets / "A_train" / "images" / "0.png").write_bytes(_edits(Image.open(files[0]).convert("RGB"))["cropped 5 %"])
+    (sets / "A_train" / "images" / "1.png").write_bytes(_edits(Image.open(files[10]).convert("RGB"))["contrast 0.6"])
+    report = _convert(layout, sets)["sets"]["A_train"]
+    pairs = {(p["train"].rsplit("/", 1)[-1], p["benchmark"].rsplit("/", 1)[-1]) for p in report["near_duplicates"]}
+    assert pairs == {("0.png", files[0].name), ("1.png", files[10].name)}
+    assert report["dropped"]["near_duplicate"] == 2

@@ -136,7 +136,12 @@ def test_model_uris_that_name_no_model_of_the_registry_are_one_sentence(registry
     monkeypatch.chdir(registry["root"])
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setenv("TMPDIR", str(tmp_path))  # where the server's copies would go
+    foreign = registry["root"] / "sklearn-model"  # another library's model folder
+    foreign.mkdir(exist_ok=True)
+    (foreign / "MLmodel").write_text("flavors:\n  sklearn:\n    pickled_model: model.pkl\n")
     cases = {
+        str(foreign): f"--model-uri: {foreign / 'MLmodel'} is no rosetta model (no python_function flavor with an "
+                      "'onnx' artifact); give a model folder `rosetta register` logged, or serve this one with",
         "/etc": "--model-uri: '/etc' is neither a model of the registry at sqlite:///",
         "runs:/abc/model": "--model-uri: 'runs:/abc/model' is neither a model of the registry",
         "models:/rosetta@nope": "--model-uri: rosetta has no alias 'nope' (its aliases: production (v1)); use one "
@@ -219,8 +224,8 @@ def test_a_damaged_store_is_one_sentence_for_every_command(registry, tmp_path, t
     monkeypatch.chdir(registry["root"])
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     parity = write_json(tmp_path / "parity.json", untrained_model.parity)
-    metrics = write_json(tmp_path / "metrics.json", SUMMARY)
-    run_json = write_json(tmp_path / "run.json", {"run_id": "0" * 32})
+    metrics = write_json(tmp_path / "metrics.json", {**SUMMARY, "model": {"sha256": untrained_model.parity["onnx_sha256"]}})
+    run_json = write_json(tmp_path / "run.json", {"run_id": None})
     for table in ("registered_model_aliases", "runs"):
         store = _damaged_copy(registry["root"] / "mlflow.db", tmp_path / f"{table}.db", table)
         args = [*_args(registry), "-o", f"mlflow.tracking_uri=sqlite:///{store}"]
@@ -233,3 +238,42 @@ def test_a_damaged_store_is_one_sentence_for_every_command(registry, tmp_path, t
                          "-o", "data.sources=[synth]", "-o", "train.nproc=1"]):
             assert main([*command, *args]) == 2, (table, command)
             _one_sentence(capsys, f"{store}: the MLflow store is damaged (SQLite's check says: ")
+
+
+def test_registration_refuses_the_evidence_of_another_file(tmp_path, tiny_data, untrained_model, capsys, monkeypatch):
+    """``register --onnx B`` beside the parity report, the scores or the run record of model A is one sentence
+    naming the file that is not about B, and registers nothing; B's own evidence registers B."""
+    from model_fixtures import untrained_checkpoint
+    from rosetta.delivery.export import export_checkpoint
+    from rosetta.fsutil import sha256_file
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    overrides = [f"data.root={tiny_data}", f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
+                 "export.parity_samples=4", "export.batch_size=4"]
+    args = [a for o in overrides for a in ("-o", o)]
+    b_best = untrained_checkpoint(tmp_path / "b.pt", config(*overrides), seed=1)
+    export_checkpoint(b_best, tmp_path / "b.onnx", config(*overrides), tmp_path / "b_parity.json")
+    a_parity = write_json(tmp_path / "a_parity.json", untrained_model.parity)
+    for name, model in (("a", untrained_model.best), ("b", b_best)):
+        assert main(["evaluate", "--model", str(model), "--data", str(tiny_data / "lmdb" / "benchmarks"),
+                     "--out", str(tmp_path / f"{name}_eval"), *args]) == 0
+    capsys.readouterr()
+    run_json = write_json(tmp_path / "run.json", {"run_id": None})
+    other_run = write_json(tmp_path / "other_run.json", {"run_id": "0" * 32})
+    b = str(tmp_path / "b.onnx")
+    for parity, metrics, run, sentence in (
+            (a_parity, "a_eval", run_json, f"{a_parity}: the parity report is about another ONNX file (sha256 "),
+            (tmp_path / "b_parity.json", "a_eval", run_json,
+             f"{tmp_path / 'a_eval' / 'metrics.json'}: the benchmark metrics score another model (sha256 "),
+            (tmp_path / "b_parity.json", "b_eval", other_run,
+             f"{other_run}: the run record names MLflow run {'0' * 32}, but {b} was trained in run None")):
+        assert main(["register", "--onnx", b, "--parity", str(parity), "--metrics",
+                     str(tmp_path / metrics / "metrics.json"), "--run-json", str(run), *args]) == 2
+        _one_sentence(capsys, sentence)
+    assert not (tmp_path / "mlflow.db").exists()  # nothing was registered, no store even made
+    assert main(["register", "--onnx", b, "--parity", str(tmp_path / "b_parity.json"), "--metrics",
+                 str(tmp_path / "b_eval" / "metrics.json"), "--run-json", str(run_json), *args]) == 0
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    version = MlflowClient(tracking_uri=uri, registry_uri=uri).get_model_version("rosetta", "1")
+    assert version.tags["model.sha256"] == sha256_file(tmp_path / "b.onnx")

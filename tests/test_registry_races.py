@@ -226,3 +226,33 @@ def test_a_lock_holder_killed_outright_blocks_nobody(registry, tmp_path):
         promote(config(*registry["overrides"]), 2, force=True)
     assert time.monotonic() - started < 60  # not the lease: the holder was seen dead
     assert _client(uri).search_model_versions("name='rosetta.lock'") == []
+
+
+def test_a_waiter_ended_by_sigterm_leaves_no_ticket(registry):
+    """A command waiting for the registry lock is ended by SIGTERM (a timeout, a stopped job, a shutdown): its ticket
+    goes with it, so no machine waits for its lease."""
+    uri = f"sqlite:///{registry['root'] / 'mlflow.db'}"
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+
+    def locker(*then: str) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-c", "\n".join((
+            "import sys, time",
+            "from mlflow import MlflowClient",
+            "from rosetta.delivery.registry_lock import registry_lock",
+            f"client = MlflowClient(tracking_uri={uri!r}, registry_uri={uri!r})",
+            "with registry_lock(client, 'rosetta'):",
+            *then))], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+    holder = locker("    print('held', flush=True)", "    time.sleep(600)")
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        waiter = locker("    pass")
+        assert waiter.stderr.readline().startswith("waiting for the registry of rosetta: pid ")
+        assert len(_client(uri).search_model_versions("name='rosetta.lock'")) == 2
+        waiter.terminate()
+        assert waiter.wait(60) == 128 + signal.SIGTERM
+        assert [v.tags["pid"] for v in _client(uri).search_model_versions("name='rosetta.lock'")] == [str(holder.pid)]
+    finally:
+        holder.terminate()
+        holder.wait(60)
+    assert _client(uri).search_model_versions("name='rosetta.lock'") == []  # the holder's went with it too

@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from flow_fixtures import free_port, wait_http
-from model_fixtures import WORDS, config, png_bytes, word_image
+from model_fixtures import EPS, REFUSED_FORMAT, WORDS, config, png_bytes, word_image
 from rosetta.bench.serve import bench_serve
 from rosetta.data.preprocess import ImageDecodeError, ImageLimits, decode_image, resize_norm_img
 from rosetta.delivery.http_server import Server, invocations_body, post, running_server, serve_command
@@ -129,6 +129,15 @@ def test_a_bad_row_gets_its_sentence_and_the_others_are_read(served, server, ima
     assert got[3]["error"] == "row 3: the file is empty"
     assert got[4]["text"] == "" and got[4]["error"].startswith("row 4: not a readable image")  # a cut PNG
     assert "Traceback" not in json.dumps(answer)
+
+
+def test_an_eps_body_is_refused_by_its_format_before_any_image_plugin(server, images):
+    """An EPS payload (PIL would hand it to Ghostscript, where one is installed) gets its row's sentence, whether or
+    not Ghostscript is here; the other rows are read."""
+    status, answer = post(server, invocations_body([EPS, png_bytes(images[0])]))
+    assert status == 200, answer
+    got = answer["predictions"]
+    assert got[0]["error"] == f"row 0: {REFUSED_FORMAT}" and got[0]["text"] == "" and got[1]["error"] == ""
 
 
 def test_a_path_is_never_opened_nor_an_existence_oracle(served, server, images):

@@ -14,6 +14,7 @@ import re
 import shutil
 import stat
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -397,3 +398,31 @@ def test_other_ports_than_the_recorded_ones_are_refused(tmp_path):
     assert load_team(tmp_path / "team", tmp_path).mlflow_port == 6001
     with pytest.raises(Exception, match="set up with mlflow port 6001, not 7000"):
         load_team(tmp_path / "team", tmp_path, mlflow_port=7000)
+
+
+def test_a_second_team_command_meanwhile_is_one_sentence_and_starts_nothing(rosetta_cli, tmp_path):
+    """`team up` while another `team up` (or `team down`) is starting or stopping the same team: one sentence naming
+    the other, nothing started (two at once both ran initdb, and left an MLflow server no pid file named)."""
+    run(tmp_path, "git", "init", "-q")
+    dvc(tmp_path, "init", "-q")
+    run(tmp_path, *GIT, "commit", "-qm", "project")
+    folder = tmp_path / "team"
+    other = subprocess.Popen([sys.executable, "-c", "\n".join((
+        "import sys, time",
+        "from pathlib import Path",
+        "from rosetta.orchestration.team import _one_at_a_time, load_team",
+        f"with _one_at_a_time(load_team(Path({str(folder)!r}), Path({str(tmp_path)!r}))):",
+        "    print('starting', flush=True)",
+        "    time.sleep(600)"))], stdout=subprocess.PIPE, text=True)
+    try:
+        assert other.stdout.readline().strip() == "starting"
+        for command in ("up", "down"):
+            done = rosetta_cli("team", command, "--folder", str(folder), cwd=tmp_path)
+            assert done.returncode == 2, done.stdout + done.stderr
+            assert done.stderr.startswith(f"error: {folder.resolve()}: another rosetta team command is starting or "
+                                          f"stopping this team (pid {other.pid} on "), done.stderr
+            assert done.stderr.count("\n") == 1
+        assert sorted(p.name for p in folder.iterdir()) == [".team.lock"]  # no cluster, no pid file, no team.json
+    finally:
+        other.kill()
+        other.wait()

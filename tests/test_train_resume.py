@@ -3,7 +3,6 @@ mixing the synth and real sources (real joining at step 8, augmented), so every 
 from __future__ import annotations
 
 import shutil
-
 import signal
 import subprocess
 import time
@@ -108,3 +107,43 @@ def test_a_finished_run_on_other_training_data_is_not_resumed(tmp_path, monkeypa
     again = run_training(cfg)
     assert "written under other params or data (data_sha256: " in capsys.readouterr().out
     assert again.run_id != first.run_id and again.steps == 4
+
+
+def test_a_resumed_run_logs_each_step_once(tmp_path, tiny_data, rosetta_cli):
+    """Killed (SIGKILL) after it logged steps past its last checkpoint, then started again: the resumed training
+    repeats those steps, and its MLflow run holds each metric once per step all the same."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    cfg = tiny_config(tmp_path, f"data.root={tiny_data}", "train.max_steps=24", "train.checkpoint_every=6",
+                      "train.log_every=1", "train.eval_every=12")
+    cmd = rosetta_cli.command("train", "-c", str(write_params(cfg, tmp_path / "params.yaml")))
+    runs = RunLayout.from_config(cfg)
+    uri = cfg.mlflow.tracking_uri
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=rosetta_cli.env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    try:
+        while True:  # held still at each look: killed once it logged a step its last checkpoint does not hold
+            assert proc.poll() is None and time.monotonic() < deadline, "the run ended before it could be killed"
+            time.sleep(0.05)
+            if not runs.last_checkpoint.exists():
+                continue
+            proc.send_signal(signal.SIGSTOP)
+            last = load_checkpoint(runs.last_checkpoint)
+            run_id = last["state"]["run_id"]
+            try:
+                logged = [m.step for m in MlflowClient(uri).get_metric_history(run_id, "loss")]
+            except MlflowException:  # held still while it wrote: the store is locked until it goes on
+                logged = []
+            if max(logged, default=0) > last["step"]:
+                break
+            proc.send_signal(signal.SIGCONT)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    resumed = subprocess.run(cmd, cwd=tmp_path, env=rosetta_cli.env(), capture_output=True, text=True, timeout=240)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    for key in ("loss", "lr"):
+        steps = [m.step for m in MlflowClient(uri).get_metric_history(run_id, key)]
+        assert sorted(steps) == list(range(1, 25)), (key, sorted(steps))

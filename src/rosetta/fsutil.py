@@ -42,6 +42,28 @@ def check_replaceable(dest: Path) -> None:
         raise RosettaError(f"{dest}: the folder is not empty and was not written by rosetta (no "
                            f"{COMPLETE_MARKER} in it); give a new or empty folder for the output, or empty it "
                            "yourself")
+    recorded = (completed(dest) or {}).get(CONTENTS)
+    if isinstance(recorded, dict):
+        now = _contents(dest)
+        added = sorted(now.keys() - recorded.keys()) or sorted(k for k in now if now[k] != recorded.get(k))
+        if added:
+            raise RosettaError(f"{dest / added[0]}: rosetta did not write this into the finished output {dest}, and "
+                               "building the output again replaces the whole folder; move it out of the folder, or "
+                               "give another folder for the output")
+
+
+CONTENTS = "contents"  # what a finished output's marker records it holds: entry -> number of paths below it
+
+
+def _contents(folder: Path) -> dict[str, int]:
+    """Each entry of ``folder`` (but the marker) and how many paths it holds, itself included: a file added
+    anywhere below changes the count of the entry it is in."""
+    counts = {}
+    for entry in os.scandir(folder):
+        if entry.name != COMPLETE_MARKER:
+            counts[entry.name] = 1 + (sum(len(dirs) + len(files) for _, dirs, files in os.walk(entry.path))
+                                      if entry.is_dir(follow_symlinks=False) else 0)
+    return counts
 
 
 def claim_folder(folder: Path, marker: str, fix: str, earlier: tuple[str, ...] = ()) -> None:
@@ -78,8 +100,9 @@ def atomic_dir(dest: Path, record: dict | None = None) -> Iterator[Path]:
     """Yield an empty folder beside ``dest``; on success it becomes ``dest`` (replacing an earlier output).
 
     A completion marker is written last, holding ``record`` (what the output is of, read back by
-    ``completed``), so a tree without it is never taken as done, and it marks the folder as rosetta's:
-    ``check_replaceable`` refuses, before any work, to replace anything else. One builder per ``dest``: the
+    ``completed``) and what the folder holds, so a tree without it is never taken as done, and it marks the
+    folder as rosetta's: ``check_replaceable`` refuses, before any work, to replace anything else, or a
+    finished output someone has since added a file to. One builder per ``dest``: the
     build holds a lock beside it (``.<name>.lock``), and a second builder is refused in one sentence naming
     the first, so a partial folder is only ever removed by the next build after its builder died. On failure
     the temporary folder is removed and ``dest`` is left untouched.
@@ -98,7 +121,8 @@ def atomic_dir(dest: Path, record: dict | None = None) -> Iterator[Path]:
         _BUILDING.add(tmp.absolute())
         try:
             yield tmp
-            (tmp / COMPLETE_MARKER).write_text(json.dumps(record, sort_keys=True) + "\n" if record else "complete\n")
+            (tmp / COMPLETE_MARKER).write_text(json.dumps({**(record or {}), CONTENTS: _contents(tmp)},
+                                                          sort_keys=True) + "\n")
             check_replaceable(dest)  # something may have appeared there while the output was built
             if dest.exists():
                 old = dest.parent / f".{dest.name}.old-{os.getpid()}"

@@ -69,6 +69,11 @@ class DataLayout:
         return self.reports / "checks" / Path(lmdb_dir).resolve().name
 
 
+def run_marker(train_dir: Path) -> Path:
+    """The file marking ``train_dir`` as a training's run folder (``RunLayout.run_marker``)."""
+    return Path(train_dir) / ".rosetta-run"
+
+
 def train_lock(train: Path) -> Path:
     """The lock of the training folder ``train`` (``RunLayout.train_lock``), for commands given that folder."""
     return Path(train) / ".train.lock"
@@ -111,7 +116,7 @@ class RunLayout:
     @property
     def run_marker(self) -> Path:
         """Written into the folder when a training starts in it: the folder is rosetta's to clear and resume."""
-        return self.train / ".rosetta-run"
+        return run_marker(self.train)
 
     @property
     def train_lock(self) -> Path:

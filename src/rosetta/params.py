@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import re
 import types
 import typing
 from pathlib import Path
@@ -163,6 +164,9 @@ def build(cls: type, data: dict, prefix: str = "") -> Any:
     return obj
 
 
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``a.b=c`` -> (["a", "b"], c), the value read as YAML (so 1e-3, true, [1, 2] work)."""
     if "=" not in text:
@@ -175,6 +179,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
+    if isinstance(value, str) and value == raw.strip() and _NUMBER.fullmatch(value):
+        value = float(value)  # YAML 1.1 reads 2e-3 (no dot) as a string; written as a number, it is one
     return parts, value
 
 

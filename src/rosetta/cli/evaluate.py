@@ -7,6 +7,8 @@ from pathlib import Path
 
 from rosetta.cli.common import add_config_args, config_from_args
 
+EVAL_MARKER = ".rosetta-eval"  # in a folder `evaluate --out` wrote: the next one may write over its files
+
 
 def add_parsers(subparsers) -> None:
     p = subparsers.add_parser(
@@ -37,6 +39,7 @@ def add_parsers(subparsers) -> None:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from rosetta.evaluation.evaluate import evaluate_benchmarks
+    from rosetta.fsutil import claim_folder
     from rosetta.evaluation.report import markdown_table
     from rosetta.evaluation.sets import scored_sets
     from rosetta.layout import RunLayout
@@ -45,6 +48,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     sets = scored_sets(cfg)
     data, real = (Path(args.data), None) if args.data else (sets.benchmarks, sets.real)
+    if args.out:  # never over a metrics.json of someone else's: the folder is new, empty, or an earlier --out
+        claim_folder(Path(args.out), EVAL_MARKER, "give --out a new or empty folder")
     with model_file(cfg, args.model or RunLayout.from_config(cfg).best_checkpoint) as model:
         summary = evaluate_benchmarks(model, data, cfg, Path(args.out) if args.out else None, args.run_id, real)
     print(json.dumps(summary, indent=2) if args.json else markdown_table(summary), end="\n" if args.json else "")

@@ -187,7 +187,7 @@ def gt_samples(gt_file: Path, limits: ImageLimits | None = None) -> Iterator[Fil
     with open(gt_file, "rb") as f:
         for number, raw in enumerate(f, 1):
             try:
-                line = raw.decode("utf-8").rstrip("\r\n")
+                line = raw.decode("utf-8-sig" if number == 1 else "utf-8").rstrip("\r\n")  # a BOM is no path
             except UnicodeDecodeError:
                 raise RosettaError(f"{gt_file}: line {number} is not UTF-8 text; save the gt file as UTF-8 and "
                                    "convert again") from None

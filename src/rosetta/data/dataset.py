@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -28,6 +28,12 @@ class LmdbSet:
     num_samples: int  # as stored
     num_kept: int  # after the charset's label rules
     offset: int  # index of its first kept sample in the concatenated dataset
+    left_out: dict[str, int] = field(default_factory=dict)  # samples the rules leave out, by why: LEFT_OUT's keys
+
+
+# Why the charset's label rules leave a sample out (``Charset.normalize``), in the words a report counts them by.
+LEFT_OUT = {"empty": "an empty label", "too_long": "a label over charset.max_text_length",
+            "no_charset_character": "no character of the charset"}
 
 
 class LmdbDataset:
@@ -62,13 +68,16 @@ class LmdbDataset:
         # The labels as stored, for the exact protocol (evaluation); kept only when asked: training sets are large.
         self.raw_labels: list[str] | None = [] if keep_raw else None
         for db_id, path in enumerate(find_lmdbs(self.root)):
-            n, kept_before = 0, len(self._labels)
+            n, kept_before, left_out = 0, len(self._labels), {}
             for key, raw in iter_labels(path):
                 n += 1
                 label = self.charset.normalize(raw)
                 if len(raw) <= self.charset.max_text_length:
                     self.missing.add(raw, self.charset.missing(raw))
                 if label is None:
+                    why = ("empty" if not raw else "too_long" if len(raw) > charset.max_text_length
+                           else "no_charset_character")
+                    left_out[why] = left_out.get(why, 0) + 1
                     continue
                 db_ids.append(db_id)
                 keys.append(key)
@@ -77,7 +86,7 @@ class LmdbDataset:
                     self.raw_labels.append(raw)
             kept = len(self._labels) - kept_before
             self.num_rejected += n - kept
-            self.sets.append(LmdbSet(lmdb_name(path, self.root), path, n, kept, kept_before))
+            self.sets.append(LmdbSet(lmdb_name(path, self.root), path, n, kept, kept_before, left_out))
         # Arrays, not lists of tuples: millions of samples must stay cheap to copy into workers.
         self._db_ids = np.asarray(db_ids, dtype=np.int32)
         self._keys = np.asarray(keys, dtype=np.int64)

@@ -276,7 +276,8 @@ def fetch(source: str, dest: Path, downloads: Path, sha256: str | None = None) -
                 _sidecar(path).unlink(missing_ok=True)
                 raise RosettaError(f"{source}: {exc.problem}; the download was deleted, so the next run fetches "
                                    "it again (check that the URL is the one you trust)") from None
-            raise
+            raise RosettaError(f"{path}: {exc.problem}; the file is yours and stays as it is: give an archive that "
+                               "extracts, or the folder it holds") from None
     with atomic_dir(dest, record) as tmp:
         shutil.copy2(path, tmp / path.name)
     return dest

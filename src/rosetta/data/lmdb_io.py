@@ -244,6 +244,8 @@ class _Tally:
     stored_bytes: int = 0  # of images stored
 
     def keep(self, rec: Record) -> bool:
+        if self.keep_unreadable and rec.reason == "empty_label":
+            return True  # stored as it is listed: evaluation counts it among the samples it leaves out, aloud
         kept = rec.reason is None or (self.keep_unreadable and rec.reason in IMAGE_REASONS)
         if rec.reason:
             (self.unreadable if kept else self.rejected)[rec.reason] += 1

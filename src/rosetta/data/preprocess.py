@@ -68,6 +68,30 @@ class ImageLimits:
                                "downscale the word image", "too_large")
 
 
+# The formats word crops come in, known by their first bytes. PIL guesses a format from dozens of plugins, some
+# handing the bytes to outside programs (EPS to Ghostscript): anything else is refused before PIL sees it, and PIL
+# is told the one format the bytes start as.
+FORMATS = {"PNG": (b"\x89PNG\r\n\x1a\n",), "JPEG": (b"\xff\xd8\xff",), "BMP": (b"BM",),
+           "GIF": (b"GIF87a", b"GIF89a"), "TIFF": (b"II*\x00", b"MM\x00*"), "WEBP": (b"RIFF",)}
+
+
+def image_format(data: bytes) -> str | None:
+    """The format of ``FORMATS`` encoded ``data`` starts as (PIL's name for it), or None."""
+    for name, magics in FORMATS.items():
+        if data.startswith(magics) and (name != "WEBP" or data[8:12] == b"WEBP"):
+            return name
+    return None
+
+
+def _open(data: bytes, name: str) -> Image.Image:
+    """``Image.open`` of ``data`` by the one plugin of its format; ``ImageDecodeError`` for any other bytes."""
+    fmt = image_format(data)
+    if fmt is None:
+        raise ImageDecodeError(f"{name}: not a readable image (its bytes start as none of {', '.join(FORMATS)}); "
+                               "give a word image in one of those formats")
+    return Image.open(io.BytesIO(data), formats=[fmt])
+
+
 def _unreadable(name: str, exc: Exception) -> ImageDecodeError:
     # PIL names the buffer by its address ("<_io.BytesIO object at 0x7f...>"): noise that differs per call.
     detail = re.sub(r"\s*<[^<>]* at 0x[0-9a-fA-F]+>", "", str(exc))
@@ -75,13 +99,16 @@ def _unreadable(name: str, exc: Exception) -> ImageDecodeError:
 
 
 def decode_image(data: bytes, name: str = "image", limits: ImageLimits | None = None) -> Image.Image:
-    """Decode encoded bytes to an RGB PIL image, or raise ``ImageDecodeError`` naming ``name``."""
+    """Decode encoded bytes of one of ``FORMATS`` to an RGB PIL image, or raise ``ImageDecodeError`` naming
+    ``name``: the one image decoder of every path (training, evaluation, prediction, the server)."""
     if not data:
         raise ImageDecodeError(f"{name}: the file is empty", "empty_image")
     if limits is not None:
         limits.check_bytes(len(data), name)
     try:
-        im = Image.open(io.BytesIO(data))
+        im = _open(data, name)
+    except ImageDecodeError:
+        raise
     except Image.DecompressionBombError as exc:
         if limits is None:
             raise _unreadable(name, exc) from None
@@ -106,7 +133,7 @@ def decode_image(data: bytes, name: str = "image", limits: ImageLimits | None = 
 def header_size(data: bytes) -> tuple[int, int] | None:
     """(width, height) an image's header claims, read without decoding the pixels; None when it has none."""
     try:
-        with Image.open(io.BytesIO(data)) as im:
+        with _open(data, "image") as im:
             return im.size
     except Exception:  # not an image, or one PIL refuses outright: decoding it says why
         return None

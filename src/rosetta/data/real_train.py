@@ -4,8 +4,9 @@ repository, fingerprinted on every ``dvc repro`` like the real benchmarks, and c
 
 On the way, a label the charset cannot learn from (IC15's ``###``, punctuation only, letters of another
 alphabet, too long) is dropped and counted; a training image that is a benchmark image (same file, or the
-same picture re-encoded) is refused in one sentence naming both; a near-duplicate of one is dropped and
-listed in the report, so the benchmarks stay unseen.
+same picture re-encoded) is refused in one sentence naming both; an edited copy (cropped, padded, greyed, its
+contrast changed) or a near-duplicate of one is dropped and listed in the report with both names, so the
+benchmarks stay unseen.
 """
 from __future__ import annotations
 
@@ -91,11 +92,11 @@ def benchmark_prints(folders: list[Path], workers: int = 0) -> Prints:
     for root in folders:
         for name, (kind, folder) in find_benchmark_sets(root).items():
             if kind == "lmdb":
-                bench.extend(lmdb_prints(folder, workers, desc=f"print {name}"))
+                bench.extend(lmdb_prints(folder, workers, desc=f"print {name}", windows=True))
                 continue
             files = [s for s in gt_samples(folder / GT_FILE) if isinstance(s, FileSample)]
             bench.extend(prints_of(((s.path, _sample_bytes(s)) for s in files), workers, total=len(files),
-                                   desc=f"print {name}"))
+                                   desc=f"print {name}", windows=True))
     return bench
 
 

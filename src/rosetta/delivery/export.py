@@ -23,7 +23,7 @@ from rosetta.charset import Charset
 from rosetta.config import Config, ExportConfig, ModelConfig
 from rosetta.data.preprocess import preprocess_spec
 from rosetta.errors import RosettaError
-from rosetta.fsutil import write_json
+from rosetta.fsutil import sha256_file, write_json
 from rosetta.layout import DataLayout
 from rosetta.postprocess import CTCLabelDecode
 from rosetta.recognition.checkpoint import load_for_inference
@@ -67,6 +67,10 @@ class ParityReport(GateReport):
     provider: str | None = None  # the ONNX Runtime execution provider that ran the file
     limits: dict = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
+    # What the report is about: registration refuses it beside any other file (rosetta.delivery.evidence).
+    onnx_sha256: str | None = None
+    checkpoint_sha256: str | None = None
+    run_id: str | None = None
 
     def to_dict(self) -> dict:
         """JSON-ready: a figure never computed (NaN) or unbounded (a shape mismatch) becomes null."""
@@ -209,15 +213,14 @@ def publish_gated(out: Path, write: Callable[[Path], object], gate: Callable[[Pa
                    report_json: str | Path | None, failure: str,
                    on_report: Callable[[_R], None] | None = None,
                    on_publish: Callable[[], None] | None = None) -> _R:
-    """Write ``out``'s temporary, gate it, save the report (and hand it to ``on_report``); ``out`` is replaced
-    only when the gate passed (``on_publish`` runs just before), and no temporary stays behind either way. A
-    gate that fails leaves an earlier ``out`` as it was: the sentence says so."""
+    """Write ``out``'s temporary, gate it, hand the report to ``on_report``; ``out`` and ``report_json`` are
+    replaced only when the gate passed (``on_publish`` runs just before), and no temporary stays behind either
+    way. A gate that fails leaves an earlier ``out`` and its report as they were, a pair that still belongs
+    together: the sentence says so."""
     tmp = out.with_name(f".{out.name}.tmp")
     try:
         write(tmp)
         report = gate(tmp)
-        if report_json is not None:
-            write_json(Path(report_json), report.to_dict())
         if on_report is not None:
             on_report(report)
         if not report.passed:
@@ -225,6 +228,8 @@ def publish_gated(out: Path, write: Callable[[Path], object], gate: Callable[[Pa
             raise ExportError(f"{out}: {failure} ({'; '.join(report.failures)}); nothing was written{kept}")
         if on_publish is not None:
             on_publish()
+        if report_json is not None:
+            write_json(Path(report_json), report.to_dict())
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
@@ -264,8 +269,9 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, cfg: Config, pari
 
     The model, charset and image size come from the checkpoint; the gate's settings and the
     validation data from ``cfg``. Raises ``ExportError`` when the gate fails, leaving an earlier ``out`` (and
-    its int8 model) as they were: the report says the new export failed, so registration refuses the pair.
-    The file names the checkpoint's MLflow training run, and the gate is logged as a run nested under it.
+    its int8 model and report) as they were. The report names the file it measured, the checkpoint and its
+    training run (registration refuses it beside another file); the file names the run too, and the gate is
+    logged as a run nested under it.
     """
     out = Path(out)
     if out.suffix.lower() != ".onnx":
@@ -276,10 +282,17 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, cfg: Config, pari
                            cfg.export.parity_samples)
     out.parent.mkdir(parents=True, exist_ok=True)
     metadata = metadata_props(charset, architecture, Path(checkpoint).name, loaded.run_id)
+    source_sha256 = sha256_file(Path(checkpoint))
+
+    def gate(tmp: Path) -> ParityReport:
+        report = parity_gate(tmp, model, charset, architecture, images, cfg.export)
+        report.onnx_sha256, report.checkpoint_sha256, report.run_id = sha256_file(tmp), source_sha256, loaded.run_id
+        return report
+
     return publish_gated(
         out, lambda tmp: write_onnx(model, metadata, tmp, cfg.export.opset, architecture.image_height,
                                     architecture.image_width),
-        lambda tmp: parity_gate(tmp, model, charset, architecture, images, cfg.export), parity_json,
+        gate, parity_json,
         "the ONNX export failed the parity gate",
         lambda report: _log_export(cfg, checkpoint, loaded.run_id, report, out),
         lambda: int8_path(out).unlink(missing_ok=True))  # an int8 model of the file this one replaces

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from rosetta.config import Config
-from rosetta.delivery.pyfunc import SERVED_MODEL_ENV
+from rosetta.delivery.pyfunc import ONNX_ARTIFACT, SERVED_MODEL_ENV
 from rosetta.errors import RosettaError
 
 
@@ -69,6 +69,22 @@ def served_model(cfg: Config, alias: str | None = None, version: int | str | Non
 _FOLDER_PREFIX = "rosetta-serve-"  # rosetta-serve-<pid>-<random>: a served model's checked copy
 
 
+def _check_ours(folder: Path) -> None:
+    """Refuse, in one sentence, a local model folder that is not a rosetta model: its MLmodel must name a
+    python_function flavor with the ONNX file among its artifacts, as ``rosetta register`` logs it."""
+    import yaml
+
+    try:
+        mlmodel = yaml.safe_load((folder / "MLmodel").read_text())
+        ours = ONNX_ARTIFACT in mlmodel["flavors"]["python_function"]["artifacts"]
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, KeyError, TypeError):
+        ours = False
+    if not ours:
+        raise RosettaError(f"--model-uri: {folder / 'MLmodel'} is no rosetta model (no python_function flavor with "
+                           f"an {ONNX_ARTIFACT!r} artifact); give a model folder `rosetta register` logged, or serve "
+                           "this one with `mlflow models serve`")
+
+
 @contextmanager
 def checked_model(cfg: Config, model: ServedModel | str) -> Iterator[tuple[Path, ServedModel | None]]:
     """The local folder to serve for ``model``, and the version it is: a registered version (a ``ServedModel``,
@@ -86,6 +102,7 @@ def checked_model(cfg: Config, model: ServedModel | str) -> Iterator[tuple[Path,
                 raise RosettaError(f"--model-uri: {model!r} is neither a model of the registry at {tracking_uri(cfg)} "
                                    "(models:/<name>@<alias> or models:/<name>/<version>) nor a local model folder "
                                    "holding an MLmodel file; give one of those")
+            _check_ours(folder)
             yield folder, None
             return
         setting = "--model-uri"

@@ -363,14 +363,21 @@ def register_and_promote(cfg: Config, onnx_path: Path, parity: Mapping[str, Any]
 
 def pipeline_inputs(cfg: Config, onnx: str | None = None, parity: str | None = None, metrics: str | None = None,
                     run_json: str | None = None) -> tuple[Path, dict, dict, str | None]:
-    """(onnx, parity report, metrics, run id) from the files the export, evaluate and train stages write."""
+    """(onnx, parity report, metrics, run id) from the files the export, evaluate and train stages write, each
+    checked to be about that ONNX file and its run (``rosetta.delivery.evidence``)."""
+    from rosetta.delivery.evidence import check_evidence
+    from rosetta.recognition.onnx_runtime import onnx_model_info
+
     runs = RunLayout.from_config(cfg)
+    onnx_path = Path(onnx) if onnx else runs.onnx
     parity_path = Path(parity) if parity else runs.parity
     metrics_path = Path(metrics) if metrics else runs.eval_metrics
     run_path = Path(run_json) if run_json else runs.run_json
     run = read_json(run_path, "the training run record", "run the train stage (`dvc repro train`) first")
-    return (Path(onnx) if onnx else runs.onnx,
-            read_json(parity_path, "the parity report", "run `rosetta export` (or `dvc repro export`) first"),
-            read_json(metrics_path, "the benchmark metrics", "run the evaluate stage (`dvc repro evaluate`) first"),
-            run.get("run_id"))
-
+    report = read_json(parity_path, "the parity report", "run `rosetta export` (or `dvc repro export`) first")
+    scores = read_json(metrics_path, "the benchmark metrics", "run the evaluate stage (`dvc repro evaluate`) first")
+    if not onnx_path.is_file():
+        raise RegistryError(f"{onnx_path}: ONNX model not found; run `rosetta export` (or `dvc repro export`) first")
+    check_evidence(onnx_path, sha256_file(onnx_path), onnx_model_info(onnx_path).get("run_id"), parity_path, report,
+                   metrics_path, scores, run_path, run.get("run_id"))
+    return onnx_path, report, scores, run.get("run_id")

@@ -10,15 +10,18 @@ and later tickets are higher. Nothing else MLflow offers compares and sets: alia
 whatever they held, and a lock made of a tag that is written then read back lets two writers both read their
 own. A file lock would hold only on one machine.
 
-A ticket is released by deleting it. One whose holder died stays until it is known dead: on the same machine
-when its process is gone (at once, ``kill -9`` included), else when it is older than the lease.
+A ticket is released by deleting it, also when its command is ended by SIGTERM or SIGHUP while it waits or
+holds. One whose holder died outright stays until it is known dead: on the same machine when its process is gone
+(at once, ``kill -9`` included), else when it is older than the lease.
 """
 from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Iterator
@@ -59,6 +62,25 @@ def _alive(pid: int) -> bool:
 
 
 @contextlib.contextmanager
+def _ended_by_signals() -> Iterator[None]:
+    """SIGTERM and SIGHUP end the block as an exit does, its ``finally`` run (a ticket deleted), where Python takes
+    signals (the main thread); the handlers before are back after it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def end(signum, _frame):
+        raise SystemExit(128 + signum)
+
+    before = {sig: signal.signal(sig, end) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+
+
+@contextlib.contextmanager
 def registry_lock(client, model_name: str, *, lease_s: float = LEASE_S, poll_s: float = 0.2,
                   timeout_s: float | None = None) -> Iterator[None]:
     """Hold the registry lock of ``model_name`` while the block runs (module docstring). Waiting says once on
@@ -79,27 +101,28 @@ def registry_lock(client, model_name: str, *, lease_s: float = LEASE_S, poll_s: 
         if exc.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
     machine = _machine()
-    mine = client.create_model_version(lock, _SOURCE, tags={_TAG_HOLDER: command_line(), _TAG_MACHINE: machine,
-                                                            _TAG_PID: str(os.getpid())})
-    start = time.monotonic()
-    try:
-        told = None
-        while ahead := _tickets_ahead(client, lock, mine, machine, lease_s, start):
-            waited = time.monotonic() - start
-            if timeout_s is not None and waited > timeout_s:
-                raise RosettaError(f"the registry of {model_name} stayed locked for {waited:.0f} s by "
-                                   f"{_who(ahead[0])}; wait for it to end, then run this command again")
-            if told is None or waited - told >= 30:
-                told = waited
-                print(f"waiting for the registry of {model_name}: {_who(ahead[0])} holds it", file=sys.stderr,
-                      flush=True)
-            time.sleep(poll_s)
-        _held[lock] = 1
-        yield
-    finally:
-        _held.pop(lock, None)
-        with contextlib.suppress(MlflowException):
-            client.delete_model_version(lock, mine.version)
+    with _ended_by_signals():  # a command told to end deletes its ticket on the way: nobody waits for its lease
+        mine = client.create_model_version(lock, _SOURCE, tags={_TAG_HOLDER: command_line(), _TAG_MACHINE: machine,
+                                                                _TAG_PID: str(os.getpid())})
+        start = time.monotonic()
+        try:
+            told = None
+            while ahead := _tickets_ahead(client, lock, mine, machine, lease_s, start):
+                waited = time.monotonic() - start
+                if timeout_s is not None and waited > timeout_s:
+                    raise RosettaError(f"the registry of {model_name} stayed locked for {waited:.0f} s by "
+                                       f"{_who(ahead[0])}; wait for it to end, then run this command again")
+                if told is None or waited - told >= 30:
+                    told = waited
+                    print(f"waiting for the registry of {model_name}: {_who(ahead[0])} holds it", file=sys.stderr,
+                          flush=True)
+                time.sleep(poll_s)
+            _held[lock] = 1
+            yield
+        finally:
+            _held.pop(lock, None)
+            with contextlib.suppress(MlflowException):
+                client.delete_model_version(lock, mine.version)
 
 
 def _who(ticket) -> str:

@@ -21,7 +21,7 @@ from rosetta.evaluation.metrics import (SampleScore, SetMetrics, flat_metrics, h
                                         set_metrics, summarize)
 from rosetta.evaluation.plots import Mistake, mistakes_gallery
 from rosetta.evaluation.report import gallery_title, markdown_table, worst_mistakes
-from rosetta.fsutil import write_json
+from rosetta.fsutil import sha256_file, write_json
 from rosetta.layout import RunLayout
 from rosetta.recognition.dataset import predict_dataset
 from rosetta.recognition.device import prepare_device
@@ -38,6 +38,7 @@ class _Scored:
     scores: list[SampleScore] = field(default_factory=list)
     per_set: dict[str, SetMetrics] = field(default_factory=dict)
     unreadable: dict[str, int] = field(default_factory=dict)
+    left_out: dict[str, dict[str, int]] = field(default_factory=dict)  # per set, samples the label rules leave out
     seconds: float = 0.0  # spent reading images and running the model (not converting gt-file sets)
 
 
@@ -90,6 +91,8 @@ def _score_folder(scored: _Scored, recognizer, lmdbs: Path, shown_as: Path, limi
     scored.seconds += time.perf_counter() - start
     names = []
     for s in dataset.sets:
+        if s.left_out:
+            scored.left_out[s.name] = s.left_out
         if not s.num_kept:
             continue
         if s.name in scored.per_set:
@@ -131,11 +134,12 @@ def evaluate_benchmarks(checkpoint: Path, data_dir: Path, cfg: Config, out_dir: 
     (sample-weighted), ``accuracy_mean`` (mean of the sets), ``norm_edit_dis_total``, ``count_total``,
     ``accuracy_total7`` (DTRB's seven sets, when all are present), with ``real_dir`` ``accuracy_real``,
     ``norm_edit_dis_real``, ``count_real`` and ``real_sets``, ``unreadable`` (per set, images that do not
-    decode, scored as wrong) when there are any, ``images_per_s``, and ``validation`` as given (the training
+    decode, scored as wrong) and ``left_out`` (per set, samples PaddleOCR's label rules leave unscored, by why:
+    ``rosetta.data.dataset.LEFT_OUT``) when there are any, ``images_per_s``, and ``validation`` as given (the training
     run's validation accuracies, ``metrics.validation_of``: metrics.json names the one best.pt was chosen on
-    beside the benchmarks). With ``out_dir`` writes metrics.json,
-    metrics.md and gallery.png there; given ``calibrate_on`` too, ``calibration`` (``calibrate``) and
-    reliability.png.
+    beside the benchmarks) and ``model``, what was scored (the file's sha256 and the training run it names:
+    registration refuses the scores beside another file). With ``out_dir`` writes metrics.json, metrics.md
+    and gallery.png there; given ``calibrate_on`` too, ``calibration`` (``calibrate``) and reliability.png.
 
     The results are logged into MLflow as a nested run ``evaluate <sets>`` of the training run: ``run_id``,
     else the run the model file names (``rosetta.tracking.store.parent_run``); the training run gets each set's
@@ -158,9 +162,12 @@ def evaluate_benchmarks(checkpoint: Path, data_dir: Path, cfg: Config, out_dir: 
         summary = summarize(scored.per_set, real)
         if scored.unreadable:
             summary["unreadable"] = scored.unreadable
+        if scored.left_out:
+            summary["left_out"] = scored.left_out
         summary["images_per_s"] = len(scored.preds) / scored.seconds
         if validation:
             summary["validation"] = validation
+        summary["model"] = {"sha256": sha256_file(Path(checkpoint)), "run_id": training_run_of(checkpoint)}
         if out_dir is None and parent is not None:  # the files go to MLflow all the same
             out_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="rosetta-eval-")))
         if out_dir is not None:

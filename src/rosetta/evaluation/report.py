@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 
+from rosetta.data.dataset import LEFT_OUT
 from rosetta.evaluation.metrics import SampleScore
 
 
@@ -53,6 +54,9 @@ def markdown_table(summary: dict) -> str:
                          summary["accuracy_real"], summary["norm_edit_dis_real"], summary.get("accuracy_real_exact")))
     notes = [f"{n} images of {name} do not decode: scored as wrong"
              for name, n in summary.get("unreadable", {}).items()]
+    notes += [f"{sum(why.values())} samples of {name} are not scored, as PaddleOCR leaves them out: "
+              + ", ".join(f"{n} with {LEFT_OUT.get(k, k)}" for k, n in why.items())
+              for name, why in summary.get("left_out", {}).items()]
     validation = summary.get("validation", {})
     if "selected_on" in validation:
         notes.append(f"best.pt was chosen on the {validation['selected_on']} validation split: accuracy "

@@ -1,6 +1,7 @@
 """Long-running servers as plain processes: each started in its own session (so stopping it stops whatever it
-started, and nothing else), its process id in a pid file, its output in a log; a wait until it answers its
-health check, and a stop that ends the whole process group.
+started, and nothing else), its process id and start time in a pid file, its output in a log; a wait until it
+answers its health check, and a stop that ends the whole process group. A pid file whose process is gone, or whose
+pid now names another process (the kernel reuses pids), names nothing: it is never signalled.
 """
 from __future__ import annotations
 
@@ -50,11 +51,28 @@ def group_alive(pid: int) -> bool:
         return True
 
 
-def read_pid(pid_file: Path) -> int | None:
+def start_time(pid: int) -> str | None:
+    """When process ``pid`` started (clock ticks after boot, ``/proc/<pid>/stat``); None when there is none."""
     try:
-        return int(pid_file.read_text())
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]  # field 22; the name before ")" may hold spaces
+
+
+def read_pid(pid_file: Path) -> int | None:
+    """The process group ``pid_file`` records, when it is still the one started: its leader has the recorded start
+    time, or is gone while others of its group run (the kernel reuses no pid a live group holds). None for a file
+    that is missing, damaged, or names a process started since, which is never ours to signal."""
+    try:
+        pid_text, started = pid_file.read_text().split()
+        pid = int(pid_text)
     except (OSError, ValueError):
         return None
+    now = start_time(pid)
+    if now == started or (now is None and group_alive(pid)):
+        return pid
+    return None
 
 
 def running(pid_file: Path) -> bool:
@@ -65,12 +83,13 @@ def running(pid_file: Path) -> bool:
 
 def start(name: str, cmd: list[str], state: Path, env: Mapping[str, str], cwd: Path | None = None
           ) -> subprocess.Popen:
-    """Start ``cmd`` in a new session, output to ``state/<name>.log``, its pid in ``state/<name>.pid``."""
+    """Start ``cmd`` in a new session, output to ``state/<name>.log``, its pid and start time in
+    ``state/<name>.pid``."""
     state.mkdir(parents=True, exist_ok=True)
     with (state / f"{name}.log").open("ab") as log:
         proc = subprocess.Popen(cmd, env=dict(env), cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
-    (state / f"{name}.pid").write_text(str(proc.pid))
+    (state / f"{name}.pid").write_text(f"{proc.pid} {start_time(proc.pid)}\n")
     return proc
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Mapping
 
 from rosetta.errors import RosettaError
-from rosetta.fsutil import write_json, write_private
+from rosetta.fsutil import exclusive_lock, write_json, write_private
 from rosetta.orchestration import processes
 from rosetta.orchestration.dvc_project import PROJECT_DIR_ENV
 from rosetta.orchestration.postgres import Cluster
@@ -286,11 +286,25 @@ def _services(team: Team) -> list[tuple[str, Path]]:
             + [("prefect-server", team.folder / "prefect-server.pid"), ("mlflow", team.folder / "mlflow.pid")])
 
 
+def _one_at_a_time(team: Team):
+    """One ``team up`` or ``team down`` at a time in a team folder: two at once would both create the PostgreSQL
+    cluster, and both start an MLflow server, one of them left running with no pid file to stop it by."""
+    team.folder.mkdir(parents=True, exist_ok=True)
+    return exclusive_lock(team.folder / ".team.lock", f"{team.folder}: another rosetta team command is starting or "
+                                                      "stopping this team ({holder}); wait for it to end, then run "
+                                                      "this one again", remove=True)
+
+
 def team_up(team: Team, timeout: float = 300.0) -> dict[str, str]:
     """Start whichever of the team's servers is not running, wait until each answers, write ``env.sh``; returns
     the environment a team member sets. A server that does not come up ends in one sentence and stops what this
-    call started."""
+    call started. A second ``team up`` or ``team down`` meanwhile is one sentence (``_one_at_a_time``)."""
     _check_project(team)  # before anything starts
+    with _one_at_a_time(team):
+        return _up(team, timeout)
+
+
+def _up(team: Team, timeout: float) -> dict[str, str]:
     _save(team)
     values = team_secrets(team)
     started: list[str] = []
@@ -348,8 +362,9 @@ def _stop(team: Team, names: list[str]) -> None:
 
 def team_down(team: Team) -> None:
     """Stop every server ``team up`` started (their data stays for the next ``team up``)."""
-    _stop(team, [name for name, _ in _services(team)] + ["postgres"])
-    team.env_file.unlink(missing_ok=True)  # its URLs no longer answer
+    with _one_at_a_time(team):
+        _stop(team, [name for name, _ in _services(team)] + ["postgres"])
+        team.env_file.unlink(missing_ok=True)  # its URLs no longer answer
 
 
 def team_status(team: Team) -> dict[str, bool]:

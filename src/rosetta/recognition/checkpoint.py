@@ -26,6 +26,7 @@ from rosetta.config import ModelConfig
 from rosetta.data.preprocess import contract_size, preprocess_spec
 from rosetta.errors import RosettaError, no_room
 from rosetta.fsutil import disk_full
+from rosetta.layout import run_marker
 from rosetta.params import ConfigError, build
 
 FORMAT = "rosetta-checkpoint-v1"
@@ -67,8 +68,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:
-        raise RosettaError(f"{path}: not a readable checkpoint ({type(exc).__name__}); "
-                           "it may be truncated: delete it and resume from an earlier one") from None
+        # Deleting is advice for a training's own checkpoint only, never for a file a user pointed at.
+        ours = any(run_marker(run).is_file() for run in (path.parent, path.parent.parent))
+        fix = ("it may be truncated: delete it and resume from an earlier one" if ours
+               else "give a checkpoint (.pt) a rosetta training wrote, or an exported .onnx file")
+        raise RosettaError(f"{path}: not a readable checkpoint ({type(exc).__name__}); {fix}") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise RosettaError(f"{path}: not a rosetta checkpoint (no '{FORMAT}' marker)")
     return ckpt

@@ -152,6 +152,7 @@ class JournaledTracker:
         self.journal = Journal(mlflow_pending(train_folder) / run_id)
         self._tracker = tracker
         self._last_try = time.monotonic()
+        self._logged: dict[str, int] = {}  # per metric, the last step an earlier process of the run logged
         self._waiting = bool(self.journal.pending())  # a journal an earlier process of this run left
         if self._waiting and tracker is not None:
             failure = self._retry(force=True)
@@ -173,17 +174,35 @@ class JournaledTracker:
                 tracker = Tracker(cfg, run_id, reopen=False)
         except StoreUnavailable as exc:
             journaled = cls(exc.uri, run_id, train_folder, cfg.mlflow.retry_every_s, None)
+            journaled._logged = journaled._logged_steps(None)
             journaled._keep({"op": "reopen"}, exc.failure)
             return journaled
         journaled = cls(tracker.uri, tracker.run_id, train_folder, cfg.mlflow.retry_every_s, tracker)
+        journaled._logged = journaled._logged_steps(tracker)
         journaled._write({"op": "reopen"})  # after what the journal holds: an end status an earlier process left
         return journaled
+
+    def _logged_steps(self, tracker: Tracker | None) -> dict[str, int]:
+        """Per metric, the last step the run holds already, waiting in the journal or in its store (``tracker``'s,
+        while it answers): a resumed training repeats the steps after its last checkpoint, which the killed
+        process may have logged."""
+        logged: dict[str, int] = {}
+        for record in self.journal.pending():
+            if record["op"] == "metrics":
+                logged.update({k: max(logged.get(k, -1), record["step"]) for k in record["metrics"]})
+        with contextlib.suppress(StoreUnavailable), fail_fast(), store_errors(self.uri):
+            for key in tracker.client.get_run(self.run_id).data.metrics if tracker else ():
+                steps = [m.step for m in tracker.client.get_metric_history(self.run_id, key)]
+                logged[key] = max([logged.get(key, -1), *steps])
+        return logged
 
     # ---- the writes the training makes
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
-        self._write({"op": "metrics", "metrics": {k: float(v) for k, v in metrics.items()}, "step": step,
-                     "timestamp_ms": int(time.time() * 1000)})
+        """``metrics`` at ``step``, but those an earlier process of the run logged at this step or later."""
+        metrics = {k: float(v) for k, v in metrics.items() if step > self._logged.get(k, -1)}
+        if metrics:
+            self._write({"op": "metrics", "metrics": metrics, "step": step, "timestamp_ms": int(time.time() * 1000)})
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         self._write({"op": "params", "params": {k: str(v) for k, v in params.items()}})
