@@ -59,6 +59,7 @@ def test_the_finetune_profile_starts_from_production_and_replays_the_base_data()
     assert cfg.train.init_from == "models:/rosetta@production" and cfg.model == base.model
     assert cfg.train.batch_ratio["synth"] > 0 and cfg.train.source_start_step == {"real": 0}
     assert cfg.charset.dict_path == "profiles/dicts/printable_94.txt" and cfg.data.sources == base.data.sources
+    assert cfg.registry.guarded_sets == ["synth_test"]
 
 
 def test_r34_profile_carries_no_mobilenet_keys():

@@ -87,4 +87,5 @@ def test_bring_your_own_data_as_the_readme_tells_it(tmp_path):
     run(repo, *audit_line.split(), env=env)
     assert (repo / "runs" / "audit" / "LABELS" / "audit.html").is_file()
     decision = json.loads((repo / "runs" / "register" / "decision.json").read_text())
-    assert set(decision["set_deltas"]) == {"REALA_12", "REALB_8"} and decision["production_version"] == "1"
+    # The real sets and the base data's own test split (the profile's registry.guarded_sets) are guarded.
+    assert set(decision["set_deltas"]) == {"REALA_12", "REALB_8", "synth_test"} and decision["production_version"] == "1"
