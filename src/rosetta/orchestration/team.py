@@ -186,7 +186,10 @@ def _start_prefect(team: Team, values: dict[str, str], timeout: float) -> None:
                       PREFECT_API_DATABASE_CONNECTION_URL=team.database_url("asyncpg", "prefect",
                                                                            values["postgres_password"]),
                       PREFECT_SERVER_API_AUTH_STRING=values["prefect_auth_string"],
-                      PREFECT_SERVER_ANALYTICS_ENABLED="false")
+                      PREFECT_SERVER_ANALYTICS_ENABLED="false",
+                      # The UI asks /ui-settings which API to talk to; unset, Prefect answers its default port's
+                      # (4200), another server's when `make prefect-up` runs beside the team.
+                      PREFECT_SERVER_UI_API_URL=team.prefect_api)
     proc = processes.start("prefect-server", [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1",
                                               "--port", str(team.prefect_port)], team.folder, env, cwd=team.folder)
     processes.wait_until(lambda: processes.http_ok(f"{team.prefect_api}/health"),
