@@ -407,3 +407,23 @@ def test_a_candidate_that_forgets_one_set_is_not_promoted_whatever_its_total(sto
 
 def _aliases_of(client: MlflowClient, name: str) -> dict[str, str]:
     return {k: str(v) for k, v in client.get_registered_model(name).aliases.items()}
+
+
+def test_artifact_downloads_show_progress_bars_on_a_terminal_only(tmp_path, capfd, monkeypatch):
+    """A flow run's or a stage's log gets no bar (MLflow draws one per download); a terminal still does."""
+    from rosetta.delivery.registry import logged_files_digest
+
+    monkeypatch.delenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", raising=False)
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run_id = client.create_run(client.create_experiment("bars", artifact_location=str(tmp_path / "art"))).info.run_id
+    for name in ("MLmodel", "model.onnx", "code.py"):
+        (tmp_path / "model").mkdir(exist_ok=True)
+        (tmp_path / "model" / name).write_text(name)
+    client.log_artifacts(run_id, str(tmp_path / "model"), "model")
+    uri = f"{tmp_path / 'art' / run_id / 'artifacts' / 'model'}"
+    capfd.readouterr()
+    digest = logged_files_digest(uri)
+    assert "Downloading artifacts" not in capfd.readouterr().err
+    monkeypatch.setattr("sys.stderr.isatty", lambda: True)
+    assert logged_files_digest(uri) == digest
+    assert "Downloading artifacts" in capfd.readouterr().err

@@ -124,6 +124,9 @@ def test_mlflow_and_prefect_answer_and_ask_for_credentials(team):
     wrong = requests.get(search, params={"max_results": 1}, auth=("admin", "wrong"), timeout=10)
     assert wrong.status_code == 401
     assert requests.get(f"{t.prefect_api}/health", timeout=10).status_code == 200
+    # The UI asks the server which API to talk to: this one, not the default port's.
+    ui = requests.get(f"http://127.0.0.1:{t.prefect_port}/ui-settings", timeout=10)
+    assert ui.status_code == 200 and ui.json()["api_url"] == t.prefect_api
     assert requests.get(f"{t.prefect_api}/work_pools/local", timeout=10).status_code == 401
     for pool in ("local", "gpu"):
         got = requests.get(f"{t.prefect_api}/work_pools/{pool}", auth=_auth(team), timeout=10)

@@ -28,7 +28,7 @@ from rosetta.evaluation.sets import scored_sets
 from rosetta.fsutil import sha256_file, write_json
 from rosetta.layout import RunLayout
 from rosetta.tracking.registered import TAG_FILES_SHA256, TAG_MODEL_SHA256, files_digest, registry_client
-from rosetta.tracking.store import missing, store_errors, tracking_uri
+from rosetta.tracking.store import artifact_bars_on_terminal, missing, store_errors, tracking_uri
 
 TAG_REPLACED = "promotion.replaced"  # the production version this one replaced: where a rollback returns
 MODEL_ARTIFACT = "model"
@@ -97,7 +97,7 @@ def logged_files_digest(model_uri: str) -> str:
     version, so loading it later can tell that none of them changed (``rosetta.tracking.registered``)."""
     import mlflow
 
-    with tempfile.TemporaryDirectory(prefix="rosetta-register-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="rosetta-register-") as tmp, artifact_bars_on_terminal():
         return files_digest(Path(mlflow.artifacts.download_artifacts(model_uri, dst_path=tmp)))
 
 
