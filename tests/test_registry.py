@@ -427,3 +427,14 @@ def test_artifact_downloads_show_progress_bars_on_a_terminal_only(tmp_path, capf
     monkeypatch.setattr("sys.stderr.isatty", lambda: True)
     assert logged_files_digest(uri) == digest
     assert "Downloading artifacts" in capfd.readouterr().err
+
+
+def test_a_run_without_the_real_sets_never_competes_on_another_total():
+    """A run that lost its real sets has only accuracy_total: not compared with production's accuracy_real."""
+    production = Evidence.from_tags("1", _tags(_real_summary(0.50, 0.40)), REG.metric)
+    no_real = Evidence.from_tags("2", _tags(_summary(0.99)), REG.metric)
+    decision = decide(no_real, production, REG)
+    assert not decision.promoted and decision.metric == "accuracy_total"
+    assert decision.reason == ("its accuracy_total and production v1's accuracy_real are totals over different sets, "
+                               "which are never compared; score it on production's sets (a run without the real ones: "
+                               "data.real_benchmarks) or promote it with --force")

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Mapping
 
+from rosetta.data.benchmarks import ORIGIN_ENV
 from rosetta.errors import RosettaError
 from rosetta.fsutil import write_json, write_private
 from rosetta.orchestration import processes
@@ -232,11 +233,12 @@ def _start_workers(team: Team, values: dict[str, str], timeout: float) -> None:
         if processes.running(team.folder / f"{name}.pid"):
             continue
         workspace = _workspace(team, name)
-        # The flow runs a worker starts inherit its environment: they track to the team's server, too, and run in
-        # the worker's clone (the team deployment's pull step, ``dvc_project.enter_workspace``).
+        # The flow runs a worker starts inherit its environment: they track to the team's server, too, run in
+        # the worker's clone (the team deployment's pull step, ``dvc_project.enter_workspace``) and read the sets
+        # outside the repository where the project does (``rosetta.data.benchmarks.sets_folder``).
         env = {**_prefect_env(team, values), **{k: v for k, v in team_env(team, values).items()
                                                  if k.startswith("MLFLOW_")},
-               PROJECT_DIR_ENV: str(workspace)}
+               PROJECT_DIR_ENV: str(workspace), ORIGIN_ENV: str(team.project)}
         procs[name] = processes.start(name, [str(BIN / "prefect"), "worker", "start", "--pool", WORKER_POOL,
                                              "--name", name, "--limit", "1"], team.folder, env, cwd=workspace)
     for name, proc in procs.items():
