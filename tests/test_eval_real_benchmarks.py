@@ -208,7 +208,7 @@ def test_real_totals_pool_only_the_real_sets_and_reach_mlflow_names():
 
 def test_a_team_worker_s_clone_reads_the_sets_of_the_project_it_came_from(tmp_path, monkeypatch):
     """``rosetta team up`` gives each worker ROSETTA_ORIGIN_PROJECT: ``../shared/benchmarks`` is the project's, so the
-    clone's manifest (and what DVC records of it) is the project's; a worker that cannot see them stops."""
+    clone's manifest (and what DVC records of it) is the project's; a worker that cannot see the project stops."""
     project, clone = tmp_path / "work" / "project", tmp_path / "work" / "project" / ".team" / "workspaces" / "w1"
     make_gt_set(tmp_path / "work" / "shared" / "benchmarks" / "SVT_tiny", ["AB", "a"])
     clone.mkdir(parents=True)
@@ -220,10 +220,11 @@ def test_a_team_worker_s_clone_reads_the_sets_of_the_project_it_came_from(tmp_pa
     assert real_manifest("../shared/benchmarks") == expected
     write_real_manifest("../shared/benchmarks", clone / MANIFEST)
     assert list(convert_real_benchmarks(clone / MANIFEST, clone / "lmdb", workers=1)) == ["SVT_tiny"]
-    monkeypatch.setenv(ORIGIN_ENV, str(tmp_path / "elsewhere"))
+    assert real_manifest("../shared/nothing")["sets"] == {}  # what the project lacks, the worker lacks: one line
+    monkeypatch.setenv(ORIGIN_ENV, str(tmp_path / "elsewhere"))  # a worker on a host without the project
     with pytest.raises(RosettaError) as err:
         real_manifest("../shared/benchmarks")
-    assert str(err.value) == (f"data.real_benchmarks: this team worker (its project: {tmp_path / 'elsewhere'}) finds "
-                              f"no folder at {tmp_path / 'elsewhere' / '../shared/benchmarks'}; put the sets there, "
-                              "or set data.real_benchmarks to a folder every worker sees (or to '' for none) and "
-                              "commit params.yaml")
+    assert str(err.value) == (f"data.real_benchmarks: ../shared/benchmarks is relative to the project "
+                              f"{tmp_path / 'elsewhere'}, which this team worker cannot see; run the worker where the "
+                              "project is, or set data.real_benchmarks to a folder every worker sees (or to '' for "
+                              "none) and commit params.yaml")

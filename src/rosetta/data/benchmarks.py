@@ -30,16 +30,16 @@ ORIGIN_ENV = "ROSETTA_ORIGIN_PROJECT"
 
 def sets_folder(setting: str, key: str, project_dir: Path | None = None) -> Path:
     """The folder of the sets ``data.<key>`` names (``setting``): relative to the project folder, or, in a team
-    worker's clone, to the project it was cloned from (``$ROSETTA_ORIGIN_PROJECT``), so every worker scores and
-    trains on the project's sets. A worker that cannot see them stops here: its run would otherwise be scored,
-    and promoted, on other sets than the project's."""
+    worker's clone, to the project it was cloned from (``$ROSETTA_ORIGIN_PROJECT``), so every worker sees what the
+    project sees. A worker that cannot see its project's folder stops here: its run would otherwise be scored on
+    other sets than the project's."""
     origin = os.environ.get(ORIGIN_ENV)
-    folder = project_path(setting, project_dir or (Path(origin) if origin else None))
-    if origin and not folder.is_dir():
-        raise RosettaError(f"data.{key}: this team worker (its project: {origin}) finds no folder at {folder}; put "
-                           f"the sets there, or set data.{key} to a folder every worker sees (or to '' for none) and "
-                           "commit params.yaml")
-    return folder
+    relative = not Path(setting).expanduser().is_absolute()
+    if origin and relative and project_dir is None and not Path(origin).is_dir():
+        raise RosettaError(f"data.{key}: {setting} is relative to the project {origin}, which this team worker "
+                           f"cannot see; run the worker where the project is, or set data.{key} to a folder every "
+                           "worker sees (or to '' for none) and commit params.yaml")
+    return project_path(setting, project_dir or (Path(origin) if origin else None))
 
 
 def _folder_digest(folder: Path) -> tuple[int, str]:
