@@ -266,6 +266,7 @@ def test_the_readme_for_a_team_lists_the_journey():
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)  # a whole team's afternoon: seed, two trainings side by side, a second machine
 def test_the_readme_journey_for_a_team(team, rosetta_cli):
     """README "For a team" as a team member runs it, after ``team up``: ``rosetta team seed`` puts the demo's data
     on the remote and its production model in the team's registry; ``prefect deploy --all``; two runs of the team
