@@ -15,8 +15,8 @@ import pytest
 
 from dvc_fixtures import dvc, needs_dvc, project_copy, run, stages_run
 from model_fixtures import config, png_bytes, word_image
-from rosetta.data.benchmarks import (MANIFEST, convert_real_benchmarks, describe, real_lmdbs, real_manifest,
-                                     write_real_manifest)
+from rosetta.data.benchmarks import (MANIFEST, ORIGIN_ENV, convert_real_benchmarks, describe, real_lmdbs,
+                                     real_manifest, write_real_manifest)
 from rosetta.data.convert import import_benchmarks
 from rosetta.errors import RosettaError
 from rosetta.evaluation.evaluate import evaluate_benchmarks
@@ -204,3 +204,27 @@ def test_real_totals_pool_only_the_real_sets_and_reach_mlflow_names():
     flat = flat_metrics(s)
     assert flat["accuracy_real"] == s["accuracy_real"] and flat["IIIT5k_3000/accuracy"] == 0.4
     assert "accuracy_real" not in summarize({"synth_test": SetMetrics(1, 1, 0.0)})
+
+
+def test_a_team_worker_s_clone_reads_the_sets_of_the_project_it_came_from(tmp_path, monkeypatch):
+    """``rosetta team up`` gives each worker ROSETTA_ORIGIN_PROJECT: ``../shared/benchmarks`` is the project's, so the
+    clone's manifest (and what DVC records of it) is the project's; a worker that cannot see the project stops."""
+    project, clone = tmp_path / "work" / "project", tmp_path / "work" / "project" / ".team" / "workspaces" / "w1"
+    make_gt_set(tmp_path / "work" / "shared" / "benchmarks" / "SVT_tiny", ["AB", "a"])
+    clone.mkdir(parents=True)
+    expected = real_manifest("../shared/benchmarks", project)
+    assert list(expected["sets"]) == ["SVT_tiny"]
+    monkeypatch.chdir(clone)
+    assert real_manifest("../shared/benchmarks")["sets"] == {}  # the clone on its own: nothing there
+    monkeypatch.setenv(ORIGIN_ENV, str(project))
+    assert real_manifest("../shared/benchmarks") == expected
+    write_real_manifest("../shared/benchmarks", clone / MANIFEST)
+    assert list(convert_real_benchmarks(clone / MANIFEST, clone / "lmdb", workers=1)) == ["SVT_tiny"]
+    assert real_manifest("../shared/nothing")["sets"] == {}  # what the project lacks, the worker lacks: one line
+    monkeypatch.setenv(ORIGIN_ENV, str(tmp_path / "elsewhere"))  # a worker on a host without the project
+    with pytest.raises(RosettaError) as err:
+        real_manifest("../shared/benchmarks")
+    assert str(err.value) == (f"data.real_benchmarks: ../shared/benchmarks is relative to the project "
+                              f"{tmp_path / 'elsewhere'}, which this team worker cannot see; run the worker where the "
+                              "project is, or set data.real_benchmarks to a folder every worker sees (or to '' for "
+                              "none) and commit params.yaml")

@@ -127,3 +127,18 @@ def test_report_has_the_table_parity_decision_links_and_where_they_work():
     assert "DVC experiment: `flow-tiny-run`" in md
     plain = report.report_markdown(cfg, metrics, parity, decision, run, report.Links())
     assert "MLflow run: `abc123`" in plain and "MLflow store: `sqlite:////srv/rosetta/mlflow.db`" in plain
+
+
+def test_a_tracking_server_s_runs_link_to_its_own_ui_not_a_local_mlflow_ui():
+    cfg = config()
+    assert report.mlflow_ui(cfg, "http://10.0.0.5:5010/") == "http://10.0.0.5:5010"
+    assert report.mlflow_ui(cfg, "sqlite:////srv/rosetta/mlflow.db") == "http://127.0.0.1:5000"
+    metrics = {"sets": {}, "accuracy_total": 0.8, "accuracy_mean": 0.8, "norm_edit_dis_total": 0.9,
+               "count_total": 3000, "images_per_s": 500.0}
+    parity = {"samples": 512, "max_abs_diff": 2e-7, "same_text": 1.0}
+    decision = {"model_name": "rosetta", "version": "4", "promoted": False, "reason": "below production v3"}
+    run = {"run_id": "abc123", "tracking_uri": "http://10.0.0.5:5010"}
+    links = report.Links("http://10.0.0.5:5010/#/experiments/1/runs/abc123")
+    md = report.report_markdown(cfg, metrics, parity, decision, run, links)
+    assert "The links open in the tracking server's own UI, http://10.0.0.5:5010, which stores" in md
+    assert "127.0.0.1:5000" not in md and "mlflow ui" not in md

@@ -441,3 +441,71 @@ def test_a_guarded_set_production_was_never_scored_on_is_read_with_productions_o
 
 def _aliases_of(client: MlflowClient, name: str) -> dict[str, str]:
     return {k: str(v) for k, v in client.get_registered_model(name).aliases.items()}
+
+
+def test_artifact_downloads_show_progress_bars_on_a_terminal_only(tmp_path, capfd, monkeypatch):
+    """A flow run's or a stage's log gets no bar (MLflow draws one per download); a terminal still does."""
+    from rosetta.delivery.registry import logged_files_digest
+
+    monkeypatch.delenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", raising=False)
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run_id = client.create_run(client.create_experiment("bars", artifact_location=str(tmp_path / "art"))).info.run_id
+    for name in ("MLmodel", "model.onnx", "code.py"):
+        (tmp_path / "model").mkdir(exist_ok=True)
+        (tmp_path / "model" / name).write_text(name)
+    client.log_artifacts(run_id, str(tmp_path / "model"), "model")
+    uri = f"{tmp_path / 'art' / run_id / 'artifacts' / 'model'}"
+    capfd.readouterr()
+    digest = logged_files_digest(uri)
+    assert "Downloading artifacts" not in capfd.readouterr().err
+    monkeypatch.setattr("sys.stderr.isatty", lambda: True)
+    assert logged_files_digest(uri) == digest
+    assert "Downloading artifacts" in capfd.readouterr().err
+
+
+def test_a_run_without_the_real_sets_never_competes_on_another_total():
+    """A run that lost its real sets has only accuracy_total: not compared with production's accuracy_real."""
+    production = Evidence.from_tags("1", _tags(_real_summary(0.50, 0.40)), REG.metric)
+    no_real = Evidence.from_tags("2", _tags(_summary(0.99)), REG.metric)
+    decision = decide(no_real, production, REG)
+    assert not decision.promoted and decision.metric == "accuracy_total"
+    assert decision.reason == ("its accuracy_total and production v1's accuracy_real are totals over different sets, "
+                               "which are never compared; score it on production's sets (a run without the real ones: "
+                               "data.real_benchmarks) or promote it with --force")
+
+
+def test_production_is_copied_to_another_store_with_its_files_digests_and_evidence(store, lifecycle, tmp_path, capsys):
+    """``rosetta team seed``'s registry half: the team's registry gets the project's production version."""
+    from rosetta.delivery.transfer import TAG_COPIED_FROM, copy_production
+    from rosetta.fsutil import environ
+    from rosetta.tracking.registered import fetch_verified
+
+    source, team = store["cfg"].mlflow.tracking_uri, f"sqlite:///{tmp_path / 'team.db'}"
+    production = _client(store).get_model_version("rosetta", lifecycle["better"]["decision"].version)
+    capsys.readouterr()
+    copied = copy_production(store["cfg"], source, {"MLFLOW_TRACKING_URI": team}, "rosetta team seed")
+    out = capsys.readouterr().out
+    assert copied == "1" and f"rosetta v{production.version} of {source} copied to {team} as rosetta v1" in out
+    assert "rosetta v1 promoted to production: no production version yet" in out
+    client = MlflowClient(tracking_uri=team, registry_uri=team)
+    assert _aliases(client) == {"production": "1"}
+    tags = client.get_model_version("rosetta", "1").tags
+    for key in ("model.sha256", "model.files.sha256", "benchmark_set", "metric.accuracy_total", "data_version"):
+        assert tags[key] == production.tags[key], key
+    assert tags[TAG_COPIED_FROM] == f"rosetta v{production.version} of {source}" and tags[TAG_DECISION] == "promoted"
+    assert [r.command for r in decision_history(client, "rosetta", "1")] == ["rosetta team seed"]
+    with environ({"MLFLOW_TRACKING_URI": team}):  # the registry's own check of every file's digest
+        folder = fetch_verified(store["cfg"], "models:/rosetta@production", tmp_path / "from-team").folder
+    with environ({"MLFLOW_TRACKING_URI": source}):
+        original = fetch_verified(store["cfg"], f"models:/rosetta/{production.version}", tmp_path / "orig").folder
+    # Byte for byte, but for the note MLflow writes at each download (which version of which registry it was).
+    files = sorted(p.relative_to(folder) for p in folder.rglob("*") if p.is_file() and p.name != "registered_model_meta")
+    assert files == sorted(p.relative_to(original) for p in original.rglob("*")
+                           if p.is_file() and p.name != "registered_model_meta")
+    assert all((folder / f).read_bytes() == (original / f).read_bytes() for f in files)
+    assert copy_production(store["cfg"], source, {"MLFLOW_TRACKING_URI": team}, "rosetta team seed") is None
+    assert f"rosetta@production is v1 in {team} already; nothing copied" in capsys.readouterr().out
+    empty = f"sqlite:///{tmp_path / 'empty.db'}"
+    other_team = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'other-team.db'}"}
+    assert copy_production(store["cfg"], empty, other_team, "rosetta team seed") is None
+    assert f"no rosetta@production in {empty} to copy" in capsys.readouterr().out

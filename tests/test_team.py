@@ -1,11 +1,10 @@
 """The team's servers, started for real by ``rosetta team up`` in a temporary folder on free ports (PostgreSQL,
 ``mlflow server``, a Prefect server and two workers, a DVC remote) once for this module, for a committed copy of the
-pipeline with tiny params whose data stages ran and were pushed: each server answers; a tiny training, its
-evaluation and its registered version reach the tracking server and its artifact store, not a local store; two
-``prefect deployment run 'train-rosetta/team'`` at once run side by side on the two workers and leave one
-production alias, on the better version; a fresh clone with the team's variables and ``dvc pull`` evaluates and
-serves the production model without training or rendering; ``dvc push`` / ``dvc pull`` move outputs to a second
-clone byte for byte; a second ``team up`` finds everything running; ``team down`` leaves no process."""
+pipeline with tiny params where ``dvc repro`` ran (the demo's outputs): each server answers; a tiny training, its
+evaluation and its registered version reach the tracking server and its artifact store, not a local store;
+``dvc push`` / ``dvc pull`` move outputs to a second clone byte for byte; a second ``team up`` finds everything
+running; the README's journey for a team (seed, deploy, two runs at once, a second machine that pulls, evaluates
+and serves production) runs command for command; ``team down`` leaves no process."""
 from __future__ import annotations
 
 import json
@@ -22,6 +21,7 @@ import numpy as np
 import psycopg
 import pytest
 import requests
+from mlflow import MlflowClient
 
 from dvc_fixtures import dvc, project_copy, run
 from flow_fixtures import PARAMS, PREFECT, REAL_SETS, flow_env, wait_http
@@ -49,18 +49,20 @@ TEAM_PARAMS = {**PARAMS, "registry.metric": "norm_edit_dis_real", "registry.marg
 @pytest.fixture(scope="session")
 def team(rosetta_cli):
     """The team brought up once by ``rosetta team up`` as a user runs it, for a committed copy of the pipeline (tiny
-    params, two tiny real benchmark sets) whose data stages ran, with dvc.lock committed, as a team's main branch.
-    The folder is made by tempfile, not pytest: pytest's is closed to others, and PostgreSQL runs as postgres."""
+    params, two tiny real benchmark sets beside it, named relative to it as params.yaml names ../shared/benchmarks)
+    where ``dvc repro`` ran, as after ``make demo``: its data, a tiny model and that model's production version in
+    the project's own mlflow.db, dvc.lock committed. The folder is made by tempfile, not pytest: pytest's is closed to
+    others, and PostgreSQL runs as postgres."""
     base = Path(tempfile.mkdtemp(prefix="rosetta-team-"))
     base.chmod(0o755)
     env = flow_env(base)
     for name, labels in REAL_SETS.items():
         write_gt_set(base / "real" / name, labels, seed=len(labels))
-    project = project_copy(base / "project", {**TEAM_PARAMS, "data.real_benchmarks": str(base / "real")},
+    project = project_copy(base / "project", {**TEAM_PARAMS, "data.real_benchmarks": "../real"},
                            files=("prefect.yaml",), folders=("flows",), commit=True, env=env)
-    dvc(project, "repro", "validate")
+    dvc(project, "repro", timeout=1200)
     run(project, "git", "add", "-A", env=env)
-    run(project, "git", "commit", "-qm", "data", env=env)
+    run(project, "git", "commit", "-qm", "the demo's outputs", env=env)
     args = ["team", "up", "--folder", str(base / "team"), "--project", str(project),
             "--postgres-port", str(free_port()), "--mlflow-port", str(free_port()), "--prefect-port", str(free_port())]
     up = rosetta_cli(*args, cwd=project, timeout=900)
@@ -68,7 +70,6 @@ def team(rosetta_cli):
         assert up.returncode == 0, up.stdout + up.stderr
         team = load_team(base / "team", project)
         values = _env_file(team.env_file)
-        dvc(project, "push")  # the data, for the workers' clones to pull
         yield {"team": team, "args": args, "up": up.stdout, "project": project, "base": base, "env": values,
                "secrets": team_secrets(team), "flow_env": {**env, **values}}
     finally:
@@ -237,86 +238,111 @@ def _prefect_api(team, path: str, body: dict | None = None):
     return got.json()
 
 
-@pytest.fixture(scope="module")
-def two_flows(team):
-    """Two flow runs of the team deployment started together, learning rates apart (the data stays the pulled one),
-    watched to their end."""
-    deployed = subprocess.run([str(PREFECT), "--prompt", "deploy", "--all"], cwd=team["project"], env=team["flow_env"],
-                              capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
-    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
-    procs = [_deployment_run(team, f"train.lr={lr}") for lr in (2e-3, 2e-2)]
-    outputs = [proc.communicate(timeout=1200)[0] for proc in procs]
-    runs = []
-    for proc, out in zip(procs, outputs):
-        match = re.search(r"UUID: ([0-9a-f-]{36})", out)
-        assert match, out
-        runs.append(_prefect_api(team, f"flow_runs/{match.group(1)}"))
-    logs = {t: (team["team"].folder / f"{t}.log").read_text(errors="replace")
-            for t in ("team-worker-1", "team-worker-2")}
-    assert all(r["state"]["type"] == "COMPLETED" for r in runs), (outputs, logs)
-    return runs
+def _version_tags(team, version: str) -> dict[str, str]:
+    mv = _api(team, "model-versions/get", name="rosetta", version=version)["model_version"]
+    return {t["key"]: t["value"] for t in mv.get("tags", [])}
+
+
+def _production(team) -> str:
+    model = _api(team, "registered-models/get", name="rosetta")["registered_model"]
+    return next(a["version"] for a in model.get("aliases", []) if a["alias"] == "production")
+
+
+# The README's "For a team" commands, in its order: what the journey test below runs (the README is checked against
+# this list by test_the_readme_for_a_team_lists_the_journey).
+README_COMMANDS = ["make team-up", "source .team/env.sh", "rosetta team seed", "prefect deploy --all",
+                   "prefect deployment run 'train-rosetta/team'", "prefect deployment run 'train-rosetta/team'",
+                   "git clone", "source env.sh", "dvc remote add --local -d team", "dvc pull --with-deps validate",
+                   "rosetta evaluate --model models:/rosetta@production", "rosetta serve", "make team-down"]
+
+
+def test_the_readme_for_a_team_lists_the_journey():
+    section = (ROOT / "README.md").read_text().split("## For a team", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```bash\n(.*?)```", section, re.S)
+    lines = [line.split("#", 1)[0].strip() for block in blocks for line in block.splitlines()]
+    commands = [line for line in lines if line]
+    assert len(commands) == len(README_COMMANDS), commands
+    for command, expected in zip(commands, README_COMMANDS):
+        assert command.startswith(expected), (command, expected)
 
 
 @pytest.mark.slow
-def test_two_flow_runs_at_once_run_side_by_side_on_two_workers(team, two_flows):
-    t = team["team"]
-    first, second = sorted(two_flows, key=lambda r: r["start_time"])
+@pytest.mark.timeout(2400)  # a whole team's afternoon: seed, two trainings side by side, a second machine
+def test_the_readme_journey_for_a_team(team, rosetta_cli):
+    """README "For a team" as a team member runs it, after ``team up``: ``rosetta team seed`` puts the demo's data
+    on the remote and its production model in the team's registry; ``prefect deploy --all``; two runs of the team
+    deployment at once, side by side on the two workers, each in its clone, on the data it pulled and the project's
+    real sets, scored on accuracy_real over the sets production was scored on, one production alias left on the best;
+    a second machine's clone pulls the data byte for byte, evaluates and serves production without training.
+    ``team down`` is the next test."""
+    t, project = team["team"], team["project"]
+    member = rosetta_cli.env(**team["env"])
+
+    seeded = rosetta_cli("team", "seed", "--folder", str(t.folder), cwd=project, env=member, timeout=900)
+    assert seeded.returncode == 0, seeded.stdout + seeded.stderr
+    local = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    demo = local.get_model_version_by_alias("rosetta", "production")
+    assert _production(team) == "1"
+    seed_tags = _version_tags(team, "1")
+    for key in ("model.sha256", "model.files.sha256", "benchmark_set", "benchmark_set.real", "metric.accuracy_real"):
+        assert seed_tags[key] == demo.tags[key], key
+    assert "rosetta v1 promoted to production" in seeded.stdout
+
+    deployed = subprocess.run([str(PREFECT), "--prompt", "deploy", "--all"], cwd=project, env=team["flow_env"],
+                              capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+    procs = [_deployment_run(team, f"train.lr={lr}") for lr in (5e-3, 2e-2)]
+    outputs = [proc.communicate(timeout=1500)[0] for proc in procs]
+    flows = []
+    for out in outputs:
+        match = re.search(r"UUID: ([0-9a-f-]{36})", out)
+        assert match, out
+        flows.append(_prefect_api(team, f"flow_runs/{match.group(1)}"))
+    logs = {w: (t.folder / f"{w}.log").read_text(errors="replace") for w in ("team-worker-1", "team-worker-2")}
+    assert all(f["state"]["type"] == "COMPLETED" for f in flows), (outputs, logs)
+    first, second = sorted(flows, key=lambda r: r["start_time"])
     assert second["start_time"] < first["end_time"]  # the second started before the first ended: side by side
     run_ids = set()
-    for worker in ("team-worker-1", "team-worker-2"):  # each ran one, in its own clone
+    for worker, log in logs.items():  # each ran one, in its own clone, on what it pulled and the project's real sets
         record = json.loads((t.workspace(worker) / "runs" / "train" / "run.json").read_text())
         run_ids.add(record["run_id"])
         assert record["tracking_uri"] == t.mlflow_url
-        log = (t.folder / f"{worker}.log").read_text(errors="replace")
-        assert "Running stage 'train'" in log and "Running stage 'download'" not in log  # data pulled, not rendered
+        assert "Running stage 'train'" in log and "Running stage 'download'" not in log, log[-3000:]
+        assert "real benchmarks at ../real: REALA_12, REALB_8" in log
+        metrics = {m["key"] for m in _api(team, "runs/get", run_id=record["run_id"])["run"]["data"]["metrics"]}
+        assert "accuracy_real" in metrics, sorted(metrics)
     assert len(run_ids) == 2
-    # Each pushed its experiment to the project, its outputs to the remote: every clone can list and fetch it.
-    listed = dvc(team["project"], "exp", "list", "--name-only")
-    assert {f"flow-{r['name']}" for r in two_flows} <= set(listed.split()), listed
+    listed = dvc(project, "exp", "list", "--name-only")  # each pushed its experiment to the project
+    assert {f"flow-{f['name']}" for f in flows} <= set(listed.split()), listed
 
-
-@pytest.mark.slow
-def test_two_flow_runs_at_once_leave_one_production_alias_on_the_better_version(team, two_flows):
-    versions = _api(team, "model-versions/search", filter="name='rosetta'")["model_versions"]
-    assert len(versions) == 2
-    tags = {v["version"]: {t["key"]: t["value"] for t in v["tags"]} for v in versions}
+    versions = [v["version"] for v in _api(team, "model-versions/search", filter="name='rosetta'")["model_versions"]]
+    assert sorted(versions) == ["1", "2", "3"]
+    tags = {v: _version_tags(team, v) for v in versions}
+    assert {tag["benchmark_set.real"] for tag in tags.values()} == {seed_tags["benchmark_set.real"]}
+    assert all("metric.accuracy_real" in tag for tag in tags.values())
     scores = {v: float(tag["metric.norm_edit_dis_real"]) for v, tag in tags.items()}
-    model = _api(team, "registered-models/get", name="rosetta")["registered_model"]
-    aliases = {a["alias"]: a["version"] for a in model.get("aliases", [])}
-    production = aliases["production"]
-    other = next(v for v in scores if v != production)
-    # Decided once, on what production was when each decided: the better one holds it, whichever finished first.
-    assert scores[production] == max(scores.values()), (scores, aliases)
+    production = _production(team)
+    assert scores[production] == max(scores.values()), (scores, production)
     assert tags[production][TAG_DECISION] == "promoted"
-    if aliases.get("previous") == other:  # the other held production first, then was replaced
-        assert scores[other] < scores[production] and tags[other][TAG_DECISION] == "replaced"
-    else:
-        assert "previous" not in aliases and tags[other][TAG_DECISION] == "not promoted"
 
-
-@pytest.mark.slow
-def test_a_fresh_clone_evaluates_and_serves_production_without_training(team, two_flows, rosetta_cli):
-    """A second machine's view: a clone, the team's variables, `dvc pull --with-deps validate`; no stage runs,
-    nothing is trained or rendered; the production model comes from the tracking server's registry and scores what
-    it was registered with, and `rosetta serve` serves it."""
+    # A second machine: a clone, the team's variables, the remote, the data stages' outputs; nothing rebuilt.
     clone = team["base"] / "second-machine"
-    run(team["base"], "git", "clone", "-q", str(team["project"]), str(clone))
+    run(team["base"], "git", "clone", "-q", str(project), str(clone))
     dvc(clone, "remote", "add", "--local", "-d", "team", team["env"]["ROSETTA_DVC_REMOTE"])
-    dvc(clone, "pull", "--with-deps", "validate")  # the data stages' outputs: the benchmarks, converted and checked
+    dvc(clone, "pull", "--with-deps", "validate")
     status = json.loads(dvc(clone, "status", "--json", "validate", stdout_only=True))
-    assert all(entries == ["always changed"] for entries in status.values()), status  # nothing to rebuild
+    assert all(entries == ["always changed"] for entries in status.values()), status
+    pulled = sorted(p.relative_to(clone) for p in (clone / "data").rglob("*") if p.is_file())
+    assert any(f.name == "data.mdb" for f in pulled) and any(f.parts[:2] == ("data", "real") for f in pulled)
+    for f in pulled:
+        assert (clone / f).read_bytes() == (project / f).read_bytes(), f
     env = rosetta_cli.env(**{k: v for k, v in team["env"].items() if k.startswith("MLFLOW_")})
     done = rosetta_cli("evaluate", "--model", "models:/rosetta@production", "--json", cwd=clone, env=env, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
     scored = json.loads(done.stdout)
-    model = _api(team, "registered-models/get", name="rosetta")["registered_model"]
-    production = next(a["version"] for a in model["aliases"] if a["alias"] == "production")
-    version = _api(team, "model-versions/get", name="rosetta", version=production)["model_version"]
-    tags = {t["key"]: t["value"] for t in version["tags"]}
     for metric in ("norm_edit_dis_real", "accuracy_real"):
-        assert abs(scored[metric] - float(tags[f"metric.{metric}"])) < 1e-4, metric
+        assert abs(scored[metric] - float(tags[production][f"metric.{metric}"])) < 1e-4, metric
     assert not (clone / "runs").exists() and not (clone / "mlflow.db").exists()
-
     port = str(free_port())
     server = subprocess.Popen(rosetta_cli.command("serve", "--port", port), cwd=clone, env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
@@ -331,6 +357,37 @@ def test_a_fresh_clone_evaluates_and_serves_production_without_training(team, tw
     finally:
         processes.stop_group(server.pid)
         server.wait(timeout=60)
+
+    # The Prefect UI the team opens talks to this server (not the default port's), and lists the two runs.
+    ui = requests.get(f"http://127.0.0.1:{t.prefect_port}/ui-settings", timeout=10).json()
+    assert ui["api_url"] == t.prefect_api
+    shown = _prefect_ui_runs(t.prefect_port, team["secrets"]["prefect_auth_string"], [f["name"] for f in flows])
+    assert all(f["name"] in shown for f in flows) and "Can't connect" not in shown, shown
+
+
+def _prefect_ui_runs(port: int, auth: str, names: list[str]) -> str:
+    """The text of the Prefect UI's runs page in headless Chromium, signed in with the team's auth string, once it
+    shows ``names`` (or after a minute)."""
+    from headless_chromium import chromium
+
+    with chromium() as page:
+        page.goto(f"http://127.0.0.1:{port}/runs")
+        assert page.wait_for("!!document.querySelector('input[type=password]')", 60), page.text()
+        page.js(SIGN_IN % json.dumps(auth))
+        page.wait_for(" && ".join(f"document.body.innerText.includes({json.dumps(n)})" for n in names), 60)
+        return page.text()
+
+
+# Types the auth string into the UI's login field as a person does (the input event Vue listens to), then Login.
+SIGN_IN = """
+((auth) => {
+  const field = document.querySelector('input[type=password]');
+  Object.getOwnPropertyDescriptor(HTMLInputElement.prototype, 'value').set.call(field, auth);
+  field.dispatchEvent(new Event('input', {bubbles: true}));
+  [...document.querySelectorAll('button')].find(b => b.textContent.trim() === 'Login').click();
+  return true;
+})(%s)
+"""
 
 
 @pytest.mark.slow

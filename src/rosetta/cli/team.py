@@ -1,5 +1,6 @@
-"""``rosetta team up|down|status``: the team's servers (PostgreSQL, MLflow, Prefect and its workers, a DVC
-remote) on this machine, as ``rosetta.orchestration.team`` runs them."""
+"""``rosetta team up|seed|down|status``: the team's servers (PostgreSQL, MLflow, Prefect and its workers, a DVC
+remote) on this machine, as ``rosetta.orchestration.team`` runs them, and what the project has put on them
+(``rosetta.orchestration.seed``)."""
 from __future__ import annotations
 
 import argparse
@@ -14,8 +15,9 @@ def add_parsers(subparsers) -> None:
                     "the work pools local, gpu and team and two workers on team (each in its own clone of the "
                     "project), and a DVC remote folder set as the "
                     "project's default remote. State, logs and secrets stay in --folder; the first `up` records "
-                    "the ports there.")
-    p.add_argument("action", choices=("up", "down", "status"))
+                    "the ports there. `seed` pushes the outputs dvc.lock records to the team's DVC remote and "
+                    "copies the project's production model (from its own MLflow store) into the team's registry.")
+    p.add_argument("action", choices=("up", "seed", "down", "status"))
     p.add_argument("--folder", type=Path, default=None, metavar="DIR",
                    help="where the servers keep their data, logs and secrets (default: <project>/.team)")
     p.add_argument("--project", type=Path, default=None, metavar="DIR",
@@ -37,6 +39,10 @@ def _team(args: argparse.Namespace) -> int:
                      mlflow_port=args.mlflow_port, prefect_port=args.prefect_port)
     if args.action == "up":
         team_up(team, args.timeout)
+    elif args.action == "seed":
+        from rosetta.orchestration.seed import team_seed
+
+        team_seed(team)
     elif args.action == "down":
         team_down(team)
     else:

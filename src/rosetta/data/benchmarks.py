@@ -3,13 +3,15 @@
 A benchmark folder holds sets as LMDBs or as DTRB gt-file sets (``<SET>/gt.txt``); ``benchmark_lmdbs``
 gives evaluation LMDBs for either. The real sets live outside the repository (``../shared/benchmarks``), so
 DVC cannot hash them as a dependency: ``write_real_manifest`` fingerprints them on every ``dvc repro`` and
-``convert_real_benchmarks`` converts them once per change of that fingerprint.
+``convert_real_benchmarks`` converts them once per change of that fingerprint. ``sets_folder`` says where a
+setting points, for the project and for a team worker's clone of it alike.
 """
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import json
+import os
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -21,6 +23,23 @@ from rosetta.fsutil import atomic_dir, write_json
 from rosetta.params import project_path
 
 MANIFEST = "manifest.json"
+# In a team worker's clone (``.team/workspaces/<worker>``, set by ``rosetta team up``): the project folder it was
+# cloned from, against which the settings of the sets outside the repository resolve.
+ORIGIN_ENV = "ROSETTA_ORIGIN_PROJECT"
+
+
+def sets_folder(setting: str, key: str, project_dir: Path | None = None) -> Path:
+    """The folder of the sets ``data.<key>`` names (``setting``): relative to the project folder, or, in a team
+    worker's clone, to the project it was cloned from (``$ROSETTA_ORIGIN_PROJECT``), so every worker sees what the
+    project sees. A worker that cannot see its project's folder stops here: its run would otherwise be scored on
+    other sets than the project's."""
+    origin = os.environ.get(ORIGIN_ENV)
+    relative = not Path(setting).expanduser().is_absolute()
+    if origin and relative and project_dir is None and not Path(origin).is_dir():
+        raise RosettaError(f"data.{key}: {setting} is relative to the project {origin}, which this team worker "
+                           f"cannot see; run the worker where the project is, or set data.{key} to a folder every "
+                           "worker sees (or to '' for none) and commit params.yaml")
+    return project_path(setting, project_dir or (Path(origin) if origin else None))
 
 
 def _folder_digest(folder: Path) -> tuple[int, str]:
@@ -45,7 +64,7 @@ def real_manifest(setting: str, project_dir: Path | None = None, key: str = "rea
     manifest: dict = {key: setting, "sets": {}}
     if not setting:
         return manifest
-    root = project_path(setting, project_dir)
+    root = sets_folder(setting, key, project_dir)
     for name, (kind, folder) in find_benchmark_sets(root).items():
         files, sha256 = _folder_digest(folder)
         manifest["sets"][name] = {"kind": kind, "folder": folder.relative_to(root).as_posix(), "files": files,
@@ -95,7 +114,8 @@ def convert_real_benchmarks(manifest_path: Path, output: Path, workers: int = 0,
     reports = {}
     with atomic_dir(output) as tmp:
         if manifest["sets"]:
-            reports = import_benchmarks(project_path(manifest["real_benchmarks"], project_dir), tmp, workers)
+            reports = import_benchmarks(sets_folder(manifest["real_benchmarks"], "real_benchmarks", project_dir), tmp,
+                                         workers)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return reports
 

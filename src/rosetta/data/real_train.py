@@ -19,13 +19,12 @@ from pathlib import Path
 import numpy as np
 
 from rosetta.charset import Charset, MissingCharacters
-from rosetta.data.benchmarks import checked_manifest, write_real_manifest
+from rosetta.data.benchmarks import checked_manifest, sets_folder, write_real_manifest
 from rosetta.data.convert import GT_FILE, Rejected, find_benchmark_sets, gt_samples
 from rosetta.data.lmdb_io import FileSample, Record, image_key, iter_labels, open_lmdb, write_lmdb
 from rosetta.data.overlap import Prints, copy_sentence, find_overlaps, is_copy, lmdb_prints, prints_of
 from rosetta.errors import RosettaError
 from rosetta.fsutil import atomic_dir, write_json
-from rosetta.params import project_path
 
 KEY = "real_train"
 REPORT = "realtrain_report.json"
@@ -121,7 +120,7 @@ def convert_real_train(manifest_path: Path, output: Path, charset: Charset, val_
     with atomic_dir(output) as tmp:
         if manifest["sets"]:
             bench = benchmark_prints([f for f in benchmark_folders if f.is_dir()], workers)
-            root = project_path(setting, project_dir)
+            root = sets_folder(setting, KEY, project_dir)
             for name, entry in manifest["sets"].items():
                 report["sets"][name] = _convert_set(name, entry["kind"], root / entry["folder"], f"{setting}/{name}",
                                                     tmp, charset, val_fraction, seed, bench, workers)

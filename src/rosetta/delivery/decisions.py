@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
 
+from rosetta.tracking.store import artifact_bars_on_terminal
+
 TAG_DECISION = "promotion.decision"  # the latest decision, for searching and the versions list
 # MLflow's SQL stores keep a version's description in 5,000 characters; older decisions beyond are in the files.
 DESCRIPTION_LIMIT = 5000
@@ -91,7 +93,7 @@ def decision_history(client, name: str, version: str) -> list[DecisionRecord]:
     folder = f"{history_folder(name, version)}/decisions"
     if not client.list_artifacts(run_id, folder):
         return []
-    with tempfile.TemporaryDirectory(prefix="rosetta-decisions-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="rosetta-decisions-") as tmp, artifact_bars_on_terminal():
         local = Path(client.download_artifacts(run_id, folder, tmp))
         return [DecisionRecord.from_dict(json.loads(p.read_text())) for p in sorted(local.glob("*.json"))]
 

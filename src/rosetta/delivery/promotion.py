@@ -136,7 +136,11 @@ def decide(candidate: Evidence, production: Evidence | None, registry: RegistryC
                              "the floor under which no version is promoted")
     if production is None:
         return result(True, f"no production version yet; this first one scores {metric} {_fmt(candidate.score)}")
-    if production.benchmark_set != candidate.benchmark_set or (production.metric or metric) != metric:
+    if (production.metric or metric) != metric:
+        return result(False, f"its {metric} and production v{production.version}'s {production.metric} are totals over "
+                             "different sets, which are never compared; score it on production's sets (a run without "
+                             "the real ones: data.real_benchmarks) or promote it with --force")
+    if production.benchmark_set != candidate.benchmark_set:
         return result(False, f"it was scored on another benchmark set ({candidate.benchmark_set}) than "
                              f"production v{production.version} ({production.benchmark_set}); compare on the same "
                              "set or promote it with --force")

@@ -29,7 +29,7 @@ from rosetta.evaluation.sets import scored_sets
 from rosetta.fsutil import sha256_file, write_json
 from rosetta.layout import RunLayout
 from rosetta.tracking.registered import TAG_FILES_SHA256, TAG_MODEL_SHA256, files_digest, registry_client
-from rosetta.tracking.store import missing, store_errors, tracking_uri
+from rosetta.tracking.store import artifact_bars_on_terminal, missing, store_errors, tracking_uri
 
 TAG_REPLACED = "promotion.replaced"  # the production version this one replaced: where a rollback returns
 MODEL_ARTIFACT = "model"
@@ -98,7 +98,7 @@ def logged_files_digest(model_uri: str) -> str:
     version, so loading it later can tell that none of them changed (``rosetta.tracking.registered``)."""
     import mlflow
 
-    with tempfile.TemporaryDirectory(prefix="rosetta-register-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="rosetta-register-") as tmp, artifact_bars_on_terminal():
         return files_digest(Path(mlflow.artifacts.download_artifacts(model_uri, dst_path=tmp)))
 
 
@@ -117,7 +117,7 @@ def version_tags(metrics: Mapping[str, float], metric: str, provenance: Mapping[
     return tags
 
 
-def _create_version(client, name: str, model_uri: str, model_id: str, run_id: str, tags: Mapping[str, str]) -> str:
+def create_version(client, name: str, model_uri: str, model_id: str, run_id: str, tags: Mapping[str, str]) -> str:
     """A new version of ``name`` from the logged model, with its tags in the same call (a promotion never sees a
     version without its evidence) and ``run_id`` as its run: the training run's page lists it."""
     from mlflow.exceptions import MlflowException
@@ -200,15 +200,16 @@ def register_model(cfg: Config, onnx_path: Path, parity: Mapping[str, Any], metr
             raise RegistryError(f"MLflow run {run_id} not found at {uri}; check mlflow.tracking_uri (or "
                                 "MLFLOW_TRACKING_URI) against the store the training run used") from None
     run = Tracker(cfg, name=f"register {reg.model_name}", parent_id=run_id, tags=provenance)
-    with run.active():
-        # The input example (a small PNG) becomes serving_input_example.json; MLflow checks the model reads it.
+    with run.active(), artifact_bars_on_terminal():
+        # The input example (a small PNG) becomes serving_input_example.json; MLflow checks the model reads it
+        # (downloading it back: a bar on a terminal only).
         logged = mlflow.pyfunc.log_model(
             name=MODEL_ARTIFACT, python_model=pyfunc_code.__file__, artifacts=onnx_files,
             code_paths=[str(Path(rosetta.__file__).parent)], pip_requirements=_pip_requirements(),
             signature=signature(), input_example=input_example(), model_config=asdict(cfg.serve))
     tags[TAG_FILES_SHA256] = logged_files_digest(logged.model_uri)
     owner = run_id or run.run_id
-    version = _create_version(client, reg.model_name, logged.model_uri, logged.model_id, owner, tags)
+    version = create_version(client, reg.model_name, logged.model_uri, logged.model_id, owner, tags)
     client.log_dict(owner, {"tags": tags, "metrics": dict(metrics), "parity": dict(parity), "provenance": provenance,
                             "registered_from": run.run_id},
                     f"{history_folder(reg.model_name, version)}/evidence.json")

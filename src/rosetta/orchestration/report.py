@@ -29,18 +29,30 @@ class Links:
     runs: str | None = None  # the experiment's runs list, benchmark columns picked
 
 
+def served_by_server(store: str | None) -> bool:
+    """Whether the MLflow store is a tracking server (``mlflow server``, the team's), which serves its own UI."""
+    return bool(store) and store.startswith(("http://", "https://"))
+
+
+def mlflow_ui(cfg: Config, store: str) -> str | None:
+    """The MLflow UI that shows ``store``: a tracking server's own address, else ``prefect.mlflow_ui_url`` (where
+    `mlflow ui` serves a local store); None when neither."""
+    ui = store if served_by_server(store) else cfg.prefect.mlflow_ui_url
+    return ui.rstrip("/") if ui else None
+
+
 def mlflow_links(cfg: Config, run_id: str | None, version: str | None) -> Links:
-    """Addresses in the MLflow UI (``prefect.mlflow_ui_url``) of the run, the registered version and the runs list,
-    each in MLflow's model-training view."""
-    ui = cfg.prefect.mlflow_ui_url
+    """Addresses in the MLflow UI that shows the store (``mlflow_ui``) of the run, the registered version and the
+    runs list, each in MLflow's model-training view."""
+    store = tracking_uri(cfg)
+    ui = mlflow_ui(cfg, store)
     if not ui:
         return Links()
     from mlflow import MlflowClient
 
-    ui = ui.rstrip("/")
     run = runs = None
     if run_id:
-        exp_id = MlflowClient(tracking_uri=tracking_uri(cfg)).get_run(run_id).info.experiment_id
+        exp_id = MlflowClient(tracking_uri=store).get_run(run_id).info.experiment_id
         run = f"{ui}/#/experiments/{exp_id}/runs/{run_id}?{ML_VIEW}"
         runs = f"{ui}/#{runs_view_path(exp_id)}"
     model = f"{ui}/#/models/{cfg.registry.model_name}/versions/{version}?{ML_VIEW}" if version else None
@@ -79,7 +91,11 @@ def report_markdown(cfg: Config, metrics: Mapping[str, Any], parity: Mapping[str
     if links.runs:
         lines += [f"All runs, by benchmark score: [runs list]({links.runs})", ""]
     store = run.get("tracking_uri")
-    if links.run or links.version:
+    if (links.run or links.version) and served_by_server(store):
+        lines += [f"The links open in the tracking server's own UI, {store}, which stores the runs and models (sign "
+                  "in with MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD; a team's are in `.team/env.sh`).",
+                  ""]
+    elif links.run or links.version:
         lines += [f"The links open while `mlflow ui --backend-store-uri {store}` serves {cfg.prefect.mlflow_ui_url}; "
                   f"the runs and models are stored in `{store}`.", ""]
     elif store:

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Mapping
 
+from rosetta.data.benchmarks import ORIGIN_ENV
 from rosetta.errors import RosettaError
 from rosetta.fsutil import exclusive_lock, write_json, write_private
 from rosetta.orchestration import processes
@@ -186,7 +187,10 @@ def _start_prefect(team: Team, values: dict[str, str], timeout: float) -> None:
                       PREFECT_API_DATABASE_CONNECTION_URL=team.database_url("asyncpg", "prefect",
                                                                            values["postgres_password"]),
                       PREFECT_SERVER_API_AUTH_STRING=values["prefect_auth_string"],
-                      PREFECT_SERVER_ANALYTICS_ENABLED="false")
+                      PREFECT_SERVER_ANALYTICS_ENABLED="false",
+                      # The UI asks /ui-settings which API to talk to; unset, Prefect answers its default port's
+                      # (4200), another server's when `make prefect-up` runs beside the team.
+                      PREFECT_SERVER_UI_API_URL=team.prefect_api)
     proc = processes.start("prefect-server", [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1",
                                               "--port", str(team.prefect_port)], team.folder, env, cwd=team.folder)
     processes.wait_until(lambda: processes.http_ok(f"{team.prefect_api}/health"),
@@ -229,11 +233,12 @@ def _start_workers(team: Team, values: dict[str, str], timeout: float) -> None:
         if processes.running(team.folder / f"{name}.pid"):
             continue
         workspace = _workspace(team, name)
-        # The flow runs a worker starts inherit its environment: they track to the team's server, too, and run in
-        # the worker's clone (the team deployment's pull step, ``dvc_project.enter_workspace``).
+        # The flow runs a worker starts inherit its environment: they track to the team's server, too, run in
+        # the worker's clone (the team deployment's pull step, ``dvc_project.enter_workspace``) and read the sets
+        # outside the repository where the project does (``rosetta.data.benchmarks.sets_folder``).
         env = {**_prefect_env(team, values), **{k: v for k, v in team_env(team, values).items()
                                                  if k.startswith("MLFLOW_")},
-               PROJECT_DIR_ENV: str(workspace)}
+               PROJECT_DIR_ENV: str(workspace), ORIGIN_ENV: str(team.project)}
         procs[name] = processes.start(name, [str(BIN / "prefect"), "worker", "start", "--pool", WORKER_POOL,
                                              "--name", name, "--limit", "1"], team.folder, env, cwd=workspace)
     for name, proc in procs.items():

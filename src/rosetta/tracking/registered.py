@@ -18,7 +18,7 @@ import yaml
 
 from rosetta.config import Config
 from rosetta.errors import RosettaError
-from rosetta.fsutil import environ, sha256_file
+from rosetta.fsutil import sha256_file
 
 TAG_MODEL_SHA256 = "model.sha256"  # the ONNX file's; with data_version, what makes a registration the same one
 TAG_FILES_SHA256 = "model.files.sha256"  # every file of the logged model (``files_digest``)
@@ -130,24 +130,19 @@ class VerifiedModel:
     onnx: Path  # the float ONNX file in ``folder``
 
 
-# No MLflow download bars (read by MLflow at each download): a model is a few MB in dozens of files, and a bar per
-# download would come before what the command says it does (``rosetta serve``'s first line names what it serves).
-_NO_PROGRESS_BARS = {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
-
-
 def fetch_verified(cfg: Config, uri: str, dest: Path, setting: str = "the model URI") -> VerifiedModel:
     """Download the registered version ``uri`` names into the empty folder ``dest`` and check it against the
     registry: the ONNX file against ``model.sha256``, and, for versions registered with it, every file against
     ``model.files.sha256``. A mismatch (the artifact store changed since) is refused in one sentence."""
     import mlflow
 
-    from rosetta.tracking.store import activate_store, store_errors, tracking_uri
+    from rosetta.tracking.store import activate_store, artifact_bars_on_terminal, store_errors, tracking_uri
 
     version = resolve_version(cfg, uri, setting)
     described = f"{uri} (v{version.version})"
     store = tracking_uri(cfg)
     activate_store(store)  # MLflow resolves the download through its own registry setting, not the one it is given
-    with store_errors(store), environ(_NO_PROGRESS_BARS):
+    with store_errors(store), artifact_bars_on_terminal():
         try:
             folder = Path(mlflow.artifacts.download_artifacts(f"models:/{version.name}/{version.version}",
                                                               dst_path=str(dest), tracking_uri=store,

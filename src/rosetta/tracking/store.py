@@ -18,6 +18,7 @@ from typing import Any, Iterator, Mapping
 
 from rosetta.config import Config
 from rosetta.errors import RosettaError
+from rosetta.fsutil import environ
 from rosetta.params import project_root
 from rosetta.tracking.runs import run_name, share_runs_view
 
@@ -52,6 +53,15 @@ def _user_tracking_env() -> str | None:
     if _exported is not None and env == _exported[1]:
         return _exported[0]
     return env
+
+
+ARTIFACT_BARS_ENV = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"  # MLflow reads it at each transfer
+
+
+def artifact_bars_on_terminal():
+    """MLflow's artifact progress bars while the block runs only where someone watches them: on a terminal. In a
+    log (a flow run's, a DVC stage's, a pipe) each bar is dozens of lines ahead of what the command says."""
+    return environ({} if sys.stderr.isatty() else {ARTIFACT_BARS_ENV: "false"})
 
 
 def default_tracking_uri(cfg: Config) -> str:

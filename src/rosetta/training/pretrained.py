@@ -151,13 +151,15 @@ def _registered_checkpoint(cfg: Config, uri: str, folder: Path) -> tuple[Path, s
     from mlflow.exceptions import MlflowException
 
     from rosetta.tracking.registered import fetch_verified, registry_client, resolve_version
+    from rosetta.tracking.store import artifact_bars_on_terminal
 
     mv = resolve_version(cfg, uri, "train.init_from")
     client = registry_client(cfg)
     run = client.get_run(mv.run_id)
     train_run = run.data.tags.get("mlflow.parentRunId", mv.run_id)
     try:
-        path = Path(client.download_artifacts(train_run, CHECKPOINT_ARTIFACT, str(folder)))
+        with artifact_bars_on_terminal():
+            path = Path(client.download_artifacts(train_run, CHECKPOINT_ARTIFACT, str(folder)))
     except (MlflowException, OSError):
         raise RosettaError(f"train.init_from: {uri} (v{mv.version}) has no {CHECKPOINT_ARTIFACT} in its training run "
                            f"{train_run}; point init_from at the checkpoint file instead") from None
