@@ -20,6 +20,7 @@ def test_evaluate_gives_identical_numbers_with_the_pt_and_the_onnx_model(tmp_pat
     assert by_pt["count_total"] == 64 and len(by_pt["sets"]) == 3
     assert by_pt["norm_edit_dis_total"] > 0  # the model reads something, so equal numbers mean equal texts
     speed = {by_pt.pop("images_per_s"), by_onnx.pop("images_per_s")}
+    assert by_pt.pop("model")["sha256"] != by_onnx.pop("model")["sha256"]  # each names the file it scored
     assert by_pt == by_onnx
     assert all(s > 0 for s in speed)
     assert markdown_table({**by_onnx, "images_per_s": 123.4}).rstrip().endswith("123 images/s")
