@@ -163,6 +163,11 @@ def test_dvc_converts_real_sets_once_per_change_and_says_one_line_without_them(t
 
     # The evaluate stage's script, as DVC runs it, scores them beside synth_test; dvc metrics show has them.
     write_set(repo / "data" / "lmdb" / "benchmarks" / "synth_test", ["a", "b"])
+    # The real training sets' held-out split best.pt was chosen on: the stage calibrates confidence on it.
+    for split in ("train", "val"):
+        write_set(repo / "data" / "realtrain" / "lmdb" / split / "REAL_train", ["a", "b"])
+    (repo / "data" / "realtrain" / "lmdb" / "manifest.json").write_text(
+        json.dumps({"real_train": "../shared/realtrain", "sets": {"REAL_train": {}}}))
     constant_a_checkpoint(repo / "runs" / "train" / "best.pt", config(*SMALL))
     (repo / "runs" / "train" / "run.json").write_text(json.dumps({"run_id": None}))
     (repo / "runs" / "train" / "train_metrics.json").write_text(json.dumps(
