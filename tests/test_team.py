@@ -280,7 +280,8 @@ def test_the_readme_journey_for_a_team(team, rosetta_cli):
 
     seeded = rosetta_cli("team", "seed", "--folder", str(t.folder), cwd=project, env=member, timeout=900)
     assert seeded.returncode == 0, seeded.stdout + seeded.stderr
-    local = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    store = f"sqlite:///{project / 'mlflow.db'}"  # both URIs: an earlier test may have set the process's registry
+    local = MlflowClient(tracking_uri=store, registry_uri=store)
     demo = local.get_model_version_by_alias("rosetta", "production")
     assert _production(team) == "1"
     seed_tags = _version_tags(team, "1")
