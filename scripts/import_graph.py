@@ -1,6 +1,6 @@
-"""The ``rosetta`` modules a Python file imports, read with ``ast`` (at the top, in function bodies and under
-TYPE_CHECKING alike), and what follows from them: the import graph of the package, a file's import closure
-(the code deps of a DVC stage) and a picture of the packages.
+"""The ``rosetta`` and ``rosetta_infer`` modules a Python file imports, read with ``ast`` (at the top, in function
+bodies and under TYPE_CHECKING alike), and what follows from them: the import graph of the packages, a file's
+import closure (the code deps of a DVC stage) and a picture of the packages.
 
 One reader for the structure test, the DVC deps test, ``make dvc-deps`` (scripts/dvc_deps.py) and
 ``make import-graph``, which runs this file: ``python scripts/import_graph.py`` prints the package graph in
@@ -15,6 +15,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src"
 PACKAGE = SRC / "rosetta"
+# The inference package the registered model ships alone; it imports nothing of ``rosetta``.
+INFERENCE = SRC / "rosetta_infer"
 
 
 def module_file(name: str) -> Path | None:
@@ -27,9 +29,9 @@ def module_file(name: str) -> Path | None:
 
 
 def modules() -> dict[str, Path]:
-    """Every module of the package by dotted name (a package by its own name)."""
+    """Every module of both packages by dotted name (a package by its own name)."""
     out = {}
-    for path in sorted(PACKAGE.rglob("*.py")):
+    for path in sorted([*PACKAGE.rglob("*.py"), *INFERENCE.rglob("*.py")]):
         parts = list(path.relative_to(SRC).with_suffix("").parts)
         if parts[-1] == "__init__":
             parts.pop()
@@ -72,15 +74,15 @@ def import_graph() -> dict[str, set[str]]:
 
 
 def loaded_modules(path: Path, package: str | None = None) -> set[str]:
-    """``rosetta`` modules ``path`` imports anywhere in its body, with the packages that run on the way
-    (importing ``rosetta.data.x`` runs ``rosetta`` and ``rosetta.data`` too); relative imports resolve
+    """``rosetta`` and ``rosetta_infer`` modules ``path`` imports anywhere in its body, with the packages that run
+    on the way (importing ``rosetta.data.x`` runs ``rosetta`` and ``rosetta.data`` too); relative imports resolve
     against ``package`` (default: the package the file is in)."""
     direct = imported_modules(path, package_of(path) if package is None else package, set(modules()))
     return {".".join(n.split(".")[:i]) for n in direct for i in range(1, n.count(".") + 2)}
 
 
 def import_closure(script: Path) -> set[str]:
-    """Project-relative paths of ``script`` and every ``rosetta`` module it can load."""
+    """Project-relative paths of ``script`` and every ``rosetta`` and ``rosetta_infer`` module it can load."""
     files = {script}
     todo = [script]
     while todo:
@@ -94,8 +96,11 @@ def import_closure(script: Path) -> set[str]:
 
 def top_level(name: str) -> str | None:
     """The node a module is drawn as: its package below ``rosetta`` (``rosetta.data.synth`` -> ``data``), or the
-    top-level module itself; None for the package's own ``__init__`` and ``__main__``."""
+    top-level module itself; the inference package as one node; None for ``rosetta``'s own ``__init__`` and
+    ``__main__``."""
     parts = name.split(".")
+    if parts[0] == INFERENCE.name:
+        return INFERENCE.name
     return parts[1] if len(parts) > 1 and parts[1] != "__main__" else None
 
 
@@ -132,14 +137,15 @@ def dot(graph: dict[str, set[str]]) -> str:
     """``graph`` in Graphviz's DOT language, importers above what they import; the core modules in one box."""
     lines = ["digraph rosetta {",
              '  graph [rankdir=TB, nodesep=0.25, ranksep=0.4, fontname="Helvetica", fontsize=10,',
-             '         label="src/rosetta: an arrow is an import (those a longer path implies left out)"];',
+             '         label="src/rosetta and src/rosetta_infer: an arrow is an import (those a longer path implies left out)"];',
              '  node [shape=box, style="rounded,filled", fillcolor="#eef3fb", fontname="Helvetica", fontsize=11];',
              '  edge [color="#7a869a", arrowsize=0.6];',
              '  subgraph cluster_core { label="core"; style="rounded"; color="#b0b8c4";']
     lines += [f'    "{n}" [label="{n}.py", fillcolor="#f6f6f6"];' for n in CORE if n in graph]
     lines.append("  }")
     for node in sorted(set(graph) - set(CORE)):
-        label = f"{node}/" if (PACKAGE / node).is_dir() else f"{node}.py"
+        label = ("src/rosetta_infer/" if node == INFERENCE.name else f"{node}/" if (PACKAGE / node).is_dir()
+                 else f"{node}.py")
         lines.append(f'  "{node}" [label="{label}"];')
     for node in sorted(graph):
         lines += [f'  "{node}" -> "{target}";' for target in sorted(graph[node])]

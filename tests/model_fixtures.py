@@ -9,12 +9,12 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from rosetta.charset import Charset
 from rosetta.config import Config, load_config
 from rosetta.data.lmdb_io import write_lmdb
 from rosetta.modeling import build_model
 from rosetta.params import PROJECT_ROOT
 from rosetta.recognition.checkpoint import inference_entries, save_checkpoint
+from rosetta_infer.charset import Charset
 
 WORDS = ["joint", "rosetta", "ctc", "street", "42", "hotel", "paddle", "b52", "exit", "ocr", "benchmark", "a"]
 

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 
 from model_fixtures import WORDS, BytesSample, png_bytes
-from rosetta.charset import Charset
 from rosetta.data.dataset import LmdbDataset
 from rosetta.data.lmdb_io import write_lmdb
 from rosetta.evaluation.audit import AuditSample, Suspect, audit, count_samples, rank_suspects, set_samples
 from rosetta.params import PROJECT_ROOT
 from rosetta.recognition.model_file import load_recognizer
+from rosetta_infer.charset import Charset
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -5,11 +5,12 @@ import typing
 import numpy as np
 import pytest
 
-from rosetta.charset import Charset, CharsetError, DEFAULT_ALPHABET
-from rosetta.config import CharsetConfig, ConfidenceRule
+from rosetta.config import CharsetConfig
 from rosetta.errors import RosettaError
-from rosetta.postprocess import CTCLabelDecode
-from rosetta.postprocess.rec_postprocess import CONFIDENCE_RULES
+from rosetta_infer.charset import Charset, CharsetError, DEFAULT_ALPHABET
+from rosetta_infer.postprocess import CTCLabelDecode
+from rosetta_infer.postprocess.rec_postprocess import CONFIDENCE_RULES
+from rosetta_infer.settings import ConfidenceRule
 
 
 def onehot(indices, num_classes=37, p=0.9):

@@ -19,8 +19,8 @@ from rosetta.evaluation.evaluate import evaluate_benchmarks
 from rosetta.recognition.checkpoint import (ARCHITECTURE_KEYS, load_checkpoint, load_for_inference,
                                             save_checkpoint)
 from rosetta.recognition.model_file import load_recognizer
-from rosetta.recognition.onnx_runtime import load_onnx_recognizer
 from rosetta.recognition.predict import predict_files
+from rosetta_infer.onnx_runtime import load_onnx_recognizer
 
 OLD = Path(__file__).parent / "fixtures" / "mv3_small_x035_9c82e05.pt"
 

@@ -175,10 +175,10 @@ def test_one_list_of_operational_settings_serves_mlflow_resume_and_dvc(tiny_data
     from dataclasses import fields, replace
 
     from dvc_deps import train_stage_params
-    from rosetta.charset import Charset
     from rosetta.config import TrainConfig, operational_keys, result_params
     from rosetta.data.splits import training_sets
     from rosetta.training.resume import fingerprint
+    from rosetta_infer.charset import Charset
 
     cfg = load_config(ROOT / "params.yaml", [f"data.root={tiny_data}", "data.sources=[synth]", "train.batch_ratio={}"])
     marked = operational_keys(cfg)

@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rosetta.charset import Charset
 from rosetta.config import CharsetConfig, SynthConfig, SynthEffects
 from rosetta.data import fonts as fonts_mod
 from rosetta.data.convert import mjsynth_label
@@ -27,6 +26,7 @@ from rosetta.data.synth import (MJSYNTH_DIR, PLAIN, PUNCTUATION, REPORT_NAME, SA
                                 build_lexicon, effect_samples, render_dataset, sample_sheet)
 from rosetta.errors import RosettaError
 from rosetta.params import PROJECT_ROOT
+from rosetta_infer.charset import Charset
 
 TINY = SynthConfig(train_size=24, val_size=6, test_size=8, vocabulary_size=2000)
 # Where the effect pictures go for a person to open (runs/ is git-ignored).

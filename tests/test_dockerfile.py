@@ -106,9 +106,9 @@ class Block:
         if top not in allowed and top not in sys.stdlib_module_names and not top.startswith("_"):
             raise ModuleNotFoundError(f"{{name}} is not in the serve-onnx install")
 sys.meta_path.insert(0, Block())
-import rosetta.delivery.pyfunc_code
+import rosetta_infer.pyfunc_code
 from PIL import Image
-from rosetta.recognition.onnx_runtime import load_onnx_recognizer
+from rosetta_infer.onnx_runtime import load_onnx_recognizer
 [(text, confidence)] = load_onnx_recognizer(sys.argv[1]).recognize([Image.open(sys.argv[2]).convert("RGB")])
 print(json.dumps({{"text": text, "torch": "torch" in sys.modules}}))
 """.replace("import sys\n", "import json, sys\n", 1)

@@ -60,9 +60,9 @@ def test_every_stage_depends_on_exactly_its_import_closure():
 def test_a_missing_or_extra_dep_fails():
     stage = dict(_stages()["evaluate"])
     deps = _dep_paths(stage)
-    stage["deps"] = [d for d in deps if d != "src/rosetta/charset.py"] + ["src/rosetta/delivery/registry.py"]
+    stage["deps"] = [d for d in deps if d != "src/rosetta_infer/charset.py"] + ["src/rosetta/delivery/registry.py"]
     assert deps_problems({"evaluate": stage}) == [
-        "evaluate: add to deps src/rosetta/charset.py",
+        "evaluate: add to deps src/rosetta_infer/charset.py",
         "evaluate: remove from deps (its script never imports them) src/rosetta/delivery/registry.py"]
 
 
@@ -79,8 +79,8 @@ def test_the_closure_follows_function_level_and_relative_imports(tmp_path):
     closure = import_closure(script)
     assert {"src/rosetta/__init__.py", "src/rosetta/data/__init__.py", "src/rosetta/data/lmdb_io.py"} <= closure
     relative = tmp_path / "module.py"
-    relative.write_text("from . import lmdb_io\nfrom ..charset import Charset\n")
-    assert {"rosetta.data.lmdb_io", "rosetta.charset"} <= loaded_modules(relative, "rosetta.data")
+    relative.write_text("from . import lmdb_io\nfrom ..layout import DataLayout\n")
+    assert {"rosetta.data.lmdb_io", "rosetta.layout"} <= loaded_modules(relative, "rosetta.data")
 
 
 def _md5(path: Path) -> str:
@@ -121,7 +121,7 @@ def test_dvc_yaml_names_the_run_layout_files():
 
 
 def test_editing_charset_changes_train_and_evaluate(tmp_path):
-    """A real ``dvc status`` in a copy of the project, after editing src/rosetta/charset.py."""
+    """A real ``dvc status`` in a copy of the project, after editing src/rosetta_infer/charset.py."""
     repo = tmp_path / "project"
     repo.mkdir()
     for name in ("dvc.yaml", "dvc.lock", "params.yaml"):
@@ -133,14 +133,14 @@ def test_editing_charset_changes_train_and_evaluate(tmp_path):
     dvc = str(Path(sys.executable).parent / "dvc")
     for cmd in (["git", "init", "-q"], [dvc, "init", "-q"]):
         subprocess.run(cmd, cwd=repo, env=env, check=True, capture_output=True)
-    with (repo / "src" / "rosetta" / "charset.py").open("a") as fh:
+    with (repo / "src" / "rosetta_infer" / "charset.py").open("a") as fh:
         fh.write("\n# edited\n")
     out = subprocess.run([dvc, "status", "--json"], cwd=repo, env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     status = json.loads(out.stdout)
 
     def charset_changed(stage: str) -> bool:
-        return any("src/rosetta/charset.py" in entry.get("changed deps", {}) for entry in status.get(stage, [])
+        return any("src/rosetta_infer/charset.py" in entry.get("changed deps", {}) for entry in status.get(stage, [])
                    if isinstance(entry, dict))
 
     assert charset_changed("train") and charset_changed("evaluate"), status

@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from model_fixtures import BytesSample, png_bytes, word_image
-from rosetta.charset import Charset
 from rosetta.data.lmdb_io import write_lmdb
 from rosetta.evaluation.evaluate import evaluate_benchmarks
 from rosetta.evaluation.metrics import (SEVEN_SETS, SetMetrics, flat_metrics, headline_first, levenshtein,
@@ -18,6 +17,7 @@ from rosetta.evaluation.metrics import (SEVEN_SETS, SetMetrics, flat_metrics, he
                                         validation_of)
 from rosetta.modeling import build_model
 from rosetta.recognition.checkpoint import inference_entries, save_checkpoint
+from rosetta_infer.charset import Charset
 from train_fixtures import tiny_config
 
 CONFIDENCE = math.exp(10) / (math.exp(10) + 36)

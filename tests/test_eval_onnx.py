@@ -29,7 +29,7 @@ def test_evaluate_gives_identical_numbers_with_the_pt_and_the_onnx_model(tmp_pat
 def test_a_batch_cut_into_slices_on_two_threads_gives_the_probabilities_of_one_run(untrained_model):
     import numpy as np
 
-    from rosetta.recognition.onnx_runtime import load_onnx_recognizer
+    from rosetta_infer.onnx_runtime import load_onnx_recognizer
 
     batch = np.random.default_rng(0).uniform(-1, 1, (16, 3, 32, 100)).astype(np.float32)
     one = load_onnx_recognizer(untrained_model.onnx, threads=1).probs_fn(batch)

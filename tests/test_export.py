@@ -18,7 +18,7 @@ from rosetta.delivery.export import ExportError, export_checkpoint
 from rosetta.fsutil import sha256_file
 from rosetta.recognition.checkpoint import load_for_inference
 from rosetta.recognition.model_file import load_recognizer
-from rosetta.recognition.onnx_runtime import load_onnx_recognizer, onnx_session
+from rosetta_infer.onnx_runtime import load_onnx_recognizer, onnx_session
 
 ROOT = Path(__file__).resolve().parents[1]
 

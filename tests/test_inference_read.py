@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from model_fixtures import config, png_bytes, untrained_checkpoint, word_image
-from rosetta.data.preprocess import ImageDecodeError, decode_image
 from rosetta.recognition.model_file import load_recognizer
-from rosetta.recognition.recognizer import PREPARE_CHUNK, answer
+from rosetta_infer.preprocess import ImageDecodeError, decode_image
+from rosetta_infer.recognizer import PREPARE_CHUNK, answer
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

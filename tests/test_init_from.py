@@ -10,15 +10,15 @@ import string
 import pytest
 import torch
 
-from rosetta.charset import Charset
 from rosetta.data.dataset import LmdbDataset
 from rosetta.errors import RosettaError
 from rosetta.recognition.checkpoint import load_checkpoint, save_checkpoint
 from rosetta.recognition.model_file import load_recognizer
-from rosetta.recognition.recognizer import torch_recognizer
 from rosetta.training.optim import build_trainable
 from rosetta.training.pretrained import apply_pretrained, load_pretrained
 from rosetta.training.trainer import run_training
+from rosetta_infer.charset import Charset
+from rosetta_infer.recognizer import torch_recognizer
 from train_fixtures import tiny_config
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -138,8 +138,8 @@ def test_images(tiny_data):
 def test_an_adapted_head_reads_every_frame_as_its_parent_did(parent, child):
     """On random features and a random parent head (varied readings), the adapted head's greedy CTC text is the
     parent's: a new row never wins a frame."""
-    from rosetta.postprocess import CTCLabelDecode
     from rosetta.training.pretrained import adapt_head, head_mapping
+    from rosetta_infer.postprocess import CTCLabelDecode
 
     gen = torch.Generator().manual_seed(0)
     features = torch.randn(64, 25, 48, generator=gen)

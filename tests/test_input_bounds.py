@@ -16,10 +16,10 @@ from PIL import Image
 
 from model_fixtures import EPS, REFUSED_FORMAT, WORDS, config, png_bytes, word_image, write_gt_set
 from rosetta.cli import main
-from rosetta.data.preprocess import ImageDecodeError, ImageLimits, decode_image
-from rosetta.delivery.pyfunc import recognize_rows
 from rosetta.evaluation.evaluate import evaluate_benchmarks
-from rosetta.recognition.onnx_runtime import load_onnx_recognizer
+from rosetta_infer.onnx_runtime import load_onnx_recognizer
+from rosetta_infer.preprocess import ImageDecodeError, ImageLimits, decode_image
+from rosetta_infer.pyfunc import recognize_rows
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

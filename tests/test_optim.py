@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from model_fixtures import config
-from rosetta.charset import Charset
 from rosetta.modeling import build_model
 from rosetta.training.optim import build_optimizer
+from rosetta_infer.charset import Charset
 
 
 @pytest.mark.parametrize("optimizer", ["adamw", "adam"])

@@ -14,8 +14,8 @@ from model_fixtures import config
 from rosetta.delivery.export import ExportError, export_checkpoint
 from rosetta.errors import RosettaError
 from rosetta.layout import RunLayout
-from rosetta.recognition.onnx_runtime import int8_path
 from rosetta.training.trainer import run_training
+from rosetta_infer.onnx_runtime import int8_path
 from train_fixtures import tiny_config, write_params
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -11,12 +11,12 @@ import pytest
 from PIL import Image
 
 from model_fixtures import WORDS, write_gt_set, write_word_lmdb
-from rosetta.charset import Charset
 from rosetta.data.benchmarks import write_real_manifest, convert_real_benchmarks
 from rosetta.data.lmdb_io import iter_labels, read_names
 from rosetta.data.real_train import convert_real_train, describe, missing_note, write_real_train_manifest
 from rosetta.errors import RosettaError
 from rosetta.layout import DataLayout
+from rosetta_infer.charset import Charset
 
 LABELS = [*WORDS * 3, "###", "!!", "café", "Sign-up", "x" * 30]  # 37 learnable ("signup"), 4 the charset cannot learn
 LEARNABLE = [i for i, label in enumerate(LABELS) if label not in ("###", "!!", "café", "x" * 30)]

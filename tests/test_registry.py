@@ -17,12 +17,12 @@ import pytest
 from mlflow import MlflowClient
 
 from model_fixtures import config, png_bytes, word_image
-from rosetta.delivery.promotion import Evidence, decide
 from rosetta.delivery.decisions import decision_history
 from rosetta.delivery.decisions import TAG_DECISION
+from rosetta.delivery.promotion import Evidence, decide
 from rosetta.delivery.registry import RegistryError, promote, register_and_promote, rollback
-from rosetta.recognition.onnx_runtime import load_onnx_recognizer
 from rosetta.tracking.store import Tracker
+from rosetta_infer.onnx_runtime import load_onnx_recognizer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -410,7 +410,7 @@ def test_a_guarded_set_production_was_never_scored_on_is_read_with_productions_o
     registered is scored with production's files at the decision, tagged on its version, and guarded."""
     from model_fixtures import write_word_lmdb
     from rosetta.data.dataset import LmdbDataset
-    from rosetta.charset import Charset
+    from rosetta_infer.charset import Charset
 
     root = tmp_path / "data"
     write_word_lmdb(root / "real" / "lmdb" / "REAL_tiny", 6, seed=3)

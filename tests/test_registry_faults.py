@@ -109,7 +109,7 @@ def test_a_model_swapped_in_the_artifact_store_is_never_loaded(registry, tiny_ru
             err = _one_sentence(capsys, "")
             assert "(v1) was changed in the artifact store since it was registered (its ONNX file no longer " \
                    "matches the digest the registry recorded); it is not loaded" in err
-    code = next(folder.glob("code/rosetta/delivery/pyfunc.py"))  # the model's code, which serving runs
+    code = next(folder.glob("code/rosetta_infer/pyfunc.py"))  # the model's code, which serving runs
     with _swapped(code, code.read_bytes() + b"\nprint('pwned')\n"):
         assert main(["serve", "--port", "1", *_args(registry)]) == 2
         assert "its files (model code, settings) no longer match the digest" in _one_sentence(capsys, "rosetta serve: ")

@@ -19,11 +19,11 @@ from PIL import Image
 from flow_fixtures import free_port, wait_http
 from model_fixtures import EPS, REFUSED_FORMAT, WORDS, config, png_bytes, word_image
 from rosetta.bench.serve import bench_serve
-from rosetta.data.preprocess import ImageDecodeError, ImageLimits, decode_image, resize_norm_img
 from rosetta.delivery.http_server import Server, invocations_body, post, running_server, serve_command
 from rosetta.delivery.registry import register_and_promote
 from rosetta.recognition.model_file import load_recognizer
 from rosetta.tracking.store import Tracker
+from rosetta_infer.preprocess import ImageDecodeError, ImageLimits, decode_image, resize_norm_img
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]  # a real server
 

@@ -21,7 +21,7 @@ LONG_MODULES = {
 # and those below, never from a higher one. The README's Layout table lists them in this order.
 LAYERS = [
     ("errors.py", 0), ("fsutil.py", 1), ("params.py", 1), ("config.py", 2), ("layout.py", 3),
-    ("charset.py", 4), ("modeling/", 4), ("postprocess/", 5),
+    ("modeling/", 4),
     ("data/", 6),
     ("tracking/", 7),
     ("recognition/", 8),
@@ -34,9 +34,14 @@ LAYERS = [
 ]
 # The package's own __init__ imports nothing (every module runs it on the way); ``python -m rosetta`` runs the CLI.
 ENTRY_POINTS = {"rosetta": 0, "rosetta.__main__": 15}
+# The inference package (src/rosetta_infer/, what a registered model ships as its code) lies below every layer of
+# ``rosetta``: it imports none of them.
+INFERENCE_LAYER = -1
 
 
 def layer(module: str) -> int:
+    if module.split(".")[0] == "rosetta_infer":
+        return INFERENCE_LAYER
     if module in ENTRY_POINTS:
         return ENTRY_POINTS[module]
     top = module.split(".")[1]

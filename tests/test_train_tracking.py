@@ -8,7 +8,6 @@ import json
 import pytest
 import torch
 
-from rosetta.charset import Charset
 from rosetta.config import result_params
 from rosetta.data.splits import selected_split
 from rosetta.evaluation.evaluate import evaluate_benchmarks
@@ -16,6 +15,7 @@ from rosetta.layout import DataLayout, RunLayout
 from rosetta.tracking.provenance import data_version
 from rosetta.tracking.store import TAG_PARENT, artifact_location
 from rosetta.training.trainer import result_from_run_json
+from rosetta_infer.charset import Charset
 
 pytestmark = pytest.mark.slow
 

@@ -18,6 +18,7 @@ from typing import Any, Literal, Optional
 
 from rosetta.params import (ConfigError, apply_overrides, build, choice, project_path, project_root, read_params,
                             require, within)
+from rosetta_infer.settings import ServeSettings
 
 # Field metadata of an operational setting: it decides how a run executes (device, threads, memory layout, workers,
 # compilation), where files go, how often it logs or saves, or how the later stages judge and serve the model, never
@@ -335,7 +336,7 @@ class ExportConfig:
     max_abs_diff: float = 1e-4
     min_same_text: float = 0.999
     parity_samples: int = 512
-    batch_size: int = 32  # parity batches, each image at the inference contract's width (rosetta.data.preprocess)
+    batch_size: int = 32  # parity batches, each image at the inference contract's width (rosetta_infer.preprocess)
     int8: bool = False  # also a statically quantized model.int8.onnx, calibrated on validation images
     int8_min_same_text: float = 0.99  # int8 gate: share of validation images read as the float model reads them
     int8_max_accuracy_drop: float = 0.005  # int8 gate: accuracy lost on any benchmark set, at most
@@ -387,23 +388,10 @@ class RegistryConfig:
         check_out_dir(self.out_dir, p)
 
 
-# How a word's confidence is made of its characters' (``rosetta.postprocess.CTCLabelDecode``).
-ConfidenceRule = Literal["mean", "min", "geometric"]
-
-
 @dataclass(frozen=True)
-class ServeConfig:
-    """What one request to the served model may hold, and how sure its answer must be; recorded in the registered
-    pyfunc (its model_config)."""
-
-    max_image_side: int = 8192  # pixels, width or height
-    max_image_pixels: int = 16_000_000  # width x height, checked before decoding
-    max_request_images: int = 256
-    max_request_mb: int = 32  # encoded image bytes in one request
-    max_request_pixels: int = 64_000_000  # decoded pixels in one request (each image's header), what costs CPU
-    precision: str = "fp32"  # the registered ONNX file served: fp32, or int8 (the export's model.int8.onnx)
-    confidence: ConfidenceRule = "mean"  # a word's confidence from its characters': mean, min or geometric
-    abstain_below: float = 0.0  # a reading less confident than this is answered as none (text "", abstained)
+class ServeConfig(ServeSettings):
+    """The ``serve`` section: the inference package's ``ServeSettings`` (its fields and defaults, recorded in the
+    registered pyfunc's model_config), checked."""
 
     def check(self, p: str) -> None:
         within(f"{p}.max_image_side", self.max_image_side, 1, 65535, "pixels")

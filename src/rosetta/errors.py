@@ -1,6 +1,6 @@
-"""The one exception type for errors a user can cause and fix, and the one place that turns it into
-a message: ``run_guarded`` runs a command (the ``rosetta`` CLI, a DVC stage script) and prints its
-``RosettaError`` as one sentence on stderr, exit status 2, instead of a traceback; a write that found no
+"""The one exception type for errors a user can cause and fix (``RosettaError``, the inference package's, so
+that package raises it without importing ``rosetta``), and the one place that turns it into a message:
+``run_guarded`` runs a command (the ``rosetta`` CLI, a DVC stage script) and prints its ``RosettaError`` as one sentence on stderr, exit status 2, instead of a traceback; a write that found no
 room (a full disk, a quota, a file-size limit) anywhere below a command is one sentence too.
 """
 from __future__ import annotations
@@ -9,6 +9,8 @@ import errno
 import sys
 from typing import Callable
 
+from rosetta_infer.errors import RosettaError
+
 # The errors of a write that found no room: a full disk or quota, or a file-size limit (RLIMIT_FSIZE).
 NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
@@ -16,10 +18,6 @@ NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 def no_room(exc: BaseException) -> bool:
     """Whether ``exc`` is a write that found no room: a full disk, a quota, or a file-size limit."""
     return isinstance(exc, OSError) and exc.errno in NO_ROOM
-
-
-class RosettaError(Exception):
-    """A user-fixable problem: bad params, a missing dataset, a corrupt file."""
 
 
 def run_guarded(fn: Callable[[], int | None]) -> int:

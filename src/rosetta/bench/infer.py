@@ -51,12 +51,12 @@ def prepare_models(cfg: Config, backbone: str, images: list[bytes], folder: Path
     import numpy as np
     import torch
 
-    from rosetta.charset import Charset
-    from rosetta.data.preprocess import decode_image, resize_norm_img
     from rosetta.delivery.export import metadata_props, write_onnx
     from rosetta.delivery.int8 import quantize_int8
     from rosetta.modeling import build_model
     from rosetta.recognition.checkpoint import inference_entries, save_checkpoint
+    from rosetta_infer.charset import Charset
+    from rosetta_infer.preprocess import decode_image, resize_norm_img
 
     cfg = replace(cfg, model=replace(cfg.model, backbone=bench_backbone(cfg.model.backbone, backbone)))
     height, width = cfg.model.image_height, cfg.model.image_width
@@ -88,7 +88,7 @@ def measure_infer(model: str, backbone: str, backend: str, scope: str, batch_siz
     after ``warmup`` rounds; ``end_to_end`` reads a stream of encoded images (every image once, at least 4
     batches) as ``rosetta predict`` reads files (``Recognizer.read``: decode, resize, model, CTC decode),
     ``model_only`` runs the model on a ready batch."""
-    from rosetta.data.preprocess import decode_image
+    from rosetta_infer.preprocess import decode_image
 
     images = read_image_bytes(Path(data_dir), IMAGES)
 
@@ -102,7 +102,7 @@ def measure_infer(model: str, backbone: str, backend: str, scope: str, batch_siz
         recognizer = load_recognizer(model, "cpu", batch_size, threads)
         used_threads = torch.get_num_threads()
     else:
-        from rosetta.recognition.onnx_runtime import load_onnx_recognizer
+        from rosetta_infer.onnx_runtime import load_onnx_recognizer
 
         recognizer = load_onnx_recognizer(model, batch_size, threads)
         used_threads = threads or len(os.sched_getaffinity(0))  # ONNX Runtime's 0: a thread per core

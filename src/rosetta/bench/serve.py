@@ -5,8 +5,8 @@ import time
 from typing import Sequence
 
 from rosetta.delivery.http_server import invocations_body, post
-from rosetta.delivery.pyfunc import IMAGE_COLUMN, input_example
 from rosetta.errors import RosettaError
+from rosetta_infer.pyfunc import IMAGE_COLUMN, input_example
 
 
 def bench_serve(url: str, batch_sizes: Sequence[int] = (1, 32), requests: int = 20, warmup: int = 2) -> list[dict]:

@@ -26,9 +26,9 @@ _LABELS = {"synthetic": "synthetic tensors", "loader": "LMDB loader", "loader_on
 
 
 def _batches_from_loader(cfg: Config, data_dir: Path, batch_size: int, rank: int = 0, world_size: int = 1):
-    from rosetta.charset import Charset
     from rosetta.data.dataset import LmdbDataset
     from rosetta.data.loader import BatchPlan, PlanSampler, RecTrainSet, Stream, train_loader
+    from rosetta_infer.charset import Charset
 
     charset = Charset.from_config(cfg.charset)
     base = LmdbDataset(data_dir, charset)
@@ -55,9 +55,9 @@ def measure(cfg: Config, backbone: str, mode: str, batch_size: int, steps: int, 
     ``world_size`` > 1, this process's share as rank ``rank`` of a DDP group on 127.0.0.1:``port``."""
     from dataclasses import replace
 
-    from rosetta.charset import Charset
     from rosetta.recognition.device import prepare_device
     from rosetta.training.optim import build_trainable
+    from rosetta_infer.charset import Charset
 
     cfg = replace(cfg, model=replace(cfg.model, backbone=bench_backbone(cfg.model.backbone, backbone)))
     workers = cfg.train.num_workers if mode != "synthetic" else 0

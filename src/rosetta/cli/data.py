@@ -6,11 +6,11 @@ import json
 import typing
 from pathlib import Path
 
-from rosetta.charset import Charset
 from rosetta.cli.common import add_config_args, config_from_args, positive_int
-from rosetta.config import ConfidenceRule
 from rosetta.errors import RosettaError
 from rosetta.layout import DataLayout
+from rosetta_infer.charset import Charset
+from rosetta_infer.settings import ConfidenceRule
 
 SOURCE_NAMES = ("mjsynth", "synthtext", "lmdb", "benchmarks")
 
@@ -180,10 +180,10 @@ def _stats(args: argparse.Namespace) -> int:
 
 
 def _audit(args: argparse.Namespace) -> int:
-    from rosetta.data.preprocess import ImageLimits
     from rosetta.evaluation.audit import audit, count_samples, set_samples, write_html, write_tsv
     from rosetta.params import project_path
     from rosetta.recognition.model_file import load_recognizer, model_file
+    from rosetta_infer.preprocess import ImageLimits
 
     cfg = config_from_args(args)
     folder = Path(args.set)

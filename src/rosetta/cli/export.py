@@ -36,7 +36,7 @@ def _export(args: argparse.Namespace) -> int:
     from rosetta.delivery.export import export_checkpoint
     from rosetta.delivery.int8 import export_int8
     from rosetta.layout import RunLayout
-    from rosetta.recognition.onnx_runtime import int8_path
+    from rosetta_infer.onnx_runtime import int8_path
 
     cfg = config_from_args(args)
     runs = RunLayout.from_config(cfg)

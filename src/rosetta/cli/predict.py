@@ -5,7 +5,7 @@ import argparse
 import typing
 
 from rosetta.cli.common import add_config_args, positive_int
-from rosetta.config import ConfidenceRule
+from rosetta_infer.settings import ConfidenceRule
 
 
 def add_parsers(subparsers) -> None:
@@ -36,9 +36,9 @@ def add_parsers(subparsers) -> None:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from rosetta.data.preprocess import ImageLimits
     from rosetta.recognition.model_file import model_file
     from rosetta.recognition.predict import predict_files
+    from rosetta_infer.preprocess import ImageLimits
 
     # A model file carries what reading needs; outside a project (an installed package, no params.yaml) the
     # settings are the schema's defaults. The flags are the serve settings they stand for, checked as those are.

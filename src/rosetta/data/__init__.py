@@ -1,1 +1,1 @@
-"""Data: download, synthesis, LMDB conversion and reading, validation, preprocessing."""
+"""Data: download, synthesis, LMDB conversion and reading, validation."""

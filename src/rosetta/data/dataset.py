@@ -11,10 +11,10 @@ from typing import Callable
 
 import numpy as np
 
-from rosetta.charset import Charset, MissingCharacters
 from rosetta.data.lmdb_io import find_lmdbs, image_key, iter_labels, lmdb_name, open_lmdb
-from rosetta.data.preprocess import ImageDecodeError, ImageLimits, decode_image
 from rosetta.errors import RosettaError
+from rosetta_infer.charset import Charset, MissingCharacters
+from rosetta_infer.preprocess import ImageDecodeError, ImageLimits, decode_image
 
 log = logging.getLogger(__name__)
 

@@ -22,9 +22,9 @@ from typing import Callable, Iterable, Iterator, NamedTuple, Protocol, TypeVar
 import lmdb
 from tqdm import tqdm
 
-from rosetta.data.preprocess import ImageDecodeError, ImageLimits, decode_image, read_image_file
 from rosetta.errors import NO_ROOM, RosettaError, no_room
 from rosetta.fsutil import atomic_dir, disk_full
+from rosetta_infer.preprocess import ImageDecodeError, ImageLimits, decode_image, read_image_file
 
 NUM_SAMPLES_KEY = b"num-samples"
 REPORT_NAME = "report.json"

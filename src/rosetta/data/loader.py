@@ -16,9 +16,9 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from rosetta.charset import Charset
-from rosetta.data.preprocess import is_tall, resize_norm_img
 from rosetta.errors import RosettaError
+from rosetta_infer.charset import Charset
+from rosetta_infer.preprocess import is_tall, resize_norm_img
 
 # A sample key: (index in the concatenated dataset, augmentation seed words).
 SampleKey = tuple[int, tuple[int, ...]]
@@ -289,7 +289,7 @@ class EvalSet(Dataset):
     """``index -> (image tensor, index, readable, tall)`` over a dataset of ``(PIL image, label)``, fixed width
     as in PaddleOCR's eval (the labels stay with the caller). An image given as None (it does not decode) is a
     blank tensor with ``readable`` False, for the caller to score as unreadable; ``tall``
-    (``rosetta.data.preprocess.is_tall``) tells the caller to read its other orientations too."""
+    (``rosetta_infer.preprocess.is_tall``) tells the caller to read its other orientations too."""
 
     def __init__(self, base: Dataset, height: int = 32, width: int = 100):
         self.base, self.height, self.width = base, height, width

@@ -18,13 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
-from rosetta.charset import Charset, MissingCharacters
 from rosetta.data.benchmarks import checked_manifest, sets_folder, write_real_manifest
 from rosetta.data.convert import GT_FILE, Rejected, find_benchmark_sets, gt_samples
 from rosetta.data.lmdb_io import FileSample, Record, image_key, iter_labels, open_lmdb, write_lmdb
 from rosetta.data.overlap import Prints, copy_sentence, find_overlaps, is_copy, lmdb_prints, prints_of
 from rosetta.errors import RosettaError
 from rosetta.fsutil import atomic_dir, write_json
+from rosetta_infer.charset import Charset, MissingCharacters
 
 KEY = "real_train"
 REPORT = "realtrain_report.json"

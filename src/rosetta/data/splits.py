@@ -9,13 +9,13 @@ import numpy as np
 import torch
 from torch.utils.data import ConcatDataset, Subset
 
-from rosetta.charset import Charset
 from rosetta.config import Config
 from rosetta.data.dataset import LmdbDataset
 from rosetta.data.loader import BatchPlan, Stream, split_batch
 from rosetta.data.real_train import real_train_note
 from rosetta.errors import RosettaError
 from rosetta.layout import DataLayout
+from rosetta_infer.charset import Charset
 
 
 def available_sources(cfg: Config) -> tuple[list[str], list[str]]:

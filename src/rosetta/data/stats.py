@@ -8,8 +8,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterable
 
-from rosetta.charset import Charset
 from rosetta.data.lmdb_io import find_lmdbs, iter_labels, lmdb_name
+from rosetta_infer.charset import Charset
 
 
 def label_stats(labels: Iterable[str], charset: Charset) -> dict:

@@ -15,15 +15,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from rosetta.charset import Charset
 from rosetta.config import Config, ValidationConfig
 from rosetta.data.lmdb_io import (find_lmdbs, image_key, lmdb_name, num_samples, open_lmdb, parallel_map,
                                   read_label, read_report)
-from rosetta.data.preprocess import ImageDecodeError, decode_image
 from rosetta.data.stats import lmdb_stats, summary, write_plots
 from rosetta.errors import RosettaError
 from rosetta.fsutil import atomic_dir, write_json
 from rosetta.layout import DataLayout
+from rosetta_infer.charset import Charset
+from rosetta_infer.preprocess import ImageDecodeError, decode_image
 
 RESULTS_DIR = "validation"  # below the reports folder: one GX result JSON per LMDB
 DOCS_DIR = "data_docs"  # below the reports folder: GX's Data Docs of every result (index.html)

@@ -19,17 +19,17 @@ import numpy as np
 import torch
 from PIL import Image
 
-from rosetta.charset import Charset
 from rosetta.config import Config, ExportConfig, ModelConfig
-from rosetta.data.preprocess import preprocess_spec
 from rosetta.errors import RosettaError
 from rosetta.fsutil import sha256_file, write_json
 from rosetta.layout import DataLayout
-from rosetta.postprocess import CTCLabelDecode
 from rosetta.recognition.checkpoint import load_for_inference
-from rosetta.recognition.onnx_runtime import (INPUT_NAME, META_CHARSET, META_MODEL, META_PREPROCESS, OUTPUT_NAME,
+from rosetta_infer.charset import Charset
+from rosetta_infer.onnx_runtime import (INPUT_NAME, META_CHARSET, META_MODEL, META_PREPROCESS, OUTPUT_NAME,
                                               int8_path, onnx_session, ort_probs_fn, session_metadata)
-from rosetta.recognition.recognizer import ProbsFn, Recognizer, torch_recognizer
+from rosetta_infer.postprocess import CTCLabelDecode
+from rosetta_infer.preprocess import preprocess_spec
+from rosetta_infer.recognizer import ProbsFn, Recognizer, torch_recognizer
 
 MIN_OPSET = 17
 

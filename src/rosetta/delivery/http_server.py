@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from rosetta.config import Config
-from rosetta.delivery.pyfunc import ONNX_ARTIFACT, SERVED_MODEL_ENV
 from rosetta.errors import RosettaError
+from rosetta_infer.pyfunc import ONNX_ARTIFACT, SERVED_MODEL_ENV
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from rosetta.delivery.export import (ExportError, GateReport, compare, parity_im
                                      validation_dir)
 from rosetta.evaluation.evaluate import set_accuracies
 from rosetta.evaluation.sets import scored_sets
-from rosetta.recognition.onnx_runtime import INPUT_NAME, META_MODEL, int8_path, load_onnx_recognizer
+from rosetta_infer.onnx_runtime import INPUT_NAME, META_MODEL, int8_path, load_onnx_recognizer
 
 
 @dataclass

@@ -150,12 +150,11 @@ def register_model(cfg: Config, onnx_path: Path, parity: Mapping[str, Any], metr
     """
     import mlflow
 
-    import rosetta
-    from rosetta.delivery import pyfunc_code
-    from rosetta.delivery.pyfunc import ONNX_ARTIFACT, ONNX_INT8_ARTIFACT, input_example, signature
-    from rosetta.recognition.onnx_runtime import int8_path, onnx_model_info
     from rosetta.tracking.provenance import provenance_tags
     from rosetta.tracking.store import Tracker, activate_store
+    from rosetta_infer import pyfunc_code
+    from rosetta_infer.onnx_runtime import int8_path, onnx_model_info
+    from rosetta_infer.pyfunc import ONNX_ARTIFACT, ONNX_INT8_ARTIFACT, code_path, input_example, signature
 
     reg = cfg.registry
     if not parity.get("passed"):
@@ -205,7 +204,7 @@ def register_model(cfg: Config, onnx_path: Path, parity: Mapping[str, Any], metr
         # (downloading it back: a bar on a terminal only).
         logged = mlflow.pyfunc.log_model(
             name=MODEL_ARTIFACT, python_model=pyfunc_code.__file__, artifacts=onnx_files,
-            code_paths=[str(Path(rosetta.__file__).parent)], pip_requirements=_pip_requirements(),
+            code_paths=[code_path()], pip_requirements=_pip_requirements(),
             signature=signature(), input_example=input_example(), model_config=asdict(cfg.serve))
     tags[TAG_FILES_SHA256] = logged_files_digest(logged.model_uri)
     owner = run_id or run.run_id
@@ -367,7 +366,7 @@ def pipeline_inputs(cfg: Config, onnx: str | None = None, parity: str | None = N
     """(onnx, parity report, metrics, run id) from the files the export, evaluate and train stages write, each
     checked to be about that ONNX file and its run (``rosetta.delivery.evidence``)."""
     from rosetta.delivery.evidence import check_evidence
-    from rosetta.recognition.onnx_runtime import onnx_model_info
+    from rosetta_infer.onnx_runtime import onnx_model_info
 
     runs = RunLayout.from_config(cfg)
     onnx_path = Path(onnx) if onnx else runs.onnx

@@ -14,7 +14,6 @@ from pathlib import Path
 from rosetta.config import Config
 from rosetta.data.benchmarks import benchmark_lmdbs
 from rosetta.data.dataset import LmdbDataset
-from rosetta.data.preprocess import ImageLimits
 from rosetta.data.splits import ValidationSplit
 from rosetta.errors import RosettaError
 from rosetta.evaluation.metrics import (SampleScore, SetMetrics, flat_metrics, headline_first, headline_sets, score_sample,
@@ -26,7 +25,8 @@ from rosetta.layout import RunLayout
 from rosetta.recognition.dataset import predict_dataset
 from rosetta.recognition.device import prepare_device
 from rosetta.recognition.model_file import load_recognizer, training_run_of
-from rosetta.recognition.recognizer import Recognizer
+from rosetta_infer.preprocess import ImageLimits
+from rosetta_infer.recognizer import Recognizer
 
 
 @dataclass
@@ -196,7 +196,7 @@ def calibrate(recognizer: Recognizer, split: ValidationSplit, png: Path) -> dict
     to ``png``."""
     from rosetta.evaluation.calibration import expected_calibration_error, reliability_bins
     from rosetta.evaluation.plots import reliability_diagram
-    from rosetta.postprocess.rec_postprocess import CONFIDENCE_RULES
+    from rosetta_infer.postprocess.rec_postprocess import CONFIDENCE_RULES
 
     per_rule, count = {}, 0
     for rule in CONFIDENCE_RULES:

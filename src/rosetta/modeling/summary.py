@@ -4,9 +4,9 @@ from __future__ import annotations
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from rosetta.charset import Charset
 from rosetta.config import Config
 from rosetta.modeling import build_model
+from rosetta_infer.charset import Charset
 
 
 def model_summary(cfg: Config) -> dict:

@@ -1,2 +1,3 @@
-"""Reading text with a trained model: the inference contract (``recognizer``), the two backends (PyTorch
-checkpoints, ONNX Runtime), loading a model file of either kind, and predicting files and datasets."""
+"""Reading text with a trained model file, over the inference package (``rosetta_infer``): PyTorch checkpoints
+(``checkpoint``), a model file of either kind or a registered version (``model_file``), predicting files and
+datasets, and where a model runs (``device``)."""

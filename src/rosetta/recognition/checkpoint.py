@@ -21,13 +21,13 @@ from typing import Any
 
 import torch
 
-from rosetta.charset import Charset
 from rosetta.config import ModelConfig
-from rosetta.data.preprocess import contract_size, preprocess_spec
 from rosetta.errors import RosettaError, no_room
 from rosetta.fsutil import disk_full
 from rosetta.layout import run_marker
 from rosetta.params import ConfigError, build
+from rosetta_infer.charset import Charset
+from rosetta_infer.preprocess import contract_size, preprocess_spec
 
 FORMAT = "rosetta-checkpoint-v1"
 # The model section's keys that define the network and its input; the rest (head_l2_decay) is training's.

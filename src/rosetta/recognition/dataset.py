@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Callable
 
 from rosetta.data.loader import EvalSet, eval_loader
-from rosetta.recognition.recognizer import Recognizer
+from rosetta_infer.recognizer import Recognizer
 
 
 def predict_dataset(recognizer: Recognizer, dataset, progress: Callable[[int], None] | None = None
                     ) -> list[tuple[str, float] | None]:
     """``(text, confidence)`` for every sample of a ``(PIL image, label)`` dataset, in order, under the
-    inference contract (``rosetta.data.preprocess``: each image on its own at the training width, as
+    inference contract (``rosetta_infer.preprocess``: each image on its own at the training width, as
     PaddleOCR's eval does); None for a sample whose image the dataset gives as None (it does not decode).
     A tall crop's reading is ``Recognizer.recognize``'s: the most confident of its orientations. Batches are
     the recognizer's ``batch_size``; ``progress`` is told how many samples each one read."""

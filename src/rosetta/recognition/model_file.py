@@ -12,7 +12,7 @@ from typing import Iterator
 
 from rosetta.config import Config
 
-from rosetta.recognition.recognizer import Recognizer, torch_recognizer
+from rosetta_infer.recognizer import Recognizer, torch_recognizer
 
 
 def is_onnx(path: str | Path) -> bool:
@@ -25,7 +25,7 @@ def load_recognizer(path: str | Path, device: str = "cpu", batch_size: int = 64,
     running on ``threads`` CPU threads (0 = all cores; for PyTorch the process's setting), its confidences by the
     rule ``confidence``."""
     if is_onnx(path):
-        from rosetta.recognition.onnx_runtime import load_onnx_recognizer  # ONNX Runtime only: no torch needed
+        from rosetta_infer.onnx_runtime import load_onnx_recognizer  # ONNX Runtime only: no torch needed
 
         return load_onnx_recognizer(path, batch_size=batch_size, threads=threads, confidence=confidence)
     import torch
@@ -42,7 +42,7 @@ def training_run_of(model: str | Path) -> str | None:
     """The MLflow training run recorded in a checkpoint (``run_id``) or an exported ONNX file (its
     ``rosetta.model`` metadata); None when the file names none."""
     if is_onnx(model):
-        from rosetta.recognition.onnx_runtime import onnx_model_info
+        from rosetta_infer.onnx_runtime import onnx_model_info
 
         return onnx_model_info(Path(model)).get("run_id")
     from rosetta.recognition.checkpoint import load_checkpoint

@@ -9,10 +9,10 @@ from pathlib import Path
 
 from PIL import Image
 
-from rosetta.data.preprocess import ImageDecodeError, ImageLimits, decode_image, read_image_file
 from rosetta.errors import RosettaError
 from rosetta.recognition.model_file import load_recognizer
-from rosetta.recognition.recognizer import answer
+from rosetta_infer.preprocess import ImageDecodeError, ImageLimits, decode_image, read_image_file
+from rosetta_infer.recognizer import answer
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 

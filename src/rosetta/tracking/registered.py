@@ -23,7 +23,7 @@ from rosetta.fsutil import sha256_file
 TAG_MODEL_SHA256 = "model.sha256"  # the ONNX file's; with data_version, what makes a registration the same one
 TAG_FILES_SHA256 = "model.files.sha256"  # every file of the logged model (``files_digest``)
 MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[\w-]+)|/(?P<version>\d+))$")
-ONNX_ARTIFACTS = ("onnx", "onnx_int8")  # the pyfunc's artifact keys holding ONNX files (rosetta.delivery.pyfunc)
+ONNX_ARTIFACTS = ("onnx", "onnx_int8")  # the pyfunc's artifact keys holding ONNX files (rosetta_infer.pyfunc)
 # MLflow writes this file into every model it downloads through a models:/ URI: it is no file of the model.
 _DOWNLOAD_NOTE = "registered_model_meta"
 

@@ -16,12 +16,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rosetta.charset import Charset
 from rosetta.config import Config
 from rosetta.errors import RosettaError
 from rosetta.fsutil import sha256_file
 from rosetta.params import project_path
 from rosetta.recognition.checkpoint import checkpoint_architecture, load_checkpoint
+from rosetta_infer.charset import Charset
 
 CHECKPOINT_ARTIFACT = "checkpoints/best.pt"  # where the training run logs its best checkpoint
 HEAD_WEIGHT, HEAD_BIAS = "head.fc.weight", "head.fc.bias"
@@ -110,7 +110,7 @@ def _probe_batch(height: int, width: int) -> np.ndarray:
     """A few drawn words under the inference contract: what a checkpoint and its exported file must agree on."""
     from PIL import Image, ImageDraw, ImageFont
 
-    from rosetta.data.preprocess import resize_norm_img
+    from rosetta_infer.preprocess import resize_norm_img
 
     font = ImageFont.load_default()
     images = []
@@ -125,7 +125,7 @@ def check_against_onnx(ckpt: dict, onnx: Path, tolerance: float, description: st
     """Refuse a checkpoint whose weights do not compute what the registered (digest-checked) ONNX file computes:
     a ``best.pt`` edited in the artifact store after registration."""
     from rosetta.modeling import build_model
-    from rosetta.recognition.onnx_runtime import onnx_session, ort_probs_fn
+    from rosetta_infer.onnx_runtime import onnx_session, ort_probs_fn
 
     architecture = checkpoint_architecture(ckpt, description)
     model = build_model(architecture, Charset.from_dict(ckpt["charset"]).num_classes)

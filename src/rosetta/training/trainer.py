@@ -25,7 +25,6 @@ from pathlib import Path
 
 import torch
 
-from rosetta.charset import Charset
 from rosetta.config import Config
 from rosetta.data.loader import PlanSampler, RecTrainSet, train_loader
 from rosetta.data.splits import training_plan, validation_sets
@@ -44,6 +43,7 @@ from rosetta.training.pretrained import apply_pretrained, load_pretrained
 from rosetta.training.resume import fingerprint, rng_state, set_rng_state
 from rosetta.training.runtime import Dist, autocast_context, die_with_parent
 from rosetta.training.validation import score_splits
+from rosetta_infer.charset import Charset
 
 
 @dataclass

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import torch
 
-from rosetta.charset import Charset
 from rosetta.evaluation.metrics import recognition_metrics
 from rosetta.recognition.dataset import predict_dataset
-from rosetta.recognition.recognizer import torch_recognizer
+from rosetta_infer.charset import Charset
+from rosetta_infer.recognizer import torch_recognizer
 
 
 def score_split(model: torch.nn.Module, dataset, labels: list[str], charset: Charset, device, batch_size: int,

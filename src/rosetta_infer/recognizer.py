@@ -1,10 +1,10 @@
 """The inference contract: a ``Recognizer`` reads images with any backend that maps a (N, 3, 32, W) batch to
 (N, T, C) probabilities.
 
-The PyTorch checkpoint path and the ONNX Runtime path (``rosetta.recognition.onnx_runtime``) share preprocessing,
-batching and CTC decoding here, so their outputs can only differ by what the backends compute;
-``rosetta.recognition.model_file.load_recognizer`` picks the backend for a file. Each image is preprocessed on its
-own (``rosetta.data.preprocess``), so its text does not depend on the batch it is in. No torch at import: the
+The PyTorch checkpoint path and the ONNX Runtime path (``rosetta_infer.onnx_runtime``) share preprocessing,
+batching and CTC decoding here, so their outputs can only differ by what the backends compute; the pipeline's
+``load_recognizer`` (``rosetta.recognition.model_file``) picks the backend for a file. Each image is preprocessed on
+its own (``rosetta_infer.preprocess``), so its text does not depend on the batch it is in. No torch at import: the
 ONNX serving image runs this module without it.
 """
 from __future__ import annotations
@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence, T
 import numpy as np
 from PIL import Image
 
-from rosetta.charset import Charset
-from rosetta.data.preprocess import ImageDecodeError, orientations, resize_norm_img
-from rosetta.postprocess import CTCLabelDecode
+from rosetta_infer.charset import Charset
+from rosetta_infer.postprocess import CTCLabelDecode
+from rosetta_infer.preprocess import ImageDecodeError, orientations, resize_norm_img
 
 if TYPE_CHECKING:
     import torch

@@ -1,5 +1,5 @@
 """The character set and label encoding, exactly as PaddleOCR does them (its greedy CTC decoding is
-``rosetta.postprocess.CTCLabelDecode``).
+``rosetta_infer.postprocess.CTCLabelDecode``).
 
 Class 0 is the CTC blank; characters follow in dictionary order. The default alphabet is
 ``0-9a-z`` (36 characters) and folds labels to lower case; a PaddleOCR dictionary file (one
@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from rosetta.errors import RosettaError
+from rosetta_infer.errors import RosettaError
 
 DEFAULT_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
 

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from rosetta.config import ServeConfig
-from rosetta.errors import RosettaError
+from rosetta_infer.errors import RosettaError
+from rosetta_infer.settings import ServeSettings
 
 MEAN = 0.5
 STD = 0.5
@@ -49,7 +49,7 @@ class ImageLimits:
     max_bytes: int | None = None
 
     @classmethod
-    def from_config(cls, serve: ServeConfig) -> ImageLimits:
+    def from_config(cls, serve: ServeSettings) -> ImageLimits:
         return cls(serve.max_image_side, serve.max_image_pixels, serve.max_request_mb * 2**20)
 
     def check_bytes(self, size: int, name: str) -> None:

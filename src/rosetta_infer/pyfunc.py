@@ -8,7 +8,7 @@ read its files. A row that is no usable image gets one sentence in ``error`` (an
 rows are read. A reading less confident than ``serve.abstain_below`` (its confidence by the rule
 ``serve.confidence``) has an empty ``text`` and ``abstained`` true, its text kept in ``reading``. The settings
 (``serve.*``) travel in the model's ``model_config``; the ONNX file logged beside
-the model runs through ONNX Runtime under the inference contract of ``rosetta.data.preprocess``. Served by
+the model runs through ONNX Runtime under the inference contract of ``rosetta_infer.preprocess``. Served by
 ``rosetta serve``, each row also names the registered model, version and alias it came from.
 """
 from __future__ import annotations
@@ -16,15 +16,16 @@ from __future__ import annotations
 import io
 import json
 import os
+from pathlib import Path
 
 import mlflow.pyfunc
 import pandas as pd
 from PIL import Image, ImageDraw
 
-from rosetta.config import ServeConfig
-from rosetta.data.preprocess import ImageDecodeError, ImageLimits, decode_image, header_size
-from rosetta.errors import RosettaError
-from rosetta.recognition.recognizer import Recognizer, answer
+from rosetta_infer.errors import RosettaError
+from rosetta_infer.preprocess import ImageDecodeError, ImageLimits, decode_image, header_size
+from rosetta_infer.recognizer import Recognizer, answer
+from rosetta_infer.settings import ServeSettings
 
 ONNX_ARTIFACT = "onnx"
 ONNX_INT8_ARTIFACT = "onnx_int8"  # the export's int8 model, when it made one; serve.precision picks
@@ -33,6 +34,14 @@ IMAGE_COLUMN = "image"
 # model cannot know its own registry version (it is logged before it is registered), so the server tells it.
 SERVED_MODEL_ENV = "ROSETTA_SERVED_MODEL"
 SERVED_COLUMNS = {"name": "model_name", "version": "model_version", "alias": "model_alias"}
+
+
+def code_path() -> str:
+    """The folder a registered model ships as its code (MLflow's ``code_paths``): this package alone, which imports
+    nothing of ``rosetta``. A package of its own name, not a part of ``rosetta``: MLflow puts a loaded model's code
+    folder first on ``sys.path``, where a partial ``rosetta`` would hide the installed one from a process that
+    loads a model before importing ``rosetta``."""
+    return str(Path(__file__).parent)
 
 
 def image_values(model_input) -> list:
@@ -58,7 +67,7 @@ def row_bytes(row: int, value) -> bytes:
     raise ImageDecodeError(f"row {row}: {kind}, not image bytes; send the image file's bytes")
 
 
-def recognize_rows(recognizer: Recognizer, values: list, serve: ServeConfig) -> pd.DataFrame:
+def recognize_rows(recognizer: Recognizer, values: list, serve: ServeSettings) -> pd.DataFrame:
     """``text``, ``confidence``, ``abstained``, ``reading`` (``recognizer.answer``, below ``serve.abstain_below``)
     and ``error`` per cell of ``values``; a bad cell never stops the others.
 
@@ -131,9 +140,9 @@ class OnnxRecognizerModel(mlflow.pyfunc.PythonModel):
     """Recognizes word images with the ONNX file stored as the model's ``onnx`` artifact."""
 
     def load_context(self, context) -> None:
-        from rosetta.recognition.onnx_runtime import load_onnx_recognizer
+        from rosetta_infer.onnx_runtime import load_onnx_recognizer
 
-        self._serve = ServeConfig(**(context.model_config or {}))
+        self._serve = ServeSettings(**(context.model_config or {}))
         artifact = ONNX_INT8_ARTIFACT if self._serve.precision == "int8" else ONNX_ARTIFACT
         if artifact not in context.artifacts:
             raise RosettaError("serve.precision is int8 but this registered model holds no int8 ONNX file; export "

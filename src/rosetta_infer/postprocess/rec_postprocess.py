@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from rosetta.charset import Charset
-from rosetta.errors import RosettaError
+from rosetta_infer.charset import Charset
+from rosetta_infer.errors import RosettaError
 
 
 def _geometric(step_probs: np.ndarray) -> float:
@@ -16,7 +16,7 @@ def _geometric(step_probs: np.ndarray) -> float:
 
 # The word's confidence from the max probabilities of its kept steps (one per character): ``mean`` (PaddleOCR's),
 # ``min`` (the least sure character: one doubtful letter makes a doubtful word) or ``geometric`` (their geometric
-# mean, the greedy path's probability per character). ``rosetta.config.ConfidenceRule`` names the same.
+# mean, the greedy path's probability per character). ``rosetta_infer.settings.ConfidenceRule`` names the same.
 CONFIDENCE_RULES = {"mean": lambda p: float(p.mean()), "min": lambda p: float(p.min()), "geometric": _geometric}
 
 

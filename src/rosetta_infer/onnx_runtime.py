@@ -1,7 +1,7 @@
 """Recognition with an exported ONNX file through ONNX Runtime.
 
 The file alone is enough: the charset and the preprocessing travel in its ``metadata_props`` (written
-by ``rosetta.delivery.export``), and the ``Recognizer`` shared with the PyTorch path does batching and decoding.
+by ``rosetta export``), and the ``Recognizer`` shared with the PyTorch path does batching and decoding.
 """
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from rosetta.charset import Charset
-from rosetta.data.preprocess import contract_size
-from rosetta.errors import RosettaError
-from rosetta.recognition.recognizer import ProbsFn, Recognizer
+from rosetta_infer.charset import Charset
+from rosetta_infer.errors import RosettaError
+from rosetta_infer.preprocess import contract_size
+from rosetta_infer.recognizer import ProbsFn, Recognizer
 
 INPUT_NAME = "x"
 OUTPUT_NAME = "probs"

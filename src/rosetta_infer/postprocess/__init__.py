@@ -1,4 +1,4 @@
 """Post-processing of the model's output, in PaddleOCR's place and names: ``CTCLabelDecode``."""
-from rosetta.postprocess.rec_postprocess import CTCLabelDecode
+from rosetta_infer.postprocess.rec_postprocess import CTCLabelDecode
 
 __all__ = ["CTCLabelDecode"]
