@@ -4,11 +4,11 @@ dropped and counted, checked against every benchmark image (a copy refused, a ne
 import _interpreter  # noqa: F401  (first: runs the stage under the project's interpreter)
 import sys
 
-from rosetta.charset import Charset
 from rosetta.config import load_config
 from rosetta.data.real_train import convert_real_train, missing_note
 from rosetta.errors import run_guarded
 from rosetta.layout import DataLayout
+from rosetta_infer.charset import Charset
 
 
 def main() -> int:

@@ -7,7 +7,6 @@ import _interpreter  # noqa: F401  (first: runs the stage under the project's in
 import json
 import sys
 
-from rosetta.charset import Charset
 from rosetta.config import load_config
 from rosetta.data.splits import selected_split
 from rosetta.errors import run_guarded
@@ -16,6 +15,7 @@ from rosetta.evaluation.metrics import validation_of
 from rosetta.evaluation.report import markdown_table
 from rosetta.evaluation.sets import scored_sets
 from rosetta.layout import RunLayout
+from rosetta_infer.charset import Charset
 
 
 def main() -> int:
