@@ -8,13 +8,11 @@ import re
 import shutil
 import subprocess
 import sys
-import tomllib
-from importlib import metadata
 from pathlib import Path
 
 import pytest
-from packaging.requirements import Requirement
-from packaging.utils import canonicalize_name
+
+from serve_onnx_env import run_serve_onnx, serve_onnx_distributions
 
 ROOT = Path(__file__).resolve().parents[1]
 HADOLINT = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or shutil.which("hadolint")
@@ -66,26 +64,11 @@ def test_two_non_root_images_on_slim_python_with_one_cuda_stack_and_no_dev_extra
     assert "EXTRAS ?= dev" in makefile and "pip install --no-deps ." in makefile
 
 
-def _closure(requirements: list[str]) -> set[str]:
-    """Every distribution the requirements pull in, by the installed packages' own metadata."""
-    seen: set[str] = set()
-    todo = [Requirement(r) for r in requirements]
-    while todo:
-        req = todo.pop()
-        name = canonicalize_name(req.name)
-        if name in seen or (req.marker is not None and not req.marker.evaluate({"extra": ""})):
-            continue
-        seen.add(name)
-        todo += [Requirement(r) for r in metadata.requires(name) or []]
-    return seen
-
-
 def test_serve_onnx_install_has_no_torch_and_reads_words(tmp_path, tiny_data):
     from model_fixtures import config, png_bytes, untrained_checkpoint, word_image
     from rosetta.delivery.export import export_checkpoint
 
-    extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["serve-onnx"]
-    closure = _closure(extra)
+    closure = serve_onnx_distributions()
     assert not closure & TRAINING_ONLY and not any(n.startswith("nvidia-") for n in closure), closure & TRAINING_ONLY
 
     # The serving code imports and reads an image with only those distributions (and the standard library).
@@ -95,25 +78,14 @@ def test_serve_onnx_install_has_no_torch_and_reads_words(tmp_path, tiny_data):
     import numpy as np
 
     (tmp_path / "word.png").write_bytes(png_bytes(word_image("joint", np.random.default_rng(0))))
-    allowed = {mod for mod, dists in metadata.packages_distributions().items()
-               if any(canonicalize_name(d) in closure for d in dists)}
-    script = f"""
-import sys
-allowed = set({sorted(allowed)!r}) | {{"rosetta"}}
-class Block:
-    def find_spec(self, name, path=None, target=None):
-        top = name.partition(".")[0]
-        if top not in allowed and top not in sys.stdlib_module_names and not top.startswith("_"):
-            raise ModuleNotFoundError(f"{{name}} is not in the serve-onnx install")
-sys.meta_path.insert(0, Block())
+    script = """import json
 import rosetta_infer.pyfunc_code
 from PIL import Image
 from rosetta_infer.onnx_runtime import load_onnx_recognizer
 [(text, confidence)] = load_onnx_recognizer(sys.argv[1]).recognize([Image.open(sys.argv[2]).convert("RGB")])
-print(json.dumps({{"text": text, "torch": "torch" in sys.modules}}))
-""".replace("import sys\n", "import json, sys\n", 1)
-    done = subprocess.run([sys.executable, "-c", script, str(onnx_path), str(tmp_path / "word.png")],
-                          capture_output=True, text=True, timeout=120)
+print(json.dumps({"text": text, "torch": "torch" in sys.modules, "rosetta": "rosetta" in sys.modules}))
+"""
+    done = run_serve_onnx(script, str(onnx_path), str(tmp_path / "word.png"))
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout.strip().splitlines()[-1])
-    assert isinstance(out["text"], str) and out["torch"] is False
+    assert isinstance(out["text"], str) and out["torch"] is False and out["rosetta"] is False

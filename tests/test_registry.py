@@ -211,6 +211,43 @@ def test_production_alias_loads_as_pyfunc_and_reads_image_bytes_only(store, life
     assert (artifacts / "serving_input_example.json").is_file()
 
 
+def test_the_registered_code_is_the_inference_package_alone_and_reads_without_the_rest(store, lifecycle, tmp_path):
+    """The version's code folder holds rosetta_infer and nothing of training, the registry, the team or the
+    renderer; a fresh interpreter that can import only the serve-onnx install loads it and reads a word with the
+    code the version shipped."""
+    import rosetta_infer
+    from serve_onnx_env import run_serve_onnx
+
+    mlflow.set_tracking_uri(store["cfg"].mlflow.tracking_uri)
+    mlflow.set_registry_uri(store["cfg"].mlflow.tracking_uri)
+    model = Path(mlflow.artifacts.download_artifacts("models:/rosetta@production", dst_path=str(tmp_path / "m")))
+    code = model / "code"
+    package = Path(rosetta_infer.__file__).parent
+    assert [p.name for p in code.iterdir()] == ["rosetta_infer"]
+    shipped = {p.relative_to(code / "rosetta_infer") for p in code.rglob("*.py")}
+    assert shipped == {p.relative_to(package) for p in package.rglob("*.py")}
+
+    image = tmp_path / "joint.png"
+    image.write_bytes(png_bytes(word_image("joint", np.random.default_rng(5))))
+    script = """import json
+from pathlib import Path
+import mlflow.pyfunc
+import pandas as pd
+got = mlflow.pyfunc.load_model(sys.argv[1]).predict(pd.DataFrame({"image": [Path(sys.argv[2]).read_bytes()]}))
+import rosetta_infer
+print(json.dumps({"text": got["text"][0], "error": got["error"][0], "code": rosetta_infer.__file__,
+                  "torch": "torch" in sys.modules, "rosetta": "rosetta" in sys.modules}))
+"""
+    done = run_serve_onnx(script, str(model), str(image))
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    from PIL import Image
+
+    assert out["text"] == load_onnx_recognizer(store["onnx"]).recognize([Image.open(image).convert("RGB")])[0][0]
+    assert out["error"] == "" and not out["torch"] and not out["rosetta"]
+    assert Path(out["code"]).is_relative_to(code)
+
+
 def test_registration_refuses_failed_parity_and_unknown_metric(store):
     cfg = store["cfg"]
     failed = {**store["parity"], "passed": False, "failures": ["max abs difference 0.3 exceeds export.max_abs_diff"]}
