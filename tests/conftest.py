@@ -47,8 +47,8 @@ def tiny_mixed_data(tmp_path_factory) -> Path:
     words) converted as the ``convert_real_train`` stage does, a quarter held out. Built once; tests only read it."""
     from model_fixtures import WORDS, write_gt_set
     from rosetta.charset import Charset
-    from rosetta.data.real_train import convert_real_train, write_real_train_manifest
     from rosetta.layout import DataLayout
+    from rosetta.prep.real_train import convert_real_train, write_real_train_manifest
 
     base = tmp_path_factory.mktemp("tiny_mixed")
     layout = DataLayout(base / "data")

@@ -11,9 +11,9 @@ import pytest
 from model_fixtures import WORDS, BytesSample, png_bytes
 from rosetta.charset import Charset
 from rosetta.data.dataset import LmdbDataset
-from rosetta.data.lmdb_io import write_lmdb
 from rosetta.evaluation.audit import AuditSample, Suspect, audit, count_samples, rank_suspects, set_samples
 from rosetta.params import PROJECT_ROOT
+from rosetta.prep.lmdb_writer import write_lmdb
 from rosetta.recognition.model_file import load_recognizer
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

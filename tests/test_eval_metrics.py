@@ -10,13 +10,13 @@ import torch
 
 from model_fixtures import BytesSample, png_bytes, word_image
 from rosetta.charset import Charset
-from rosetta.data.lmdb_io import write_lmdb
 from rosetta.evaluation.evaluate import evaluate_benchmarks
 from rosetta.evaluation.metrics import (SEVEN_SETS, SetMetrics, flat_metrics, headline_first, levenshtein,
                                         normalize_text, normalized_edit_distance, recognition_metrics, score_sample,
                                         set_metrics, summarize,
                                         validation_of)
 from rosetta.modeling import build_model
+from rosetta.prep.lmdb_writer import write_lmdb
 from rosetta.recognition.checkpoint import inference_entries, save_checkpoint
 from train_fixtures import tiny_config
 

@@ -208,9 +208,9 @@ def test_per_source_settings_name_sources(tmp_path, override, message):
 def test_without_the_real_sets_training_says_so_and_uses_the_others(tmp_path):
     from model_fixtures import write_word_lmdb
     from rosetta.charset import Charset
-    from rosetta.data.real_train import convert_real_train, write_real_train_manifest
     from rosetta.data.splits import training_sets
     from rosetta.layout import DataLayout
+    from rosetta.prep.real_train import convert_real_train, write_real_train_manifest
 
     write_word_lmdb(tmp_path / "lmdb" / "synth" / "train", 30)
     layout = DataLayout(tmp_path)

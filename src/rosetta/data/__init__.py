@@ -1,1 +1,2 @@
-"""Data: download, synthesis, LMDB conversion and reading, validation, preprocessing."""
+"""Runtime input: the LMDB format and its reader, the dataset, loaders and batch plan training and evaluation read,
+the splits a run reads, and the preprocessing every image gets."""
