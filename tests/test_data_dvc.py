@@ -77,7 +77,9 @@ def test_the_venvs_dvc_runs_the_stages_without_the_venv_on_path(tmp_path):
     (bare / "python").symlink_to(sys._base_executable)  # the interpreter the venv was made from: no rosetta
     others = [p for p in os.environ["PATH"].split(os.pathsep) if Path(p).resolve() != VENV_BIN.resolve()]
     env = command_env(PATH=os.pathsep.join([str(bare), *others]))
-    assert subprocess.run(["python", "-c", "import rosetta"], env=env, capture_output=True).returncode == 1
+    installed = subprocess.run(["python", "-c", "import importlib.metadata as m; m.distribution('rosetta-pipeline')"],
+                               env=env, capture_output=True)
+    assert installed.returncode == 1  # (with PYTHONPATH=src it may find the package's source, never its dependencies)
 
     (repo / ".venv").symlink_to(VENV_BIN.parent)  # the project's venv, as `make install` makes it
     out = dvc(repo, "repro", "download", env=env)
@@ -89,6 +91,6 @@ def test_the_venvs_dvc_runs_the_stages_without_the_venv_on_path(tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     passed_over = ", ".join(shutil.which(name, path=env["PATH"]) for name in ("python", "python3")
                             if shutil.which(name, path=env["PATH"]))
-    assert proc.stderr.strip() == (f"error: no Python for the stage can import rosetta: not {passed_over}, and no "
-                                   f".venv/bin/python is in {repo} or a folder above it; run `make install` in the "
-                                   "project, or put the environment rosetta is installed in first on PATH")
+    assert proc.stderr.strip() == (f"error: no Python for the stage has rosetta installed: not {passed_over}, "
+                                   f"and no .venv/bin/python is in {repo} or a folder above it; run `make install` in "
+                                   "the project, or put the environment rosetta is installed in first on PATH")

@@ -146,3 +146,21 @@ def test_the_readme_layout_table_is_the_package_tree():
 def test_every_package_says_what_it_owns(package):
     doc = ast.get_docstring(ast.parse((PACKAGE / package / "__init__.py").read_text()))
     assert doc, f"src/rosetta/{package}/__init__.py: start with a docstring saying what the package owns"
+
+
+# What a stage script may import beside its step's function: reading params, one-sentence errors, the paths.
+STAGE_PLUMBING = {"load_config", "run_guarded", "RosettaError", "RunLayout", "DataLayout", "markdown_table"}
+
+
+def _rosetta_names(path) -> set[str]:
+    return {a.name for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("rosetta") for a in node.names}
+
+
+@pytest.mark.parametrize("stage", sorted(p.stem for p in (ROOT / "stages").glob("*.py") if (CLI / p.name).is_file()))
+def test_a_stage_and_its_command_call_the_same_function(stage):
+    # One door per step: the DVC stage and `rosetta <stage>` share the call that decides what the step does.
+    steps = _rosetta_names(ROOT / "stages" / f"{stage}.py") - STAGE_PLUMBING
+    assert steps and steps <= _rosetta_names(CLI / f"{stage}.py"), (
+        f"stages/{stage}.py calls {sorted(steps)}, not all of which src/rosetta/cli/{stage}.py calls: give both one "
+        "library function to call")
