@@ -20,7 +20,7 @@ INFERENCE = SRC / "rosetta_infer"
 
 
 def module_file(name: str) -> Path | None:
-    """The file of module ``name`` (``rosetta.data.synth``), or None when it is no module of ours."""
+    """The file of module ``name`` (``rosetta.prep.synth``), or None when it is no module of ours."""
     base = SRC.joinpath(*name.split("."))
     for candidate in (base.with_suffix(".py"), base / "__init__.py"):
         if candidate.is_file():
@@ -95,7 +95,7 @@ def import_closure(script: Path) -> set[str]:
 
 
 def top_level(name: str) -> str | None:
-    """The node a module is drawn as: its package below ``rosetta`` (``rosetta.data.synth`` -> ``data``), or the
+    """The node a module is drawn as: its package below ``rosetta`` (``rosetta.prep.synth`` -> ``prep``), or the
     top-level module itself; the inference package as one node; None for ``rosetta``'s own ``__init__`` and
     ``__main__``."""
     parts = name.split(".")

@@ -32,12 +32,12 @@ RUNS = {"default": [], "small": ["model.backbone.model_name=small", "train.augme
 def train_and_evaluate(work: Path, steps: int) -> tuple[str, list[str]]:
     """Render the tiny data, train and evaluate the two runs; returns the store's URI and the run ids."""
     from rosetta.config import load_config
-    from rosetta.data.benchmarks import convert_real_benchmarks, real_lmdbs, write_real_manifest
-    from rosetta.data.convert import convert_sources
-    from rosetta.data.download import prepare_raw
     from rosetta.evaluation.evaluate import evaluate_benchmarks
     from rosetta.layout import DataLayout
     from rosetta.params import project_path
+    from rosetta.prep.benchmarks import convert_real_benchmarks, real_lmdbs, write_real_manifest
+    from rosetta.prep.convert import convert_sources
+    from rosetta.prep.download import prepare_raw
     from rosetta.training.trainer import run_training
 
     uri = f"sqlite:///{work / 'mlflow.db'}"

@@ -1,12 +1,11 @@
 """DVC stage ``convert``: every source's raw data to LMDBs under ``data/lmdb/<source>/{train,val,test}``
 and the evaluation sets under ``data/lmdb/benchmarks/``."""
-import _interpreter  # noqa: F401  (first: runs the stage under the project's interpreter)
 import sys
 
 from rosetta.config import load_config
-from rosetta.data.convert import convert_sources
 from rosetta.errors import run_guarded
 from rosetta.layout import DataLayout
+from rosetta.prep.convert import convert_sources
 
 
 def main() -> int:

@@ -1,12 +1,11 @@
 """DVC stage ``convert_real``: the real test sets fingerprinted in ``data/real/manifest.json`` to one LMDB
 per set under ``data/real/lmdb/`` (never a training input: only ``evaluate`` reads them)."""
-import _interpreter  # noqa: F401  (first: runs the stage under the project's interpreter)
 import sys
 
 from rosetta.config import load_config
-from rosetta.data.benchmarks import convert_real_benchmarks
 from rosetta.errors import run_guarded
 from rosetta.layout import DataLayout
+from rosetta.prep.benchmarks import convert_real_benchmarks
 
 
 def main() -> int:

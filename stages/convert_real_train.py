@@ -1,14 +1,13 @@
 """DVC stage ``convert_real_train``: the real training sets fingerprinted in ``data/realtrain/manifest.json`` to
 ``data/realtrain/lmdb/{train,val}/<SET>`` (a seeded share held out to choose best.pt on), unlearnable labels
 dropped and counted, checked against every benchmark image (a copy refused, a near-duplicate dropped)."""
-import _interpreter  # noqa: F401  (first: runs the stage under the project's interpreter)
 import sys
 
+from rosetta_infer.charset import Charset
 from rosetta.config import load_config
-from rosetta.data.real_train import convert_real_train, missing_note
 from rosetta.errors import run_guarded
 from rosetta.layout import DataLayout
-from rosetta_infer.charset import Charset
+from rosetta.prep.real_train import convert_real_train, missing_note
 
 
 def main() -> int:

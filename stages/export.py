@@ -1,23 +1,18 @@
 """DVC stage ``export``: ``runs/train/best.pt`` to ``runs/export/model.onnx``, gated by ONNX Runtime vs PyTorch
 parity on the validation split; the parity figures go to ``runs/export/parity.json`` (a DVC metric). With
 ``export.int8: true`` also ``runs/export/model.int8.onnx``, gated on its own (``runs/export/int8.json``)."""
-import _interpreter  # noqa: F401  (first: runs the stage under the project's interpreter)
 import sys
 
 from rosetta.config import load_config
-from rosetta.delivery.export import export_checkpoint
-from rosetta.delivery.int8 import export_int8
+from rosetta.delivery.export_model import export_model
 from rosetta.errors import run_guarded
-from rosetta.layout import RunLayout
 
 
 def main() -> int:
-    cfg = load_config()
-    runs = RunLayout.from_config(cfg)
-    report = export_checkpoint(runs.best_checkpoint, runs.onnx, cfg, runs.parity)
-    print(report.summary())
-    if cfg.export.int8:
-        print(export_int8(runs.onnx, cfg, runs.int8_report).summary())
+    # What `rosetta export --model runs/train/best.pt` does: the same call, every path the pipeline's.
+    for path, report in export_model(load_config()):
+        print(report.summary())
+        print(f"wrote {path}")
     return 0
 
 

@@ -2,13 +2,12 @@
 outside the repository, into ``data/real/manifest.json``. It runs on every ``dvc repro`` (DVC cannot hash a
 folder that may be missing); the manifest changes only when the sets do, and only then does
 ``convert_real`` run again. Where the folder is missing it says so in one line."""
-import _interpreter  # noqa: F401  (first: runs the stage under the project's interpreter)
 import sys
 
 from rosetta.config import load_config
-from rosetta.data.benchmarks import describe, write_real_manifest
 from rosetta.errors import run_guarded
 from rosetta.layout import DataLayout
+from rosetta.prep.benchmarks import describe, write_real_manifest
 
 
 def main() -> int:

@@ -2,7 +2,6 @@
 ``registry.model_name`` (in the training run named by ``runs/train/run.json``, with the benchmark metrics of
 ``runs/eval/metrics.json``), promoted to the production alias when it beats production; the decision goes to
 ``runs/register/decision.json``."""
-import _interpreter  # noqa: F401  (first: runs the stage under the project's interpreter)
 import sys
 
 from rosetta.config import load_config

@@ -1,6 +1,5 @@
 """DVC stage ``train``: train per params.yaml, resuming from ``runs/train/checkpoints/last.pt`` after a
 crash; writes ``best.pt``, ``run.json`` (the MLflow run the evaluate stage continues), metrics and plots."""
-import _interpreter  # noqa: F401  (first: runs the stage under the project's interpreter)
 import sys
 
 from rosetta.config import load_config

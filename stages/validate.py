@@ -1,13 +1,12 @@
 """DVC stage ``validate``: the Great Expectations suite over every LMDB (the real training sets included) and
 the check that no training image is a benchmark image, with the JSON results, the conversion rejects and label
 statistics as DVC metrics and plots under ``data/reports/``."""
-import _interpreter  # noqa: F401  (first: runs the stage under the project's interpreter)
 import sys
 
 from rosetta.config import load_config
-from rosetta.data.validate import validate_pipeline_data
 from rosetta.errors import RosettaError, run_guarded
 from rosetta.layout import DataLayout
+from rosetta.prep.validate import validate_pipeline_data
 
 
 def main() -> int:

@@ -46,9 +46,9 @@ def tiny_mixed_data(tmp_path_factory) -> Path:
     """A ``data.root`` with the synth source of ``tiny_data`` and the ``real`` source: two gt-file sets (36 and 24
     words) converted as the ``convert_real_train`` stage does, a quarter held out. Built once; tests only read it."""
     from model_fixtures import WORDS, write_gt_set
-    from rosetta.data.real_train import convert_real_train, write_real_train_manifest
-    from rosetta.layout import DataLayout
     from rosetta_infer.charset import Charset
+    from rosetta.layout import DataLayout
+    from rosetta.prep.real_train import convert_real_train, write_real_train_manifest
 
     base = tmp_path_factory.mktemp("tiny_mixed")
     layout = DataLayout(base / "data")

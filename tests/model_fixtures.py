@@ -10,9 +10,9 @@ import torch
 from PIL import Image, ImageDraw
 
 from rosetta.config import Config, load_config
-from rosetta.data.lmdb_io import write_lmdb
 from rosetta.modeling import build_model
 from rosetta.params import PROJECT_ROOT
+from rosetta.prep.lmdb_writer import write_lmdb
 from rosetta.recognition.checkpoint import inference_entries, save_checkpoint
 from rosetta_infer.charset import Charset
 
@@ -26,7 +26,7 @@ class BytesSample:
         self.name, self.label, self.data = name, label, data
 
     def read(self):
-        from rosetta.data.lmdb_io import Record
+        from rosetta.prep.lmdb_writer import Record
 
         return [Record(self.name, self.label, self.data)]
 

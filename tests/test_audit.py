@@ -10,9 +10,9 @@ import pytest
 
 from model_fixtures import WORDS, BytesSample, png_bytes
 from rosetta.data.dataset import LmdbDataset
-from rosetta.data.lmdb_io import write_lmdb
 from rosetta.evaluation.audit import AuditSample, Suspect, audit, count_samples, rank_suspects, set_samples
 from rosetta.params import PROJECT_ROOT
+from rosetta.prep.lmdb_writer import write_lmdb
 from rosetta.recognition.model_file import load_recognizer
 from rosetta_infer.charset import Charset
 

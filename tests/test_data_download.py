@@ -16,12 +16,12 @@ import pytest
 import scipy.io
 from PIL import Image
 
-from rosetta.data.convert import convert_mjsynth, convert_synthtext, mjsynth_label
+from rosetta_infer.charset import Charset
 from rosetta.data.dataset import LmdbDataset
-from rosetta.data.download import download, extract, fetch
 from rosetta.errors import RosettaError
 from rosetta.fsutil import COMPLETE_MARKER
-from rosetta_infer.charset import Charset
+from rosetta.prep.convert import convert_mjsynth, convert_synthtext, mjsynth_label
+from rosetta.prep.download import download, extract, fetch
 
 
 class _Handler(BaseHTTPRequestHandler):

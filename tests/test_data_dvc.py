@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,8 +19,6 @@ pytestmark = [pytest.mark.slow, needs_dvc]
 def test_the_venvs_dvc_runs_the_stages_with_no_python_on_path(tmp_path):
     """`.venv/bin/dvc repro` from a shell with neither `python` nor `python3` on PATH (only the tools a shell
     has): dvc.yaml's `sh stages/python.sh` finds the project's .venv/bin/python, also from below a folder."""
-    import shutil
-
     repo = project_copy(tmp_path / "repo", TINY_DATA)
     (repo / ".venv").symlink_to(VENV_BIN.parent)
     tools = tmp_path / "tools"
@@ -70,24 +69,28 @@ def test_dvc_repro_builds_data_then_skips_then_reruns_only_validate(tmp_path):
 
 def test_the_venvs_dvc_runs_the_stages_without_the_venv_on_path(tmp_path):
     """`.venv/bin/dvc repro` from a shell whose `python` is an interpreter without the project (the venv not on
-    PATH): each stage runs under the project's .venv/bin/python all the same, and a stage whose `python` cannot
-    import rosetta, with no .venv to turn to, ends in one sentence."""
+    PATH): `stages/python.sh` passes over it and each stage runs under the project's .venv/bin/python all the same;
+    with no .venv to turn to, it ends in one sentence naming the Pythons it passed over."""
     repo = project_copy(tmp_path / "repo", TINY_DATA)
     bare = tmp_path / "bare-bin"
     bare.mkdir()
     (bare / "python").symlink_to(sys._base_executable)  # the interpreter the venv was made from: no rosetta
     others = [p for p in os.environ["PATH"].split(os.pathsep) if Path(p).resolve() != VENV_BIN.resolve()]
     env = command_env(PATH=os.pathsep.join([str(bare), *others]))
-    assert subprocess.run(["python", "-c", "import rosetta"], env=env, capture_output=True).returncode == 1
+    installed = subprocess.run(["python", "-c", "import importlib.metadata as m; m.distribution('rosetta-pipeline')"],
+                               env=env, capture_output=True)
+    assert installed.returncode == 1  # (with PYTHONPATH=src it may find the package's source, never its dependencies)
 
     (repo / ".venv").symlink_to(VENV_BIN.parent)  # the project's venv, as `make install` makes it
     out = dvc(repo, "repro", "download", env=env)
     assert stages_run(out)[-1] == "download" and (repo / "data" / "raw" / "synth").is_dir(), out
 
     (repo / ".venv").unlink()
-    proc = subprocess.run(["python", "stages/download.py"], cwd=repo, env=env, capture_output=True, text=True)
+    proc = subprocess.run(["sh", "stages/python.sh", "stages/download.py"], cwd=repo, env=env, capture_output=True,
+                          text=True)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
-    assert proc.stderr.strip() == (f"error: {bare / 'python'} (the Python on PATH) cannot import rosetta, "
-                                   f"and there is no {repo.resolve() / '.venv' / 'bin' / 'python'}; run `make "
-                                   "install` in the project, or put the environment rosetta is installed in first on "
-                                   "PATH")
+    passed_over = ", ".join(shutil.which(name, path=env["PATH"]) for name in ("python", "python3")
+                            if shutil.which(name, path=env["PATH"]))
+    assert proc.stderr.strip() == (f"error: no Python for the stage has rosetta installed: not {passed_over}, "
+                                   f"and no .venv/bin/python is in {repo} or a folder above it; run `make install` in "
+                                   "the project, or put the environment rosetta is installed in first on PATH")

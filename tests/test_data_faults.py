@@ -16,13 +16,13 @@ import pytest
 
 from disk_fixtures import SmallDisk
 from model_fixtures import WORDS, config, png_bytes, word_image, write_gt_set, write_word_lmdb
+from rosetta_infer.charset import Charset
 from rosetta.cli import main
-from rosetta.data.convert import convert_gt_file
 from rosetta.data.dataset import LmdbDataset
 from rosetta.data.lmdb_io import NUM_SAMPLES_KEY, image_key, label_key
-from rosetta.data.stats import lmdb_stats
 from rosetta.evaluation.evaluate import evaluate_benchmarks
-from rosetta_infer.charset import Charset
+from rosetta.prep.convert import convert_gt_file
+from rosetta.prep.stats import lmdb_stats
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

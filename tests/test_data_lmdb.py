@@ -10,11 +10,12 @@ import lmdb
 import pytest
 from PIL import Image
 
-from rosetta.data.convert import convert_gt_file
-from rosetta.data.dataset import LmdbDataset
-from rosetta.data.lmdb_io import FileSample, find_lmdbs, open_lmdb, write_lmdb
-from rosetta.errors import RosettaError
 from rosetta_infer.charset import Charset
+from rosetta.data.dataset import LmdbDataset
+from rosetta.data.lmdb_io import find_lmdbs, open_lmdb
+from rosetta.errors import RosettaError
+from rosetta.prep.convert import convert_gt_file
+from rosetta.prep.lmdb_writer import FileSample, write_lmdb
 
 
 def _image(path: Path, fmt: str = "JPEG", size=(64, 32), color=(10, 120, 200)) -> Path:

@@ -16,17 +16,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from rosetta_infer.charset import Charset
 from rosetta.config import CharsetConfig, SynthConfig, SynthEffects
-from rosetta.data import fonts as fonts_mod
-from rosetta.data.convert import mjsynth_label
-from rosetta.data.fonts import (debian_package_fonts, discover_fonts, font_files, missing_glyphs, split_families,
-                                synth_fonts)
-from rosetta.data.render import photo_paths, render_word, text_mask
-from rosetta.data.synth import (MJSYNTH_DIR, PLAIN, PUNCTUATION, REPORT_NAME, SAMPLE_WORDS, _plan, _punctuated,
-                                build_lexicon, effect_samples, render_dataset, sample_sheet)
 from rosetta.errors import RosettaError
 from rosetta.params import PROJECT_ROOT
-from rosetta_infer.charset import Charset
+from rosetta.prep import fonts as fonts_mod
+from rosetta.prep.convert import mjsynth_label
+from rosetta.prep.fonts import (debian_package_fonts, discover_fonts, font_files, missing_glyphs, split_families,
+                                synth_fonts)
+from rosetta.prep.render import photo_paths, render_word, text_mask
+from rosetta.prep.synth import (MJSYNTH_DIR, PLAIN, PUNCTUATION, REPORT_NAME, SAMPLE_WORDS, _plan, _punctuated,
+                                build_lexicon, effect_samples, render_dataset, sample_sheet)
 
 TINY = SynthConfig(train_size=24, val_size=6, test_size=8, vocabulary_size=2000)
 # Where the effect pictures go for a person to open (runs/ is git-ignored).
@@ -267,8 +267,8 @@ _RENDER_JOBS = """
 import json, sys
 import numpy as np
 from rosetta.config import SynthEffects
-from rosetta.data.render import _glyph_offsets
-from rosetta.data.synth import _Job, _render_job
+from rosetta.prep.render import _glyph_offsets
+from rosetta.prep.synth import _Job, _render_job
 for i, (text, font, seed, effects) in enumerate(json.loads(sys.stdin.read())):
     _render_job(_Job(f"{sys.argv[1]}/{i}.jpg", text, font, tuple(seed), SynthEffects(**effects)))
 centres = 40 + np.cumsum(np.full(10, 23.7))

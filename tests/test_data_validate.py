@@ -11,12 +11,12 @@ import lmdb
 import pytest
 from PIL import Image
 
+from rosetta_infer.charset import Charset
 from rosetta.cli import main as rosetta_main
 from rosetta.config import ValidationConfig
-from rosetta.data.stats import label_stats, lmdb_stats, merge_stats, write_plots
-from rosetta.data.validate import build_manifest, validate_lmdb
 from rosetta.params import PROJECT_ROOT
-from rosetta_infer.charset import Charset
+from rosetta.prep.stats import label_stats, lmdb_stats, merge_stats, write_plots
+from rosetta.prep.validate import build_manifest, validate_lmdb
 
 
 def _png(size=(80, 32)) -> bytes:

@@ -9,15 +9,15 @@ import pytest
 import torch
 
 from model_fixtures import BytesSample, png_bytes, word_image
-from rosetta.data.lmdb_io import write_lmdb
+from rosetta_infer.charset import Charset
 from rosetta.evaluation.evaluate import evaluate_benchmarks
 from rosetta.evaluation.metrics import (SEVEN_SETS, SetMetrics, flat_metrics, headline_first, levenshtein,
                                         normalize_text, normalized_edit_distance, recognition_metrics, score_sample,
                                         set_metrics, summarize,
                                         validation_of)
 from rosetta.modeling import build_model
+from rosetta.prep.lmdb_writer import write_lmdb
 from rosetta.recognition.checkpoint import inference_entries, save_checkpoint
-from rosetta_infer.charset import Charset
 from train_fixtures import tiny_config
 
 CONFIDENCE = math.exp(10) / (math.exp(10) + 36)

@@ -15,11 +15,11 @@ import pytest
 
 from dvc_fixtures import dvc, needs_dvc, project_copy, run, stages_run
 from model_fixtures import config, png_bytes, word_image
-from rosetta.data.benchmarks import (MANIFEST, ORIGIN_ENV, convert_real_benchmarks, describe, real_lmdbs,
-                                     real_manifest, write_real_manifest)
-from rosetta.data.convert import import_benchmarks
 from rosetta.errors import RosettaError
 from rosetta.evaluation.evaluate import evaluate_benchmarks
+from rosetta.prep.benchmarks import (MANIFEST, ORIGIN_ENV, convert_real_benchmarks, describe, real_lmdbs,
+                                     real_manifest, write_real_manifest)
+from rosetta.prep.convert import import_benchmarks
 from test_eval_metrics import constant_a_checkpoint, write_set
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

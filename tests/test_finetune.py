@@ -11,11 +11,11 @@ import sys
 import yaml
 
 from model_fixtures import BytesSample, png_bytes, word_image, write_word_lmdb
+from rosetta_infer.charset import Charset
 from rosetta.config import load_config
-from rosetta.data.lmdb_io import write_lmdb
 from rosetta.data.splits import training_sets
 from rosetta.params import PROJECT_ROOT
-from rosetta_infer.charset import Charset
+from rosetta.prep.lmdb_writer import write_lmdb
 from train_fixtures import tiny_config, write_params
 
 

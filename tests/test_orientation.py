@@ -7,12 +7,12 @@ import pytest
 from PIL import Image
 
 from model_fixtures import BytesSample, config, png_bytes, untrained_checkpoint, word_image
+from rosetta_infer.charset import Charset
 from rosetta.data.dataset import LmdbDataset
-from rosetta.data.lmdb_io import write_lmdb
+from rosetta_infer.preprocess import TALL_RATIO, orientations
+from rosetta.prep.lmdb_writer import write_lmdb
 from rosetta.recognition.dataset import predict_dataset
 from rosetta.recognition.model_file import load_recognizer
-from rosetta_infer.charset import Charset
-from rosetta_infer.preprocess import TALL_RATIO, orientations
 from rosetta_infer.recognizer import most_confident
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

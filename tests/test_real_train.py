@@ -11,12 +11,13 @@ import pytest
 from PIL import Image
 
 from model_fixtures import WORDS, write_gt_set, write_word_lmdb
-from rosetta.data.benchmarks import write_real_manifest, convert_real_benchmarks
+from rosetta_infer.charset import Charset
 from rosetta.data.lmdb_io import iter_labels, read_names
-from rosetta.data.real_train import convert_real_train, describe, missing_note, write_real_train_manifest
+from rosetta.data.sources import describe_real_train
 from rosetta.errors import RosettaError
 from rosetta.layout import DataLayout
-from rosetta_infer.charset import Charset
+from rosetta.prep.benchmarks import write_real_manifest, convert_real_benchmarks
+from rosetta.prep.real_train import convert_real_train, missing_note, write_real_train_manifest
 
 LABELS = [*WORDS * 3, "###", "!!", "café", "Sign-up", "x" * 30]  # 37 learnable ("signup"), 4 the charset cannot learn
 LEARNABLE = [i for i, label in enumerate(LABELS) if label not in ("###", "!!", "café", "x" * 30)]
@@ -71,8 +72,8 @@ def test_without_the_folder_the_conversion_says_so_in_one_line(tmp_path):
     layout, _ = _layout_with_benchmarks(tmp_path)
     missing = tmp_path / "nowhere"
     manifest = write_real_train_manifest(str(missing), layout.real_train_manifest)
-    assert describe(manifest) == (f"no real training set found at {missing} (data.real_train); training on the "
-                                  "other sources alone")
+    assert describe_real_train(manifest) == (f"no real training set found at {missing} (data.real_train); training "
+                                             "on the other sources alone")
     convert_real_train(layout.real_train_manifest, layout.real_train, Charset(), 0.1, 0, [layout.benchmarks])
     assert not (layout.real_train / "train").exists() and (layout.real_train / "manifest.json").is_file()
 
@@ -101,9 +102,9 @@ def test_a_training_image_equal_to_a_benchmark_image_is_refused_with_both_names(
 def test_validate_refuses_a_training_lmdb_holding_a_benchmark_image_and_counts_the_check(tmp_path):
     from model_fixtures import BytesSample
     from rosetta.config import load_config
-    from rosetta.data.lmdb_io import write_lmdb
-    from rosetta.data.validate import validate_pipeline_data
     from rosetta.params import PROJECT_ROOT
+    from rosetta.prep.lmdb_writer import write_lmdb
+    from rosetta.prep.validate import validate_pipeline_data
 
     layout, bench = _layout_with_benchmarks(tmp_path)
     write_word_lmdb(layout.lmdb("synth") / "train", 20, seed=4)
@@ -176,7 +177,7 @@ def _edits(img: Image.Image) -> dict[str, bytes]:
 def test_edited_copies_of_real_benchmark_images_are_named_with_their_originals(tmp_path):
     """40 IIIT5k test images among 400, each edited 8 ways: the check names the benchmark image each came from,
     a re-encoded or resized copy as a copy (refused), the others as edited copies (dropped, both names reported)."""
-    from rosetta.data.overlap import find_overlaps, is_copy, prints_of
+    from rosetta.prep.overlap import find_overlaps, is_copy, prints_of
 
     lines = (REAL_BENCHMARK / "gt.txt").read_text(encoding="utf-8-sig").splitlines()[:400]
     files = [REAL_BENCHMARK / line.split("\t")[0] for line in lines]

@@ -23,17 +23,18 @@ LAYERS = [
     ("errors.py", 0), ("fsutil.py", 1), ("params.py", 1), ("config.py", 2), ("layout.py", 3),
     ("modeling/", 4),
     ("data/", 6),
-    ("tracking/", 7),
-    ("recognition/", 8),
-    ("evaluation/", 9),
-    ("training/", 10),
-    ("delivery/", 11),
-    ("bench/", 12),
-    ("orchestration/", 13),
-    ("cli/", 14),
+    ("prep/", 7),
+    ("tracking/", 8),
+    ("recognition/", 9),
+    ("evaluation/", 10),
+    ("training/", 11),
+    ("delivery/", 12),
+    ("bench/", 13),
+    ("orchestration/", 14),
+    ("cli/", 15),
 ]
 # The package's own __init__ imports nothing (every module runs it on the way); ``python -m rosetta`` runs the CLI.
-ENTRY_POINTS = {"rosetta": 0, "rosetta.__main__": 15}
+ENTRY_POINTS = {"rosetta": 0, "rosetta.__main__": 16}
 # The inference package (src/rosetta_infer/, what a registered model ships as its code) lies below every layer of
 # ``rosetta``: it imports none of them.
 INFERENCE_LAYER = -1
@@ -112,7 +113,7 @@ def test_the_checks_see_function_level_imports(tmp_path):
     graph = {"rosetta.training.trainer": {"rosetta.data.splits"},
              "rosetta.data.splits": module_imports("rosetta.data.splits", src, known)}
     assert find_cycle(graph) == ["rosetta.data.splits", "rosetta.training.trainer", "rosetta.data.splits"]
-    assert upward_imports(graph) == ["rosetta.data.splits (layer 6) imports rosetta.training.trainer (layer 10)"]
+    assert upward_imports(graph) == ["rosetta.data.splits (layer 6) imports rosetta.training.trainer (layer 11)"]
 
 
 def test_every_module_is_in_a_layer():
@@ -150,3 +151,21 @@ def test_the_readme_layout_table_is_the_package_tree():
 def test_every_package_says_what_it_owns(package):
     doc = ast.get_docstring(ast.parse((PACKAGE / package / "__init__.py").read_text()))
     assert doc, f"src/rosetta/{package}/__init__.py: start with a docstring saying what the package owns"
+
+
+# What a stage script may import beside its step's function: reading params, one-sentence errors, the paths.
+STAGE_PLUMBING = {"load_config", "run_guarded", "RosettaError", "RunLayout", "DataLayout", "markdown_table"}
+
+
+def _rosetta_names(path) -> set[str]:
+    return {a.name for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("rosetta") for a in node.names}
+
+
+@pytest.mark.parametrize("stage", sorted(p.stem for p in (ROOT / "stages").glob("*.py") if (CLI / p.name).is_file()))
+def test_a_stage_and_its_command_call_the_same_function(stage):
+    # One door per step: the DVC stage and `rosetta <stage>` share the call that decides what the step does.
+    steps = _rosetta_names(ROOT / "stages" / f"{stage}.py") - STAGE_PLUMBING
+    assert steps and steps <= _rosetta_names(CLI / f"{stage}.py"), (
+        f"stages/{stage}.py calls {sorted(steps)}, not all of which src/rosetta/cli/{stage}.py calls: give both one "
+        "library function to call")

@@ -17,7 +17,7 @@ import pytest
 
 from flow_fixtures import free_port, stop, wait_http
 from rosetta.layout import RunLayout
-from rosetta.training.journal import JOURNAL, Journal, fail_fast
+from rosetta.tracking.journal import JOURNAL, Journal, fail_fast
 from train_fixtures import TINY
 
 pytestmark = pytest.mark.slow

@@ -172,8 +172,8 @@ def _sources_config(tmp_path, *overrides):
 
 def test_each_source_fills_its_batch_ratio_from_its_start_step(tmp_path):
     from model_fixtures import write_word_lmdb
-    from rosetta.data.splits import training_sets
     from rosetta_infer.charset import Charset
+    from rosetta.data.splits import training_sets
 
     write_word_lmdb(tmp_path / "lmdb" / "mjsynth" / "train", 30)
     write_word_lmdb(tmp_path / "lmdb" / "synthtext" / "train", 20)
@@ -207,10 +207,10 @@ def test_per_source_settings_name_sources(tmp_path, override, message):
 
 def test_without_the_real_sets_training_says_so_and_uses_the_others(tmp_path):
     from model_fixtures import write_word_lmdb
-    from rosetta.data.real_train import convert_real_train, write_real_train_manifest
+    from rosetta_infer.charset import Charset
     from rosetta.data.splits import training_sets
     from rosetta.layout import DataLayout
-    from rosetta_infer.charset import Charset
+    from rosetta.prep.real_train import convert_real_train, write_real_train_manifest
 
     write_word_lmdb(tmp_path / "lmdb" / "synth" / "train", 30)
     layout = DataLayout(tmp_path)

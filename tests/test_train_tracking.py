@@ -9,13 +9,11 @@ import pytest
 import torch
 
 from rosetta.config import result_params
-from rosetta.data.splits import selected_split
-from rosetta.evaluation.evaluate import evaluate_benchmarks
-from rosetta.layout import DataLayout, RunLayout
+from rosetta.evaluation.evaluate import evaluate_model
+from rosetta.layout import RunLayout
 from rosetta.tracking.provenance import data_version
 from rosetta.tracking.store import TAG_PARENT, artifact_location
 from rosetta.training.trainer import result_from_run_json
-from rosetta_infer.charset import Charset
 
 pytestmark = pytest.mark.slow
 
@@ -36,10 +34,10 @@ def test_training_and_evaluation_land_in_one_mlflow_run(tiny_run, monkeypatch):
     assert info["experiment"] == "tiny"
     assert info["best_checkpoint"] == str(result.best_checkpoint) and info["steps"] == 12
 
-    # As the evaluate stage calls it: with the validation split best.pt was chosen on, to calibrate confidence.
-    summary = evaluate_benchmarks(result.best_checkpoint, DataLayout.from_config(cfg).benchmarks, cfg,
-                                  tmp_path / "runs" / "eval", result.run_id,
-                                  calibrate_on=selected_split(cfg, Charset.from_config(cfg.charset)))
+    # As the evaluate stage calls it: the pipeline's best.pt, calibrated on the validation split it was chosen on.
+    assert RunLayout.from_config(cfg).eval == tmp_path / "runs" / "eval"
+    summary = evaluate_model(cfg, out_dir=RunLayout.from_config(cfg).eval, run_id=result.run_id)
+    assert set(summary["validation"]) >= {"synth"}  # the accuracy best.pt was chosen on, from train_metrics.json
     assert summary["calibration"]["on"] == "all" and summary["calibration"]["count"] == 12  # synth's val split
     assert set(summary["calibration"]["ece"]) == {"mean", "min", "geometric"}
     assert json.loads(RunLayout.from_config(cfg).eval_metrics.read_text())["calibration"] == summary["calibration"]

@@ -127,7 +127,7 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class SynthEffects:
-    """Probability of each optional rendering step of rosetta.data.render (0 = never)."""
+    """Probability of each optional rendering step of rosetta.prep.render (0 = never)."""
 
     photo_background: float = 0.8  # a crop of a natural photograph under the text (else flat or ramped colour)
     border: float = 0.2           # an outline around the strokes in a third colour
@@ -421,7 +421,7 @@ class MlflowConfig:
     experiment: str = "rosetta"
     run_name: Optional[str] = None
     # While the store does not answer, a training keeps its writes in a journal and tries to send them again at its
-    # next write once this many seconds have passed since the last try (``rosetta.training.journal``).
+    # next write once this many seconds have passed since the last try (``rosetta.tracking.journal``).
     retry_every_s: float = 30.0
 
     def check(self, p: str) -> None:

@@ -102,7 +102,7 @@ def add_parsers(subparsers) -> None:
 
 
 def _synth(args: argparse.Namespace) -> int:
-    from rosetta.data.synth import render_dataset
+    from rosetta.prep.synth import render_dataset
 
     cfg = config_from_args(args)
     render_dataset(args.out, cfg.data.synth, cfg.seed, cfg.data.workers)
@@ -110,7 +110,7 @@ def _synth(args: argparse.Namespace) -> int:
 
 
 def _samples(args: argparse.Namespace) -> int:
-    from rosetta.data.synth import effect_samples, sample_sheet
+    from rosetta.prep.synth import effect_samples, sample_sheet
 
     cfg = config_from_args(args)
     out = Path(args.out)
@@ -121,7 +121,7 @@ def _samples(args: argparse.Namespace) -> int:
 
 
 def _download(args: argparse.Namespace) -> int:
-    from rosetta.data.download import fetch
+    from rosetta.prep.download import fetch
 
     cfg = config_from_args(args)
     url, sha256 = args.source, args.sha256
@@ -136,7 +136,7 @@ def _download(args: argparse.Namespace) -> int:
 
 
 def _convert(args: argparse.Namespace) -> int:
-    from rosetta.data.convert import convert
+    from rosetta.prep.convert import convert
 
     cfg = config_from_args(args)
     for name, report in convert(args.format, args.input, args.output, cfg.data.workers).items():
@@ -150,7 +150,7 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from rosetta.data.validate import validate_tree
+    from rosetta.prep.validate import validate_tree
 
     cfg = config_from_args(args)
     results_dir = Path(args.results) if args.results else DataLayout.from_config(cfg).checks(args.lmdb_dir)
@@ -163,7 +163,7 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _stats(args: argparse.Namespace) -> int:
-    from rosetta.data.stats import lmdb_stats, summary
+    from rosetta.prep.stats import lmdb_stats, summary
 
     cfg = config_from_args(args)
     stats = lmdb_stats(args.lmdb_dir, Charset.from_config(cfg.charset))

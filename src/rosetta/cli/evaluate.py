@@ -19,7 +19,9 @@ def add_parsers(subparsers) -> None:
                     "characters outside 0-9a-z ignored), the sample-weighted total, the mean of the sets and, with "
                     "all of DTRB's seven sets, their total. Without --data: what the pipeline scores, the "
                     "data.benchmarks LMDBs and the converted data.real_benchmarks sets (their total: "
-                    "accuracy_real).")
+                    "accuracy_real). The pipeline's best.pt (the default --model) also gets the validation accuracies "
+                    "it was chosen on and the calibration of its confidence on that split, as the evaluate stage "
+                    "does: the stage is `rosetta evaluate --out runs/eval --run-id <the run of runs/train/run.json>`.")
     p.add_argument("--model", metavar="CHECKPOINT", default=None,
                    help="checkpoint or .onnx file, or a registered version models:/<name>@<alias> (checked against "
                         "the registry) (default: <train.out_dir>/best.pt)")
@@ -27,7 +29,8 @@ def add_parsers(subparsers) -> None:
                    help="folder of benchmark sets, LMDBs or gt-file sets, e.g. ../shared/benchmarks (default: "
                         "<data.root>/lmdb/benchmarks and <data.root>/real/lmdb)")
     p.add_argument("--out", metavar="DIR", default=None,
-                   help="also write metrics.json, metrics.md and gallery.png there")
+                   help="also write metrics.json, metrics.md and gallery.png there (and reliability.png for the "
+                        "pipeline's best.pt)")
     p.add_argument("--run-id", default=None,
                    help="the MLflow training run to log under (default: the run the model file names); the "
                         "results go to a nested run 'evaluate <sets>' with the gallery, each set's metrics to the "
@@ -38,19 +41,14 @@ def add_parsers(subparsers) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from rosetta.evaluation.evaluate import evaluate_benchmarks
-    from rosetta.fsutil import claim_folder
+    from rosetta.evaluation.evaluate import evaluate_model
     from rosetta.evaluation.report import markdown_table
-    from rosetta.evaluation.sets import scored_sets
-    from rosetta.layout import RunLayout
-    from rosetta.recognition.model_file import model_file
+    from rosetta.fsutil import claim_folder
 
     cfg = config_from_args(args)
-    sets = scored_sets(cfg)
-    data, real = (Path(args.data), None) if args.data else (sets.benchmarks, sets.real)
-    if args.out:  # never over a metrics.json of someone else's: the folder is new, empty, or an earlier --out
-        claim_folder(Path(args.out), EVAL_MARKER, "give --out a new or empty folder")
-    with model_file(cfg, args.model or RunLayout.from_config(cfg).best_checkpoint) as model:
-        summary = evaluate_benchmarks(model, data, cfg, Path(args.out) if args.out else None, args.run_id, real)
+    out = Path(args.out) if args.out else None
+    if out:  # never over a metrics.json of someone else's: the folder is new, empty, or an earlier --out
+        claim_folder(out, EVAL_MARKER, "give --out a new or empty folder")
+    summary = evaluate_model(cfg, args.model, Path(args.data) if args.data else None, out, args.run_id)
     print(json.dumps(summary, indent=2) if args.json else markdown_table(summary), end="\n" if args.json else "")
     return 0

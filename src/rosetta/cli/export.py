@@ -33,20 +33,14 @@ def add_parsers(subparsers) -> None:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from rosetta.delivery.export import export_checkpoint
-    from rosetta.delivery.int8 import export_int8
-    from rosetta.layout import RunLayout
-    from rosetta_infer.onnx_runtime import int8_path
+    from rosetta.delivery.export_model import export_model
 
-    cfg = config_from_args(args)
-    runs = RunLayout.from_config(cfg)
-    out = Path(args.out) if args.out else runs.onnx
-    report = export_checkpoint(args.model, out, cfg, Path(args.parity) if args.parity else runs.parity, args.data)
-    print(report.summary())
-    print(f"wrote {out}")
-    if args.int8 or cfg.export.int8:
-        int8 = export_int8(out, cfg, Path(args.int8_report) if args.int8_report else runs.int8_report, args.data,
-                           [Path(args.benchmarks)] if args.benchmarks else None)
-        print(int8.summary())
-        print(f"wrote {int8_path(out)}")
+    def path(value: str | None) -> Path | None:
+        return Path(value) if value else None
+
+    for written, report in export_model(config_from_args(args), args.model, path(args.out), path(args.parity),
+                                        args.data, args.int8, path(args.int8_report),
+                                        [Path(args.benchmarks)] if args.benchmarks else None):
+        print(report.summary())
+        print(f"wrote {written}")
     return 0

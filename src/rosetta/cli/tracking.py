@@ -1,5 +1,5 @@
 """``rosetta tracking sync FOLDER``: send what a training kept while its MLflow server was away
-(``rosetta.training.journal``)."""
+(``rosetta.tracking.journal``)."""
 from __future__ import annotations
 
 import argparse
@@ -22,7 +22,8 @@ def add_parsers(subparsers) -> None:
 
 
 def _sync(args: argparse.Namespace) -> int:
-    from rosetta.training.journal import sync_folder
+    from rosetta.tracking.journal import sync_folder
+    from rosetta.training.outputs import log_checkpoint_model
 
-    sync_folder(args.folder)
+    sync_folder(args.folder, log_checkpoint_model)
     return 0

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from rosetta.errors import RosettaError
 from rosetta_infer.charset import Charset
-from rosetta_infer.preprocess import is_tall, resize_norm_img
+from rosetta_infer.preprocess import resize_norm_img
 
 # A sample key: (index in the concatenated dataset, augmentation seed words).
 SampleKey = tuple[int, tuple[int, ...]]
@@ -283,27 +283,3 @@ def train_loader(dataset: RecTrainSet, sampler: PlanSampler, num_workers: int, p
     return DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers,
                       collate_fn=_Collate(dataset.charset.max_text_length), pin_memory=pin_memory,
                       prefetch_factor=4 if num_workers else None, generator=torch.Generator().manual_seed(0))
-
-
-class EvalSet(Dataset):
-    """``index -> (image tensor, index, readable, tall)`` over a dataset of ``(PIL image, label)``, fixed width
-    as in PaddleOCR's eval (the labels stay with the caller). An image given as None (it does not decode) is a
-    blank tensor with ``readable`` False, for the caller to score as unreadable; ``tall``
-    (``rosetta_infer.preprocess.is_tall``) tells the caller to read its other orientations too."""
-
-    def __init__(self, base: Dataset, height: int = 32, width: int = 100):
-        self.base, self.height, self.width = base, height, width
-
-    def __len__(self) -> int:
-        return len(self.base)
-
-    def __getitem__(self, index: int):
-        img, _ = self.base[index]
-        if img is None:
-            return np.zeros((3, self.height, self.width), dtype=np.float32), index, False, False
-        return resize_norm_img(img, self.height, self.width), index, True, is_tall(img)
-
-
-def eval_loader(dataset: EvalSet, batch_size: int) -> DataLoader:
-    # In the calling process: evaluation sets are small, and workers would compete with the model's threads.
-    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)

@@ -12,27 +12,10 @@ from torch.utils.data import ConcatDataset, Subset
 from rosetta.config import Config
 from rosetta.data.dataset import LmdbDataset
 from rosetta.data.loader import BatchPlan, Stream, split_batch
-from rosetta.data.real_train import real_train_note
+from rosetta.data.sources import available_sources
 from rosetta.errors import RosettaError
 from rosetta.layout import DataLayout
 from rosetta_infer.charset import Charset
-
-
-def available_sources(cfg: Config) -> tuple[list[str], list[str]]:
-    """The sources of ``data.sources`` that hold training data, and one line for each that holds none (the
-    ``real`` source where ``data.real_train`` is missing or empty: training goes on with the others)."""
-    layout = DataLayout.from_config(cfg)
-    sources, notes = [], []
-    for source in cfg.data.sources:
-        note = real_train_note(layout.real_train) if source == "real" else None
-        if note:
-            notes.append(note)
-        else:
-            sources.append(source)
-    if not sources:
-        raise RosettaError(f"no training data in data.sources {cfg.data.sources}: {'; '.join(notes)}; add a "
-                           "source (e.g. synth)")
-    return sources, notes
 
 
 @dataclass

@@ -14,11 +14,12 @@ from typing import Callable, Iterator
 
 from PIL import Image
 
-from rosetta.data.convert import GT_FILE, find_benchmark_sets, gt_samples
-from rosetta.data.lmdb_io import FileSample, image_key, iter_labels, num_samples, open_lmdb
+from rosetta.data.lmdb_io import image_key, iter_labels, num_samples, open_lmdb
+from rosetta_infer.preprocess import ImageDecodeError, ImageLimits, decode_image, read_image_file
 from rosetta.errors import RosettaError
 from rosetta.evaluation.metrics import normalized_edit_distance
-from rosetta_infer.preprocess import ImageDecodeError, ImageLimits, decode_image, read_image_file
+from rosetta.prep.convert import GT_FILE, find_benchmark_sets, gt_samples
+from rosetta.prep.lmdb_writer import FileSample
 from rosetta_infer.recognizer import Recognizer
 
 THUMB_HEIGHT = 48  # pixels of a crop on the page: small enough for hundreds of rows in one file

@@ -1,31 +1,35 @@
 """Benchmark evaluation: every LMDB below a folder is one set, scored with PaddleOCR's RecMetric; the
 results go to a JSON (DVC metrics), a Markdown table, a gallery of the worst mistakes and MLflow, as a run
-nested under the model's training run. The metric arithmetic lives in ``rosetta.evaluation.metrics``.
+nested under the model's training run. The metric arithmetic lives in ``rosetta.evaluation.metrics``;
+``evaluate_model`` is the one door of the evaluate stage and ``rosetta evaluate``.
 """
 from __future__ import annotations
 
 import contextlib
+import json
 import sys
 import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from rosetta_infer.charset import Charset
 from rosetta.config import Config
-from rosetta.data.benchmarks import benchmark_lmdbs
 from rosetta.data.dataset import LmdbDataset
-from rosetta.data.splits import ValidationSplit
+from rosetta_infer.preprocess import ImageLimits
+from rosetta.data.splits import ValidationSplit, selected_split
 from rosetta.errors import RosettaError
-from rosetta.evaluation.metrics import (SampleScore, SetMetrics, flat_metrics, headline_first, headline_sets, score_sample,
-                                        set_metrics, summarize)
+from rosetta.evaluation.metrics import (SampleScore, SetMetrics, flat_metrics, headline_first, headline_sets,
+                                        score_sample, set_metrics, summarize, validation_of)
 from rosetta.evaluation.plots import Mistake, mistakes_gallery
 from rosetta.evaluation.report import gallery_title, markdown_table, worst_mistakes
+from rosetta.evaluation.sets import scored_sets
 from rosetta.fsutil import sha256_file, write_json
 from rosetta.layout import RunLayout
+from rosetta.prep.benchmarks import benchmark_lmdbs
 from rosetta.recognition.dataset import predict_dataset
 from rosetta.recognition.device import prepare_device
-from rosetta.recognition.model_file import load_recognizer, training_run_of
-from rosetta_infer.preprocess import ImageLimits
+from rosetta.recognition.model_file import load_recognizer, model_file, training_run_of
 from rosetta_infer.recognizer import Recognizer
 
 
@@ -121,6 +125,24 @@ def set_accuracies(recognizers: dict[str, Recognizer], folders: list[Path], work
             for name, recognizer in recognizers.items():
                 _score_folder(scored[name], recognizer, lmdbs, Path(folder))
     return {name: {s: m.accuracy for s, m in sc.per_set.items()} for name, sc in scored.items()}
+
+
+def evaluate_model(cfg: Config, model: str | Path | None = None, data: Path | None = None,
+                   out_dir: Path | None = None, run_id: str | None = None) -> dict:
+    """What ``evaluate`` scores, decided here for the DVC stage and ``rosetta evaluate`` alike: ``model`` (a file or
+    a ``models:/`` URI; by default the pipeline's best.pt) on the benchmark sets at ``data``, by default those the
+    pipeline scores (``scored_sets``: the data.benchmarks LMDBs and the converted real sets). The pipeline's own
+    best.pt also gets the validation accuracies it was chosen on (its ``train_metrics.json``) and the calibration
+    of its confidence on that validation split; any other model was chosen on nothing this project recorded.
+    ``out_dir`` and ``run_id`` are ``evaluate_benchmarks``'."""
+    runs = RunLayout.from_config(cfg)
+    sets = scored_sets(cfg)
+    data, real = (Path(data), None) if data else (sets.benchmarks, sets.real)
+    with model_file(cfg, model or runs.best_checkpoint) as path:
+        ours = path.resolve() == runs.best_checkpoint.resolve() and runs.train_metrics.is_file()
+        validation = validation_of(json.loads(runs.train_metrics.read_text())) if ours else None
+        calibrate_on = selected_split(cfg, Charset.from_config(cfg.charset)) if ours else None
+        return evaluate_benchmarks(path, data, cfg, out_dir, run_id, real, validation, calibrate_on)
 
 
 def evaluate_benchmarks(checkpoint: Path, data_dir: Path, cfg: Config, out_dir: Path | None = None,

@@ -5,9 +5,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rosetta.config import Config
-from rosetta.data.benchmarks import real_lmdbs
-from rosetta.data.convert import find_benchmark_sets
 from rosetta.layout import DataLayout
+from rosetta.prep.benchmarks import real_lmdbs
+from rosetta.prep.convert import find_benchmark_sets
 
 
 @dataclass(frozen=True)

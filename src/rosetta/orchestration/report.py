@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from rosetta.config import Config
-from rosetta.data.validate import DOCS_DIR
 from rosetta.errors import RosettaError
 from rosetta.evaluation.report import markdown_table
 from rosetta.layout import DataLayout, RunLayout
+from rosetta.prep.validate import DOCS_DIR
 from rosetta.tracking.runs import ML_VIEW, runs_view_path
 from rosetta.tracking.store import tracking_uri
 

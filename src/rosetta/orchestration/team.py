@@ -23,12 +23,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Mapping
 
-from rosetta.data.benchmarks import ORIGIN_ENV
 from rosetta.errors import RosettaError
 from rosetta.fsutil import exclusive_lock, write_json, write_private
 from rosetta.orchestration import processes
 from rosetta.orchestration.dvc_project import PROJECT_DIR_ENV
 from rosetta.orchestration.postgres import Cluster
+from rosetta.prep.benchmarks import ORIGIN_ENV
 
 PG_USER = "rosetta"  # the cluster's superuser, with a generated password
 DATABASES = ("mlflow", "mlflow_auth", "prefect")  # runs and registry; MLflow's users; Prefect's state
@@ -235,7 +235,7 @@ def _start_workers(team: Team, values: dict[str, str], timeout: float) -> None:
         workspace = _workspace(team, name)
         # The flow runs a worker starts inherit its environment: they track to the team's server, too, run in
         # the worker's clone (the team deployment's pull step, ``dvc_project.enter_workspace``) and read the sets
-        # outside the repository where the project does (``rosetta.data.benchmarks.sets_folder``).
+        # outside the repository where the project does (``rosetta.prep.benchmarks.sets_folder``).
         env = {**_prefect_env(team, values), **{k: v for k, v in team_env(team, values).items()
                                                  if k.startswith("MLFLOW_")},
                PROJECT_DIR_ENV: str(workspace), ORIGIN_ENV: str(team.project)}

@@ -15,10 +15,11 @@ from rosetta.config import Config, result_params
 from rosetta.evaluation.plots import training_curve
 from rosetta.fsutil import write_json
 from rosetta.layout import RunLayout
+from rosetta.recognition.checkpoint import load_for_inference
+from rosetta.tracking.journal import JournaledTracker
 from rosetta.tracking.provenance import provenance_tags
 from rosetta.tracking.runs import TAG_BACKBONE, TAG_CHANGED, backbone_label, changed_params, run_description
-from rosetta.tracking.store import TAG_NOTE
-from rosetta.training.journal import JournaledTracker
+from rosetta.tracking.store import TAG_NOTE, Tracker
 
 
 def write_reports(runs: RunLayout, state, sources: list[str], select_on: str, device: torch.device) -> None:
@@ -46,6 +47,14 @@ def _write_csv(path: Path, header: list[str], rows: list[list[float]]) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
+def log_checkpoint_model(tracker: Tracker, checkpoint: Path) -> None:
+    """The model of an inference checkpoint in MLflow's pytorch flavour, with a batch of two blank images (the
+    journal's ``ModelLogger``: tracking loads no model itself)."""
+    best = load_for_inference(checkpoint)
+    example = np.zeros((2, 3, best.architecture.image_height, best.architecture.image_width), np.float32)
+    tracker.log_pytorch_model(best.model, example)
+
+
 def start_run(cfg: Config, runs: RunLayout) -> JournaledTracker:
     """A new MLflow training run: named by what it is, tagged with its provenance and changed params, its
     result params logged and every param in ``config/params.yaml``."""
@@ -53,7 +62,7 @@ def start_run(cfg: Config, runs: RunLayout) -> JournaledTracker:
     changed = changed_params(cfg)
     tags.update({TAG_BACKBONE: backbone_label(cfg), TAG_NOTE: run_description(cfg, tags),
                  TAG_CHANGED: ", ".join(f"{k}={v}" for k, v in changed.items()) or "none"})
-    tracker = JournaledTracker.start(cfg, runs.train, tags)
+    tracker = JournaledTracker.start(cfg, runs.train, tags, log_checkpoint_model)
     tracker.log_params(result_params(cfg))
     tracker.log_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), "config/params.yaml")
     return tracker

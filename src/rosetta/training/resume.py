@@ -12,7 +12,7 @@ import torch
 from rosetta.config import Config, result_fields
 from rosetta.data.lmdb_io import find_lmdbs
 from rosetta.data.loader import Stream
-from rosetta.data.splits import available_sources
+from rosetta.data.sources import available_sources
 from rosetta.layout import DataLayout
 
 

@@ -34,11 +34,11 @@ from rosetta.layout import RunLayout
 from rosetta.params import param_differences
 from rosetta.recognition.checkpoint import inference_entries, load_checkpoint, save_checkpoint
 from rosetta.recognition.device import prepare_device
+from rosetta.tracking.journal import JournaledTracker
 from rosetta.tracking.store import tracking_uri
-from rosetta.training.journal import JournaledTracker
 from rosetta.training.launch import launch_torchrun
 from rosetta.training.optim import build_scheduler, build_trainable
-from rosetta.training.outputs import log_final, start_run, write_reports
+from rosetta.training.outputs import log_checkpoint_model, log_final, start_run, write_reports
 from rosetta.training.pretrained import apply_pretrained, load_pretrained
 from rosetta.training.resume import fingerprint, rng_state, set_rng_state
 from rosetta.training.runtime import Dist, autocast_context, die_with_parent
@@ -250,7 +250,8 @@ class _Trainer:
             return
         if self.state.run_id:
             try:  # a store that does not answer now gets a journal of this run's writes, not a new run
-                self.tracker = JournaledTracker.resume(self.cfg, self.state.run_id, self.runs.train)
+                self.tracker = JournaledTracker.resume(self.cfg, self.state.run_id, self.runs.train,
+                                                       log_checkpoint_model)
                 return
             except RosettaError as exc:
                 _say(self.dist, f"{exc}; logging to a new MLflow run")

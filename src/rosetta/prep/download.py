@@ -302,7 +302,7 @@ def prepare_raw(data: DataConfig, seed: int, layout: DataLayout) -> dict[str, Pa
         if source == "real":
             continue
         if source == "synth":
-            from rosetta.data.synth import render_dataset  # rendering pulls in fonts and word lists
+            from rosetta.prep.synth import render_dataset  # rendering pulls in fonts and word lists
 
             render_dataset(layout.raw(source), data.synth, seed, data.workers)
             raw[source] = layout.raw(source)

@@ -16,11 +16,12 @@ import numpy as np
 from PIL import Image
 
 from rosetta.config import DataConfig
-from rosetta.data.lmdb_io import FileSample, Record, copy_lmdb, find_lmdbs, folders_holding, write_lmdb
+from rosetta.data.lmdb_io import find_lmdbs, folders_holding
+from rosetta_infer.preprocess import ImageDecodeError, ImageLimits, decode_image
 from rosetta.errors import RosettaError
 from rosetta.fsutil import atomic_dir
 from rosetta.layout import DataLayout
-from rosetta_infer.preprocess import ImageDecodeError, ImageLimits, decode_image
+from rosetta.prep.lmdb_writer import FileSample, Record, copy_lmdb, write_lmdb
 
 FORMATS = ("mjsynth", "synthtext", "gt-file")
 GT_FILE = "gt.txt"  # a benchmark set in DTRB's layout: <SET>/gt.txt listing images/x.png<TAB>label

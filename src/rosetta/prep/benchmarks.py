@@ -16,11 +16,11 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-from rosetta.data.convert import find_benchmark_sets, import_benchmarks
+from rosetta_infer.preprocess import ImageLimits
 from rosetta.errors import RosettaError
 from rosetta.fsutil import atomic_dir, write_json
 from rosetta.params import project_path
-from rosetta_infer.preprocess import ImageLimits
+from rosetta.prep.convert import find_benchmark_sets, import_benchmarks
 
 MANIFEST = "manifest.json"
 # In a team worker's clone (``.team/workspaces/<worker>``, set by ``rosetta team up``): the project folder it was

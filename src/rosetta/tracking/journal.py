@@ -1,6 +1,7 @@
 """A training's MLflow writes when the store goes away: ``JournaledTracker`` sends each write at once while the
 store answers; when it fails, the training goes on and the writes wait, in order, in a journal in the run folder
 (``RunLayout.mlflow_pending``), sent when the store answers again or by ``rosetta tracking sync`` (``sync_folder``).
+Tracking loads no model: a journaled best model is sent through the ``ModelLogger`` the training gives it.
 """
 from __future__ import annotations
 
@@ -107,7 +108,11 @@ class Journal:
         return len(lines) - sent
 
 
-def send(tracker: Tracker, record: dict, folder: Path) -> None:
+# Logs the model of an inference checkpoint to a run (``rosetta.training.outputs.log_checkpoint_model``).
+ModelLogger = Callable[[Tracker, Path], None]
+
+
+def send(tracker: Tracker, record: dict, folder: Path, log_model: ModelLogger) -> None:
     """One journal record written to ``tracker``'s run (a file it names is read below ``folder`` when relative)."""
     op = record["op"]
     path = folder / record["path"] if "path" in record else None
@@ -120,7 +125,7 @@ def send(tracker: Tracker, record: dict, folder: Path) -> None:
     elif op == "artifact":
         tracker.log_artifact(path, record["artifact_path"])
     elif op == "model":
-        _log_checkpoint_model(tracker, path)
+        log_model(tracker, path)
     elif op == "reopen":
         tracker.reopen()
     elif op == "end":
@@ -130,25 +135,16 @@ def send(tracker: Tracker, record: dict, folder: Path) -> None:
                            "that version")
 
 
-def _log_checkpoint_model(tracker: Tracker, checkpoint: Path) -> None:
-    """The model of an inference checkpoint in MLflow's pytorch flavour, with a batch of two blank images."""
-    import numpy as np
-
-    from rosetta.recognition.checkpoint import load_for_inference
-
-    best = load_for_inference(checkpoint)
-    example = np.zeros((2, 3, best.architecture.image_height, best.architecture.image_width), np.float32)
-    tracker.log_pytorch_model(best.model, example)
-
-
 class JournaledTracker:
     """A training's MLflow run, written through ``Tracker`` while the store answers and into the run's
     ``Journal`` below ``pending`` while it does not. A failing store is said once, in one line; while records
     wait, each write joins them and, ``retry_every_s`` after the last try, the journal is sent (said in one line
     too). Only a failing store is waited out: any other error is raised as ``Tracker`` raises it."""
 
-    def __init__(self, uri: str, run_id: str, train_folder: Path, retry_every_s: float, tracker: Tracker | None):
+    def __init__(self, uri: str, run_id: str, train_folder: Path, retry_every_s: float, tracker: Tracker | None,
+                 log_model: ModelLogger):
         self.uri, self.run_id, self.train_folder, self.retry_every_s = uri, run_id, train_folder, retry_every_s
+        self._log_model = log_model
         self.journal = Journal(mlflow_pending(train_folder) / run_id)
         self._tracker = tracker
         self._last_try = time.monotonic()
@@ -160,24 +156,25 @@ class JournaledTracker:
                 self._say_unavailable(failure)
 
     @classmethod
-    def start(cls, cfg: Config, train_folder: Path, tags: Mapping[str, str]) -> "JournaledTracker":
+    def start(cls, cfg: Config, train_folder: Path, tags: Mapping[str, str],
+              log_model: ModelLogger) -> "JournaledTracker":
         """A new run; a store that fails now ends the training in one sentence (``StoreUnavailable``)."""
         with fail_fast():
             tracker = Tracker(cfg, tags=tags)
-        return cls(tracker.uri, tracker.run_id, train_folder, cfg.mlflow.retry_every_s, tracker)
+        return cls(tracker.uri, tracker.run_id, train_folder, cfg.mlflow.retry_every_s, tracker, log_model)
 
     @classmethod
-    def resume(cls, cfg: Config, run_id: str, train_folder: Path) -> "JournaledTracker":
+    def resume(cls, cfg: Config, run_id: str, train_folder: Path, log_model: ModelLogger) -> "JournaledTracker":
         """Run ``run_id`` again (a resumed training): marked running, or, while its store fails, journaled."""
         try:
             with fail_fast():
                 tracker = Tracker(cfg, run_id, reopen=False)
         except StoreUnavailable as exc:
-            journaled = cls(exc.uri, run_id, train_folder, cfg.mlflow.retry_every_s, None)
+            journaled = cls(exc.uri, run_id, train_folder, cfg.mlflow.retry_every_s, None, log_model)
             journaled._logged = journaled._logged_steps(None)
             journaled._keep({"op": "reopen"}, exc.failure)
             return journaled
-        journaled = cls(tracker.uri, tracker.run_id, train_folder, cfg.mlflow.retry_every_s, tracker)
+        journaled = cls(tracker.uri, tracker.run_id, train_folder, cfg.mlflow.retry_every_s, tracker, log_model)
         journaled._logged = journaled._logged_steps(tracker)
         journaled._write({"op": "reopen"})  # after what the journal holds: an end status an earlier process left
         return journaled
@@ -239,7 +236,7 @@ class JournaledTracker:
             return
         try:
             with fail_fast(), store_errors(self.uri):
-                send(self._connect(), record, Path("/"))
+                send(self._connect(), record, Path("/"), self._log_model)
         except StoreUnavailable as exc:
             self._keep(record, exc.failure)
 
@@ -267,7 +264,7 @@ class JournaledTracker:
         try:
             with fail_fast(), store_errors(self.uri):
                 tracker = self._connect()
-                n = self.journal.replay(lambda record, folder: send(tracker, record, folder))
+                n = self.journal.replay(lambda record, folder: send(tracker, record, folder, self._log_model))
         except StoreUnavailable as exc:
             return exc.failure  # still away: said once, when it went
         self._waiting = False
@@ -275,7 +272,7 @@ class JournaledTracker:
         return None
 
 
-def sync_folder(train_folder: Path) -> int:
+def sync_folder(train_folder: Path, log_model: ModelLogger) -> int:
     """Send every journal of the training folder ``train_folder`` to its run's store; returns the records sent. A
     training running there is left to send its own; a store that still fails is one sentence, its records kept."""
     train_folder = Path(train_folder)
@@ -294,7 +291,7 @@ def sync_folder(train_folder: Path) -> int:
             try:
                 with fail_fast(), store_errors(uri):
                     tracker = Tracker.at(uri, journal.run_id, reopen=False)
-                    sent = journal.replay(lambda record, f: send(tracker, record, f))
+                    sent = journal.replay(lambda record, f: send(tracker, record, f, log_model))
             except StoreUnavailable as exc:
                 left = len(journal.pending())
                 raise RosettaError(f"the MLflow store at {uri} still fails ({exc.failure}); {left} records of run "

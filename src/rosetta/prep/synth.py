@@ -1,4 +1,4 @@
-"""Our own MJSynth: words drawn by rosetta.data.render in the declared fonts (rosetta.data.fonts), over
+"""Our own MJSynth: words drawn by rosetta.prep.render in the declared fonts (rosetta.prep.fonts), over
 natural-photo backgrounds, written in MJSynth's layout.
 
 Train and val share font families; the test split uses families neither has seen, so its accuracy
@@ -22,11 +22,11 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from rosetta.config import SynthConfig, SynthEffects
-from rosetta.data.fonts import Font, missing_glyphs, split_families, synth_fonts
-from rosetta.data.lmdb_io import parallel_map
-from rosetta.data.render import IMAGE_HEIGHT, photo_paths, render_word
 from rosetta.errors import RosettaError
 from rosetta.fsutil import atomic_dir
+from rosetta.prep.fonts import Font, missing_glyphs, split_families, synth_fonts
+from rosetta.prep.parallel import parallel_map
+from rosetta.prep.render import IMAGE_HEIGHT, photo_paths, render_word
 
 SPLITS = ("train", "val", "test")
 MJSYNTH_DIR = "90kDICT32px"

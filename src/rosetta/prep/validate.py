@@ -15,15 +15,15 @@ from pathlib import Path
 
 import pandas as pd
 
+from rosetta_infer.charset import Charset
 from rosetta.config import Config, ValidationConfig
-from rosetta.data.lmdb_io import (find_lmdbs, image_key, lmdb_name, num_samples, open_lmdb, parallel_map,
-                                  read_label, read_report)
-from rosetta.data.stats import lmdb_stats, summary, write_plots
+from rosetta.data.lmdb_io import find_lmdbs, image_key, lmdb_name, num_samples, open_lmdb, read_label, read_report
+from rosetta_infer.preprocess import ImageDecodeError, decode_image
 from rosetta.errors import RosettaError
 from rosetta.fsutil import atomic_dir, write_json
 from rosetta.layout import DataLayout
-from rosetta_infer.charset import Charset
-from rosetta_infer.preprocess import ImageDecodeError, decode_image
+from rosetta.prep.parallel import parallel_map
+from rosetta.prep.stats import lmdb_stats, summary, write_plots
 
 RESULTS_DIR = "validation"  # below the reports folder: one GX result JSON per LMDB
 DOCS_DIR = "data_docs"  # below the reports folder: GX's Data Docs of every result (index.html)
@@ -251,9 +251,10 @@ def validate_pipeline_data(cfg: Config, workers: int | None = None) -> list[Vali
     overlap check of every training image against every benchmark
     image (``reports/validation/overlap.json``, counted in ``data_metrics.json`` under ``overlap``). A training
     image that is a benchmark image ends the stage in one sentence naming both, after the reports are written."""
-    from rosetta.data.benchmarks import real_lmdbs
-    from rosetta.data.overlap import Overlap, copy_sentence, training_overlap
-    from rosetta.data.real_train import REPORT as REAL_REPORT, real_train_note
+    from rosetta.data.sources import real_train_note
+    from rosetta.prep.benchmarks import real_lmdbs
+    from rosetta.prep.overlap import Overlap, copy_sentence, training_overlap
+    from rosetta.prep.real_train import REPORT as REAL_REPORT
 
     layout = DataLayout.from_config(cfg)
     workers = cfg.data.workers if workers is None else workers

@@ -10,7 +10,6 @@ benchmarks stay unseen.
 """
 from __future__ import annotations
 
-import json
 import zlib
 from collections import Counter
 from dataclasses import dataclass
@@ -18,33 +17,22 @@ from pathlib import Path
 
 import numpy as np
 
-from rosetta.data.benchmarks import checked_manifest, sets_folder, write_real_manifest
-from rosetta.data.convert import GT_FILE, Rejected, find_benchmark_sets, gt_samples
-from rosetta.data.lmdb_io import FileSample, Record, image_key, iter_labels, open_lmdb, write_lmdb
-from rosetta.data.overlap import Prints, copy_sentence, find_overlaps, is_copy, lmdb_prints, prints_of
+from rosetta_infer.charset import Charset, MissingCharacters
+from rosetta.data.lmdb_io import image_key, iter_labels, open_lmdb
+from rosetta.data.sources import MANIFEST, REAL_TRAIN_KEY
 from rosetta.errors import RosettaError
 from rosetta.fsutil import atomic_dir, write_json
-from rosetta_infer.charset import Charset, MissingCharacters
+from rosetta.prep.benchmarks import checked_manifest, sets_folder, write_real_manifest
+from rosetta.prep.convert import GT_FILE, Rejected, find_benchmark_sets, gt_samples
+from rosetta.prep.lmdb_writer import FileSample, Record, write_lmdb
+from rosetta.prep.overlap import Prints, copy_sentence, find_overlaps, is_copy, lmdb_prints, prints_of
 
-KEY = "real_train"
 REPORT = "realtrain_report.json"
-MANIFEST = "manifest.json"
 
 
 def write_real_train_manifest(setting: str, path: Path, project_dir: Path | None = None) -> dict:
     """The ``real_train`` stage: the fingerprint of the sets at ``data.real_train``."""
-    return write_real_manifest(setting, path, project_dir, KEY)
-
-
-def describe(manifest: dict) -> str:
-    """One line: the real training sets found, or that none was and training uses the other sources."""
-    setting, sets = manifest[KEY], manifest["sets"]
-    if not setting:
-        return "no real training set: data.real_train is empty; training on the other sources alone"
-    if not sets:
-        return (f"no real training set found at {setting} (data.real_train); training on the other sources "
-                "alone")
-    return f"real training sets at {setting}: {', '.join(sets)}"
+    return write_real_manifest(setting, path, project_dir, REAL_TRAIN_KEY)
 
 
 @dataclass(frozen=True)
@@ -114,13 +102,13 @@ def convert_real_train(manifest_path: Path, output: Path, charset: Charset, val_
     ``output/val/<set>`` (``val_fraction`` of it, seeded), checked against the benchmark sets below
     ``benchmark_folders``; the report (per set: listed, dropped by reason, near-duplicates, written) goes to
     ``output/realtrain_report.json`` beside a copy of the manifest. Returns the report."""
-    manifest = checked_manifest(manifest_path, KEY, project_dir)
-    setting = manifest[KEY]
-    report: dict = {KEY: setting, "val_fraction": val_fraction, "sets": {}}
+    manifest = checked_manifest(manifest_path, REAL_TRAIN_KEY, project_dir)
+    setting = manifest[REAL_TRAIN_KEY]
+    report: dict = {REAL_TRAIN_KEY: setting, "val_fraction": val_fraction, "sets": {}}
     with atomic_dir(output) as tmp:
         if manifest["sets"]:
             bench = benchmark_prints([f for f in benchmark_folders if f.is_dir()], workers)
-            root = sets_folder(setting, KEY, project_dir)
+            root = sets_folder(setting, REAL_TRAIN_KEY, project_dir)
             for name, entry in manifest["sets"].items():
                 report["sets"][name] = _convert_set(name, entry["kind"], root / entry["folder"], f"{setting}/{name}",
                                                     tmp, charset, val_fraction, seed, bench, workers)
@@ -173,18 +161,3 @@ def missing_note(entry: dict, name: str, charset: Charset, dict_path: str | None
     missing = MissingCharacters(Counter(entry.get("missing_characters", {})), entry.get("labels_missing_characters", 0),
                                 entry.get("missing_example"))
     return missing.note(f"{name}", entry["listed"], charset, dict_path)
-
-
-def real_train_note(folder: Path) -> str | None:
-    """Why the ``real`` source adds nothing, in one line, or None when it holds a training split."""
-    manifest_path = folder / MANIFEST
-    if not manifest_path.is_file():
-        raise RosettaError(f"{folder}: the real training sets are not converted; run `dvc repro convert_real_train` "
-                           "(or leave real out of data.sources)")
-
-    manifest = json.loads(manifest_path.read_text())
-    if not (folder / "train").is_dir():
-        return describe(manifest) if not manifest["sets"] else (
-            f"no sample of the real training sets at {manifest[KEY]} survived conversion; training on the other "
-            "sources alone")
-    return None

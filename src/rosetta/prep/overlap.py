@@ -23,8 +23,9 @@ from typing import Iterable, Iterator
 import numpy as np
 from PIL import Image, ImageFilter
 
-from rosetta.data.lmdb_io import (find_lmdbs, image_key, num_samples, open_lmdb, parallel_map, read_names)
+from rosetta.data.lmdb_io import find_lmdbs, image_key, num_samples, open_lmdb, read_names
 from rosetta_infer.preprocess import ImageDecodeError, decode_image
+from rosetta.prep.parallel import parallel_map
 
 THUMB_W, THUMB_H = 32, 12
 COPY_SIMILARITY = 0.985  # a re-encoded (JPEG 40+) or rescaled copy keeps at least this correlation
