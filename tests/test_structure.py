@@ -28,17 +28,23 @@ LAYERS = [
     ("evaluation/", 9),
     ("training/", 10),
     ("delivery/", 11),
-    ("bench/", 12),
-    ("orchestration/", 13),
-    ("cli/", 14),
+    ("registry/", 12),
+    ("bench/", 13),
+    ("orchestration/", 14),
+    ("cli/", 15),
 ]
 # The package's own __init__ imports nothing (every module runs it on the way); ``python -m rosetta`` runs the CLI.
-ENTRY_POINTS = {"rosetta": 0, "rosetta.__main__": 15}
+ENTRY_POINTS = {"rosetta": 0, "rosetta.__main__": 16}
+# Modules below their package's layer, and why: reading the registry (a version resolved, its files checked) is what
+# recognition and training load a registered model with; writing it logs the pyfunc model, a delivery.
+LOWER_MODULES = {"rosetta.registry.refs": "tracking/"}
 
 
 def layer(module: str) -> int:
     if module in ENTRY_POINTS:
         return ENTRY_POINTS[module]
+    if module in LOWER_MODULES:
+        return dict(LAYERS)[LOWER_MODULES[module]]
     top = module.split(".")[1]
     for name, rank in LAYERS:
         if name.rstrip("/").removesuffix(".py") == top:

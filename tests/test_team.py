@@ -27,7 +27,7 @@ from dvc_fixtures import dvc, project_copy, run
 from flow_fixtures import PARAMS, PREFECT, REAL_SETS, flow_env, wait_http
 from model_fixtures import WORDS, png_bytes, word_image, write_gt_set
 from rosetta.delivery.http_server import invocations_body, post
-from rosetta.delivery.decisions import TAG_DECISION
+from rosetta.registry.decisions import TAG_DECISION
 from rosetta.orchestration import processes
 from rosetta.orchestration.processes import free_port, group_alive, read_pid
 from rosetta.orchestration.team import load_team, online_workers, team_secrets

@@ -1,7 +1,7 @@
 """``rosetta team seed``: what the project already has, put where the team finds it. The outputs ``dvc.lock``
 records (the data stages' LMDBs, the models) go to the team's DVC remote, so a clone's first ``dvc pull`` gets
 them; the production model of the project's own MLflow store goes to the team's registry
-(``rosetta.delivery.transfer``), so ``models:/rosetta@production`` answers on every machine.
+(``rosetta.registry.transfer``), so ``models:/rosetta@production`` answers on every machine.
 """
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import contextlib
 import subprocess
 
 from rosetta.config import load_config
-from rosetta.delivery.transfer import copy_production
+from rosetta.registry.transfer import copy_production
 from rosetta.errors import RosettaError
 from rosetta.orchestration.dvc_project import PARAMS, dvc
 from rosetta.orchestration.team import Team, team_env, team_secrets
