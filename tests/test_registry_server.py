@@ -5,8 +5,7 @@ releases it at once, one killed outright holds it until its lease ends; a store 
 server named is one sentence."""
 from __future__ import annotations
 
-import contextlib
-import io
+import json
 import os
 import signal
 import subprocess
@@ -17,10 +16,7 @@ import pytest
 import requests
 from mlflow import MlflowClient
 
-from model_fixtures import config
 from rosetta.registry.lock import LEASE_S
-from rosetta.registry.versions import register_and_promote
-from rosetta.tracking.store import Tracker
 from server_fixtures import mlflow_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]  # servers, processes
@@ -45,23 +41,32 @@ def _env(tmp_path, **extra: str) -> dict:
 
 
 def test_a_user_granted_manage_on_the_model_alone_promotes_and_rolls_back(tmp_path, prefect_api, tiny_data,
-                                                                          untrained_model, rosetta_cli, monkeypatch):
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
+                                                                          untrained_model, rosetta_cli):
     with mlflow_server(tmp_path, auth=True) as server:
         admin = ("admin", server.admin_password)
-        monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", admin[0])
-        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", admin[1])
         overrides = [f"data.root={tiny_data}", f"mlflow.tracking_uri={server.uri}", "registry.min_score=0.2"]
-        cfg = config(*overrides)
-        with temporary_settings(updates={PREFECT_API_URL: prefect_api}), contextlib.redirect_stdout(io.StringIO()):
-            tracker = Tracker(cfg)
-            tracker.end()
-            register_and_promote(cfg, untrained_model.onnx, untrained_model.parity, SUMMARY, tracker.run_id)
-        client = MlflowClient(tracking_uri=server.uri, registry_uri=server.uri)
-        first = client.get_model_version("rosetta", "1")
-        client.create_model_version("rosetta", first.source, run_id=first.run_id, tags=first.tags)  # v2, its twin
+        args = [a for o in overrides for a in ("-o", o)]
+        # The admin registers the model as a team member does, env.sh sourced: v1, production.
+        metrics, run = tmp_path / "metrics.json", tmp_path / "run.json"
+        metrics.write_text(json.dumps({**SUMMARY, "model": {"sha256": untrained_model.parity["onnx_sha256"]}}))
+        run.write_text(json.dumps({"run_id": None}))
+        registered = rosetta_cli("register", "--onnx", str(untrained_model.onnx), "--parity",
+                                 str(untrained_model.onnx.parent / "parity.json"), "--metrics", str(metrics),
+                                 "--run-json", str(run), *args, "-o", f"registry.out_dir={tmp_path / 'register'}",
+                                 cwd=tmp_path, timeout=600,
+                                 env=rosetta_cli.env(MLFLOW_TRACKING_USERNAME=admin[0],
+                                                     MLFLOW_TRACKING_PASSWORD=admin[1], PREFECT_API_URL=prefect_api))
+        assert registered.returncode == 0, registered.stderr
+        assert "rosetta v1 promoted to production" in registered.stdout
+        with pytest.MonkeyPatch.context() as mp:
+            mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+            mp.setenv("MLFLOW_TRACKING_USERNAME", admin[0])
+            mp.setenv("MLFLOW_TRACKING_PASSWORD", admin[1])
+            client = MlflowClient(tracking_uri=server.uri, registry_uri=server.uri)
+            first = client.get_model_version("rosetta", "1")
+            client.create_model_version("rosetta", first.source, run_id=first.run_id, tags=first.tags,
+                                        model_id=first.source.removeprefix("models:/"))  # v2, a twin
+            experiment = client.get_run(first.run_id).info.experiment_id
 
         def api(path: str, version: int = 2, **body):
             answer = requests.post(f"{server.uri}/api/{version}.0/mlflow/{path}", json=body, auth=admin, timeout=30)
@@ -72,10 +77,9 @@ def test_a_user_granted_manage_on_the_model_alone_promotes_and_rolls_back(tmp_pa
         api("users/permissions/grant", version=3, username="ann", resource_type="registered_model",
             resource_id="rosetta", permission="MANAGE")
         api("users/permissions/grant", version=3, username="ann", resource_type="experiment",
-            resource_id=client.get_run(first.run_id).info.experiment_id, permission="EDIT")
+            resource_id=experiment, permission="EDIT")
         ann = rosetta_cli.env(MLFLOW_TRACKING_USERNAME="ann", MLFLOW_TRACKING_PASSWORD="ann-secret-1",
                               PREFECT_API_URL=prefect_api)
-        args = [a for o in overrides for a in ("-o", o)]
         promoted = rosetta_cli("promote", "--version", "2", "--force", *args, cwd=tmp_path, env=ann)
         assert promoted.returncode == 0, promoted.stderr
         assert promoted.stdout.strip().startswith("rosetta v2 promoted to production: forced by hand over v1")

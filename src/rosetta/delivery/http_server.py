@@ -7,8 +7,8 @@ which it is (``SERVED_MODEL_ENV``), so every answer names the model, version and
 
 What is served is that version, downloaded into a folder of this process and checked against the digests the
 registry recorded (``rosetta.registry.refs.download_verified``), or a local model folder named on purpose (one
-holding an MLmodel file); anything else is refused in one sentence before a server starts. The downloaded folder is removed
-when the server ends, and one left by a process that was killed outright is removed by the next.
+holding an MLmodel file); anything else is refused in one sentence before a server starts. The downloaded folder
+is removed when the server ends, and one left by a process that was killed outright is removed by the next.
 """
 from __future__ import annotations
 

@@ -38,5 +38,7 @@ def team_seed(team: Team) -> str | None:
     dvc(team.project, "push")
     with contextlib.chdir(team.project):  # the project's own store: mlflow.tracking_uri, else its mlflow.db
         source = default_tracking_uri(cfg)
-    destination = {k: v for k, v in team_env(team, team_secrets(team)).items() if k.startswith("MLFLOW_")}
+    # The team's MLflow server, and its Prefect server, where the registry lock is.
+    destination = {k: v for k, v in team_env(team, team_secrets(team)).items()
+                   if k.startswith(("MLFLOW_", "PREFECT_API_"))}
     return copy_production(cfg, source, destination, COMMAND)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
+import logging
 import os
 import re
 import signal
@@ -179,7 +180,10 @@ def _prefect_lock(store: str, model_name: str, wait: _Waiting, lease_s: float, p
         _ensure_limit(limit)
     except httpx.HTTPError as exc:
         raise unreachable(exc) from None
-    with ConcurrencyContext():  # a lease granted as this command is interrupted is released on the way out
+    # Prefect's acquisition service logs every refused attempt (the lock held) as a failure: this command says who
+    # holds it instead.
+    service_log = logging.getLogger("prefect._internal.concurrency")
+    with ConcurrencyContext(), _quiet(service_log):  # a lease granted as this command is interrupted is released
         while True:
             held = False
             try:
@@ -200,6 +204,16 @@ def _prefect_lock(store: str, model_name: str, wait: _Waiting, lease_s: float, p
                     raise unreachable(exc) from None
             wait(Variable.get(holder_variable, default=None) or "another rosetta command")
             time.sleep(poll_s)
+
+
+@contextlib.contextmanager
+def _quiet(logger: logging.Logger) -> Iterator[None]:
+    before = logger.disabled
+    logger.disabled = True
+    try:
+        yield
+    finally:
+        logger.disabled = before
 
 
 def _ensure_limit(name: str) -> None:
