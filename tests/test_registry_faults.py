@@ -154,7 +154,9 @@ def test_model_uris_that_name_no_model_of_the_registry_are_one_sentence(registry
         _one_sentence(capsys, sentence)
     # The registry's own model without a production version: the command that makes one.
     assert main(["serve", *_args(registry), "-o", "registry.model_name=other"]) == 2
-    _one_sentence(capsys, "rosetta serve: no registered model 'other' in the registry at sqlite:///")
+    _one_sentence(capsys, "rosetta serve: other has no version with alias 'production' yet (its aliases: none); "
+                          "promote one with `rosetta promote --version N --force` (see the versions in `mlflow ui`), "
+                          "or name a version (models:/other/<version>, `rosetta serve --version N`)")
     assert main(["serve", "--alias", "nope", *_args(registry)]) == 2
     _one_sentence(capsys, "rosetta serve: rosetta has no alias 'nope' (its aliases: production (v1)); use one of those")
     assert list(tmp_path.iterdir()) == []  # nothing copied anywhere
