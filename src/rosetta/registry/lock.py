@@ -157,8 +157,8 @@ def prefect_names(model_name: str) -> tuple[str, str]:
 def _prefect_lock(store: str, model_name: str, wait: _Waiting, lease_s: float, poll_s: float = 1.0
                   ) -> Iterator[None]:
     import httpx
-    from prefect.concurrency.context import ConcurrencyContext
     from prefect.concurrency.asyncio import ConcurrencySlotAcquisitionError
+    from prefect.concurrency.context import ConcurrencyContext
     from prefect.concurrency.sync import concurrency
     from prefect.settings import get_current_settings
     from prefect.variables import Variable
@@ -180,40 +180,36 @@ def _prefect_lock(store: str, model_name: str, wait: _Waiting, lease_s: float, p
         _ensure_limit(limit)
     except httpx.HTTPError as exc:
         raise unreachable(exc) from None
-    # Prefect's acquisition service logs every refused attempt (the lock held) as a failure: this command says who
-    # holds it instead.
+    # Prefect's acquisition service logs every refused attempt (the lock held) as a failure: while this command
+    # waits, it says who holds the lock instead; once it holds it, Prefect's log is back.
     service_log = logging.getLogger("prefect._internal.concurrency")
-    with ConcurrencyContext(), _quiet(service_log):  # a lease granted as this command is interrupted is released
-        while True:
-            held = False
-            try:
-                with concurrency(limit, max_retries=0, lease_duration=lease_s, strict=True,
-                                 raise_on_lease_renewal_failure=True):
-                    held = True
-                    Variable.set(holder_variable, _holder(), overwrite=True)
-                    try:
-                        yield
-                    finally:
-                        Variable.unset(holder_variable)
-                return
-            except ConcurrencySlotAcquisitionError as exc:
-                if held:
-                    raise
-                cause = exc.__cause__
-                if not (isinstance(cause, httpx.HTTPStatusError) and cause.response.status_code == 423):
-                    raise unreachable(exc) from None
-            wait(Variable.get(holder_variable, default=None) or "another rosetta command")
-            time.sleep(poll_s)
-
-
-@contextlib.contextmanager
-def _quiet(logger: logging.Logger) -> Iterator[None]:
-    before = logger.disabled
-    logger.disabled = True
-    try:
-        yield
-    finally:
-        logger.disabled = before
+    logged = service_log.disabled
+    with ConcurrencyContext():  # a lease granted as this command is interrupted is released on the way out
+        try:
+            while True:
+                held = False
+                service_log.disabled = True
+                try:
+                    with concurrency(limit, max_retries=0, lease_duration=lease_s, strict=True,
+                                     raise_on_lease_renewal_failure=True):
+                        held = True
+                        service_log.disabled = logged
+                        Variable.set(holder_variable, _holder(), overwrite=True)
+                        try:
+                            yield
+                        finally:
+                            Variable.unset(holder_variable)
+                    return
+                except ConcurrencySlotAcquisitionError as exc:
+                    if held:
+                        raise
+                    cause = exc.__cause__
+                    if not (isinstance(cause, httpx.HTTPStatusError) and cause.response.status_code == 423):
+                        raise unreachable(exc) from None
+                wait(Variable.get(holder_variable, default=None) or "another rosetta command")
+                time.sleep(poll_s)
+        finally:
+            service_log.disabled = logged
 
 
 def _ensure_limit(name: str) -> None:
