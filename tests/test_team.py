@@ -164,7 +164,8 @@ def test_train_evaluate_register_land_on_the_tracking_server(team, tiny_data, ro
     (tmp_path / "dvc.lock").write_text(DVC_LOCK)
     overrides = [*TINY, f"data.root={tiny_data}", "mlflow.experiment=team", "registry.model_name=rosetta-team",
                  "export.parity_samples=4", "export.batch_size=4"]
-    env = rosetta_cli.env(**{k: v for k, v in team["env"].items() if k.startswith("MLFLOW_")})
+    # The tracking server, and the Prefect server the registry lock is on: env.sh's variables.
+    env = rosetta_cli.env(**{k: v for k, v in team["env"].items() if k.startswith(("MLFLOW_", "PREFECT_API_"))})
     best = "runs/train/best.pt"
     for command in (["train"], ["evaluate", "--model", best, "--out", "runs/eval"], ["export", "--model", best],
                     ["register"]):
