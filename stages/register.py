@@ -5,15 +5,12 @@
 import sys
 
 from rosetta.config import load_config
-from rosetta.delivery.registry import pipeline_inputs, register_and_promote
 from rosetta.errors import run_guarded
-from rosetta.layout import RunLayout
+from rosetta.registry.versions import register
 
 
 def main() -> int:
-    cfg = load_config()
-    onnx, parity, metrics, run_id = pipeline_inputs(cfg)
-    register_and_promote(cfg, onnx, parity, metrics, run_id, RunLayout.from_config(cfg).decision)
+    register(load_config())
     return 0
 
 

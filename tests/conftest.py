@@ -219,3 +219,12 @@ def flow_experiments(flow_stack, flow_run) -> dict:
     repro = stack.dvc("repro")
     return {"run": run, "shown": shown, "diff": diff, "plots": plots, "plots_html": root / "plots_diff" / "index.html",
             "applied": applied, "status": status, "repro": repro.stdout + repro.stderr}
+
+
+@pytest.fixture(scope="session")
+def prefect_api(tmp_path_factory) -> str:
+    """A Prefect server's API URL, started once: the registry lock of every store behind a server is on it."""
+    from server_fixtures import prefect_server
+
+    with prefect_server(tmp_path_factory.mktemp("prefect")) as api:
+        yield api

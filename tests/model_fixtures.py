@@ -107,7 +107,7 @@ def write_gt_set(folder: Path, labels: list[str], seed: int = 0) -> Path:
 def register_production(cfg: Config, onnx: Path, parity: dict, accuracy: float = 0.5):
     """``onnx`` registered in ``cfg``'s store from a run of its own and scored ``accuracy`` on synth_test, as the
     register stage records a version: the registry's decision (promoted when it beats ``registry.min_score``)."""
-    from rosetta.delivery.registry import register_and_promote
+    from rosetta.registry.versions import register_and_promote
     from rosetta.tracking.store import Tracker
 
     tracker = Tracker(cfg)

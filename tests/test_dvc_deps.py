@@ -60,10 +60,10 @@ def test_every_stage_depends_on_exactly_its_import_closure():
 def test_a_missing_or_extra_dep_fails():
     stage = dict(_stages()["evaluate"])
     deps = _dep_paths(stage)
-    stage["deps"] = [d for d in deps if d != "src/rosetta_infer/charset.py"] + ["src/rosetta/delivery/registry.py"]
+    stage["deps"] = [d for d in deps if d != "src/rosetta_infer/charset.py"] + ["src/rosetta/registry/versions.py"]
     assert deps_problems({"evaluate": stage}) == [
         "evaluate: add to deps src/rosetta_infer/charset.py",
-        "evaluate: remove from deps (its script never imports them) src/rosetta/delivery/registry.py"]
+        "evaluate: remove from deps (its script never imports them) src/rosetta/registry/versions.py"]
 
 
 def test_the_train_stage_params_are_the_settings_that_change_the_model():

@@ -79,7 +79,7 @@ def test_a_missing_file_or_one_inside_the_run_folder_is_refused(tmp_path, traine
 
 
 def test_the_registered_production_model_gives_its_training_checkpoint(tmp_path, monkeypatch, tiny_data, tiny_run):
-    from rosetta.delivery.registry import register_and_promote
+    from rosetta.registry.versions import register_and_promote
     from rosetta.tracking.store import Tracker
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -188,7 +188,7 @@ def test_a_head_reordered_reads_the_same_and_one_shrunk_keeps_its_rows(tmp_path,
 
 def test_a_registered_checkpoint_changed_in_the_store_is_refused(tmp_path, monkeypatch, tiny_data, tiny_run):
     """The training run's best.pt must compute what the registered (digest-checked) ONNX file computes."""
-    from rosetta.delivery.registry import register_and_promote
+    from rosetta.registry.versions import register_and_promote
     from rosetta.tracking.store import Tracker
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)

@@ -16,7 +16,8 @@ from PIL import Image
 from model_fixtures import config
 from rosetta.delivery.export import ExportError, export_checkpoint
 from rosetta.delivery.int8 import export_int8
-from rosetta.delivery.registry import RegistryError, register_model
+from rosetta.registry.refs import RegistryError
+from rosetta.registry.versions import register_model
 from rosetta.errors import RosettaError
 from rosetta_infer.onnx_runtime import int8_path, load_onnx_recognizer, onnx_model_info
 from rosetta_infer.pyfunc import ONNX_ARTIFACT, ONNX_INT8_ARTIFACT, OnnxRecognizerModel

@@ -99,7 +99,7 @@ def test_evaluation_export_and_registration_are_nested_under_the_training_run(tw
 
 
 def test_the_promotion_decision_is_the_version_description(two_runs):
-    from rosetta.delivery.decisions import decision_history
+    from rosetta.registry.decisions import decision_history
 
     version = two_runs["client"].get_model_version("rosetta", "1")
     (record,) = decision_history(two_runs["client"], "rosetta", "1")

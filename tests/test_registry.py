@@ -17,10 +17,11 @@ import pytest
 from mlflow import MlflowClient
 
 from model_fixtures import config, png_bytes, word_image
-from rosetta.delivery.decisions import decision_history
-from rosetta.delivery.decisions import TAG_DECISION
-from rosetta.delivery.promotion import Evidence, decide
-from rosetta.delivery.registry import RegistryError, promote, register_and_promote, rollback
+from rosetta.registry.decisions import TAG_DECISION, decision_history
+from rosetta.registry.promotion import promote, rollback
+from rosetta.registry.refs import RegistryError
+from rosetta.registry.rule import Evidence, decide
+from rosetta.registry.versions import register_and_promote
 from rosetta.tracking.store import Tracker
 from rosetta_infer.onnx_runtime import load_onnx_recognizer
 
@@ -413,7 +414,7 @@ def test_a_candidate_that_forgets_one_set_is_not_promoted_whatever_its_total(sto
     """The per-set guard: +0.30 on one set and -0.15 on the other raises the total, and still is refused; the
     decision names the set, and its record keeps every set's delta."""
     from model_fixtures import write_word_lmdb
-    from rosetta.delivery.decisions import decision_history
+    from rosetta.registry.decisions import decision_history
 
     write_word_lmdb(tmp_path / "lmdb" / "benchmarks" / "synth_test", 12, seed=2)
     write_word_lmdb(tmp_path / "real" / "lmdb" / "IIIT_tiny", 6, seed=3)
@@ -482,7 +483,7 @@ def _aliases_of(client: MlflowClient, name: str) -> dict[str, str]:
 
 def test_artifact_downloads_show_progress_bars_on_a_terminal_only(tmp_path, capfd, monkeypatch):
     """A flow run's or a stage's log gets no bar (MLflow draws one per download); a terminal still does."""
-    from rosetta.delivery.registry import logged_files_digest
+    from rosetta.registry.versions import logged_files_digest
 
     monkeypatch.delenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", raising=False)
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
@@ -513,9 +514,9 @@ def test_a_run_without_the_real_sets_never_competes_on_another_total():
 
 def test_production_is_copied_to_another_store_with_its_files_digests_and_evidence(store, lifecycle, tmp_path, capsys):
     """``rosetta team seed``'s registry half: the team's registry gets the project's production version."""
-    from rosetta.delivery.transfer import TAG_COPIED_FROM, copy_production
+    from rosetta.registry.transfer import TAG_COPIED_FROM, copy_production
     from rosetta.fsutil import environ
-    from rosetta.tracking.registered import fetch_verified
+    from rosetta.registry.refs import fetch_verified
 
     source, team = store["cfg"].mlflow.tracking_uri, f"sqlite:///{tmp_path / 'team.db'}"
     production = _client(store).get_model_version("rosetta", lifecycle["better"]["decision"].version)

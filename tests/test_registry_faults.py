@@ -23,7 +23,7 @@ from mlflow import MlflowClient
 from flow_fixtures import free_port, wait_http
 from model_fixtures import config, png_bytes, word_image
 from rosetta.cli import main
-from rosetta.delivery.registry import register_and_promote
+from rosetta.registry.versions import register_and_promote
 from rosetta.fsutil import write_json
 from rosetta.tracking.store import Tracker
 
@@ -154,10 +154,11 @@ def test_model_uris_that_name_no_model_of_the_registry_are_one_sentence(registry
         _one_sentence(capsys, sentence)
     # The registry's own model without a production version: the command that makes one.
     assert main(["serve", *_args(registry), "-o", "registry.model_name=other"]) == 2
-    _one_sentence(capsys, "no version of other has alias 'production' (aliases: none); promote one with `rosetta "
-                          "promote --version N --force`, or serve one with `rosetta serve --version N`")
+    _one_sentence(capsys, "rosetta serve: other has no version with alias 'production' yet (its aliases: none); "
+                          "promote one with `rosetta promote --version N --force` (see the versions in `mlflow ui`), "
+                          "or name a version (models:/other/<version>, `rosetta serve --version N`)")
     assert main(["serve", "--alias", "nope", *_args(registry)]) == 2
-    _one_sentence(capsys, "no version of rosetta has alias 'nope' (aliases: production (v1)); promote one with")
+    _one_sentence(capsys, "rosetta serve: rosetta has no alias 'nope' (its aliases: production (v1)); use one of those")
     assert list(tmp_path.iterdir()) == []  # nothing copied anywhere
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import multiprocessing
 import os
 import shutil
@@ -19,10 +20,11 @@ import onnx
 import pytest
 from mlflow import MlflowClient
 
-from flow_fixtures import free_port
 from model_fixtures import config
-from rosetta.delivery.registry import promote, register_and_promote
+from rosetta.registry.promotion import promote
+from rosetta.registry.versions import register_and_promote
 from rosetta.tracking.store import Tracker
+from server_fixtures import mlflow_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]  # processes, a server
 
@@ -131,38 +133,23 @@ def _race_promotions(uri: str, overrides: list[str]) -> None:
             if w.is_alive():
                 w.kill()
     assert [w.exitcode for w in workers] == [0, 0]
-    lock = _client(uri).search_model_versions("name='rosetta.lock'")
-    assert lock == []  # every ticket released
+    assert [m.name for m in _client(uri).search_registered_models()] == ["rosetta"]  # the lock left nothing there
 
 
 def test_promotions_at_once_are_serialised_on_a_sqlite_store(registry):
     _race_promotions(f"sqlite:///{registry['root'] / 'mlflow.db'}", registry["overrides"])
 
 
-def test_promotions_at_once_are_serialised_through_an_mlflow_server(registry, tmp_path):
-    """Processes that share one tracking server (as machines of a team do) and no file system lock."""
-    store = tmp_path / "server.db"
-    shutil.copy(registry["root"] / "mlflow.db", store)
-    port = free_port()
-    server = subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri",
-                               f"sqlite:///{store}", "--host", "127.0.0.1", "--port", str(port), "--workers", "2"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-                              env={k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"})
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert server.poll() is None and time.monotonic() < deadline, "mlflow server did not start"
-            try:
-                with urllib.request.urlopen(f"{uri}/health", timeout=2):
-                    break
-            except OSError:
-                time.sleep(0.5)
+def test_promotions_at_once_are_serialised_through_an_mlflow_server(registry, tmp_path, prefect_api, monkeypatch):
+    """Processes that share one tracking server (as machines of a team do) and no file: the lock is the Prefect
+    server's. Afterwards the registry's REST API lists the project's model alone."""
+    shutil.copy(registry["root"] / "mlflow.db", tmp_path / "mlflow.db")
+    monkeypatch.setenv("PREFECT_API_URL", prefect_api)  # the workers' environment, as env.sh sets it
+    with mlflow_server(tmp_path, workers=2) as server:
         overrides = [o for o in registry["overrides"] if not o.startswith("mlflow.tracking_uri")]
-        _race_promotions(uri, [*overrides, f"mlflow.tracking_uri={uri}"])
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+        _race_promotions(server.uri, [*overrides, f"mlflow.tracking_uri={server.uri}"])
+        with urllib.request.urlopen(f"{server.uri}/api/2.0/mlflow/registered-models/search", timeout=30) as answer:
+            assert [m["name"] for m in json.load(answer)["registered_models"]] == ["rosetta"]
 
 
 def _register_rounds(overrides, models, parity, run_id, start, results):
@@ -204,55 +191,44 @@ def test_the_same_file_registered_at_once_is_one_version(registry):
         assert sum("already holds" in printed for _, printed in answers) == 1  # the second found the first's
 
 
-def test_a_lock_holder_killed_outright_blocks_nobody(registry, tmp_path):
-    """A process holding the registry lock is killed with SIGKILL: its ticket stays in the store, and the next
-    command on this machine sees its process gone and goes on at once."""
-    uri = f"sqlite:///{registry['root'] / 'mlflow.db'}"
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time\n"
-        "from mlflow import MlflowClient\n"
-        "from rosetta.delivery.registry_lock import registry_lock\n"
-        f"client = MlflowClient(tracking_uri={uri!r}, registry_uri={uri!r})\n"
-        "with registry_lock(client, 'rosetta'):\n"
-        "    print('held', flush=True)\n"
-        "    time.sleep(600)\n")], stdout=subprocess.PIPE, text=True,
+def _locker(store: str, *then: str) -> subprocess.Popen:
+    """A process holding (or waiting for) the registry lock of ``rosetta`` in ``store`` while ``then`` runs."""
+    return subprocess.Popen([sys.executable, "-c", "\n".join((
+        "import sys, time",
+        "from rosetta.registry.lock import registry_lock",
+        f"with registry_lock({store!r}, 'rosetta'):",
+        *then))], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"})
+
+
+def test_a_lock_holder_killed_outright_blocks_nobody(registry):
+    """A process holding the registry lock is killed with SIGKILL: the next command goes on at once."""
+    holder = _locker(f"sqlite:///{registry['root'] / 'mlflow.db'}", "    print('held', flush=True)",
+                     "    time.sleep(600)")
     assert holder.stdout.readline().strip() == "held"
     holder.kill()
     holder.wait()
-    assert len(_client(uri).search_model_versions("name='rosetta.lock'")) == 1  # the dead holder's ticket
     started = time.monotonic()
     with contextlib.redirect_stdout(io.StringIO()):
         promote(config(*registry["overrides"]), 2, force=True)
-    assert time.monotonic() - started < 60  # not the lease: the holder was seen dead
-    assert _client(uri).search_model_versions("name='rosetta.lock'") == []
+    assert time.monotonic() - started < 60
 
 
-def test_a_waiter_ended_by_sigterm_leaves_no_ticket(registry):
-    """A command waiting for the registry lock is ended by SIGTERM (a timeout, a stopped job, a shutdown): its ticket
-    goes with it, so no machine waits for its lease."""
-    uri = f"sqlite:///{registry['root'] / 'mlflow.db'}"
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-
-    def locker(*then: str) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-c", "\n".join((
-            "import sys, time",
-            "from mlflow import MlflowClient",
-            "from rosetta.delivery.registry_lock import registry_lock",
-            f"client = MlflowClient(tracking_uri={uri!r}, registry_uri={uri!r})",
-            "with registry_lock(client, 'rosetta'):",
-            *then))], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-
-    holder = locker("    print('held', flush=True)", "    time.sleep(600)")
+def test_a_waiter_ended_by_sigterm_blocks_nobody(registry):
+    """A command waiting for the registry lock is told who holds it, then ended by SIGTERM (a timeout, a stopped
+    job, a shutdown): it ends as an exit does, and the next command takes the lock as soon as the holder ends."""
+    store = f"sqlite:///{registry['root'] / 'mlflow.db'}"
+    holder = _locker(store, "    print('held', flush=True)", "    time.sleep(600)")
     try:
         assert holder.stdout.readline().strip() == "held"
-        waiter = locker("    pass")
-        assert waiter.stderr.readline().startswith("waiting for the registry of rosetta: pid ")
-        assert len(_client(uri).search_model_versions("name='rosetta.lock'")) == 2
+        waiter = _locker(store, "    pass")
+        line = waiter.stderr.readline()
+        assert line.startswith(f"waiting for the registry of rosetta: pid {holder.pid} on "), line
+        assert line.rstrip().endswith(" holds it") and "-c" in line  # the holder's command line
         waiter.terminate()
         assert waiter.wait(60) == 128 + signal.SIGTERM
-        assert [v.tags["pid"] for v in _client(uri).search_model_versions("name='rosetta.lock'")] == [str(holder.pid)]
     finally:
         holder.terminate()
-        holder.wait(60)
-    assert _client(uri).search_model_versions("name='rosetta.lock'") == []  # the holder's went with it too
+        assert holder.wait(60) == 128 + signal.SIGTERM
+    after = _locker(store, "    print('held', flush=True)")
+    assert after.stdout.readline().strip() == "held" and after.wait(60) == 0

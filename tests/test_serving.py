@@ -20,7 +20,7 @@ from flow_fixtures import free_port, wait_http
 from model_fixtures import EPS, REFUSED_FORMAT, WORDS, config, png_bytes, word_image
 from rosetta.bench.serve import bench_serve
 from rosetta.delivery.http_server import Server, invocations_body, post, running_server, serve_command
-from rosetta.delivery.registry import register_and_promote
+from rosetta.registry.versions import register_and_promote
 from rosetta.recognition.model_file import load_recognizer
 from rosetta.tracking.store import Tracker
 from rosetta_infer.preprocess import ImageDecodeError, ImageLimits, decode_image, resize_norm_img
@@ -277,7 +277,7 @@ def test_rosetta_serve_picks_an_alias_or_a_version_and_says_which_it_serves(serv
         proc.wait(timeout=30)
     by_number = subprocess.run(_serve_cli(served, rosetta_cli, "served", "--version", "7"), cwd=served["root"],
                                env=rosetta_cli.env(), capture_output=True, text=True, timeout=120)
-    assert by_number.returncode == 2 and by_number.stderr.startswith("error: served v7 not found")
+    assert by_number.returncode == 2 and by_number.stderr.startswith("error: rosetta serve: served has no version 7 (versions 1 to ")
 
 
 def test_rosetta_serve_without_the_alias_is_one_line(served, rosetta_cli):

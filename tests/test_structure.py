@@ -29,15 +29,19 @@ LAYERS = [
     ("evaluation/", 10),
     ("training/", 11),
     ("delivery/", 12),
-    ("bench/", 13),
-    ("orchestration/", 14),
-    ("cli/", 15),
+    ("registry/", 13),
+    ("bench/", 14),
+    ("orchestration/", 15),
+    ("cli/", 16),
 ]
 # The package's own __init__ imports nothing (every module runs it on the way); ``python -m rosetta`` runs the CLI.
-ENTRY_POINTS = {"rosetta": 0, "rosetta.__main__": 16}
+ENTRY_POINTS = {"rosetta": 0, "rosetta.__main__": 17}
 # The inference package (src/rosetta_infer/, what a registered model ships as its code) lies below every layer of
 # ``rosetta``: it imports none of them.
 INFERENCE_LAYER = -1
+# Modules below their package's layer, and why: reading the registry (a version resolved, its files checked) is what
+# recognition and training load a registered model with; writing it logs the pyfunc model, a delivery.
+LOWER_MODULES = {"rosetta.registry.refs": "tracking/"}
 
 
 def layer(module: str) -> int:
@@ -45,6 +49,8 @@ def layer(module: str) -> int:
         return INFERENCE_LAYER
     if module in ENTRY_POINTS:
         return ENTRY_POINTS[module]
+    if module in LOWER_MODULES:
+        return dict(LAYERS)[LOWER_MODULES[module]]
     top = module.split(".")[1]
     for name, rank in LAYERS:
         if name.rstrip("/").removesuffix(".py") == top:

@@ -27,7 +27,7 @@ from dvc_fixtures import dvc, project_copy, run
 from flow_fixtures import PARAMS, PREFECT, REAL_SETS, flow_env, wait_http
 from model_fixtures import WORDS, png_bytes, word_image, write_gt_set
 from rosetta.delivery.http_server import invocations_body, post
-from rosetta.delivery.decisions import TAG_DECISION
+from rosetta.registry.decisions import TAG_DECISION
 from rosetta.orchestration import processes
 from rosetta.orchestration.processes import free_port, group_alive, read_pid
 from rosetta.orchestration.team import load_team, online_workers, team_secrets
@@ -164,7 +164,8 @@ def test_train_evaluate_register_land_on_the_tracking_server(team, tiny_data, ro
     (tmp_path / "dvc.lock").write_text(DVC_LOCK)
     overrides = [*TINY, f"data.root={tiny_data}", "mlflow.experiment=team", "registry.model_name=rosetta-team",
                  "export.parity_samples=4", "export.batch_size=4"]
-    env = rosetta_cli.env(**{k: v for k, v in team["env"].items() if k.startswith("MLFLOW_")})
+    # The tracking server, and the Prefect server the registry lock is on: env.sh's variables.
+    env = rosetta_cli.env(**{k: v for k, v in team["env"].items() if k.startswith(("MLFLOW_", "PREFECT_API_"))})
     best = "runs/train/best.pt"
     for command in (["train"], ["evaluate", "--model", best, "--out", "runs/eval"], ["export", "--model", best],
                     ["register"]):

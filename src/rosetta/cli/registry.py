@@ -37,23 +37,20 @@ def add_parsers(subparsers) -> None:
 
 
 def _register(args: argparse.Namespace) -> int:
-    from rosetta.delivery.registry import pipeline_inputs, register_and_promote
-    from rosetta.layout import RunLayout
+    from rosetta.registry.versions import register
 
-    cfg = config_from_args(args)
-    onnx, parity, metrics, run_id = pipeline_inputs(cfg, args.onnx, args.parity, args.metrics, args.run_json)
-    register_and_promote(cfg, onnx, parity, metrics, run_id, RunLayout.from_config(cfg).decision)
+    register(config_from_args(args), args.onnx, args.parity, args.metrics, args.run_json)
     return 0
 
 
 def _promote(args: argparse.Namespace) -> int:
-    from rosetta.delivery.registry import promote
+    from rosetta.registry.promotion import promote
 
     return 0 if promote(config_from_args(args), args.version, args.force).promoted else 1
 
 
 def _rollback(args: argparse.Namespace) -> int:
-    from rosetta.delivery.registry import rollback
+    from rosetta.registry.promotion import rollback
 
     rollback(config_from_args(args))
     return 0

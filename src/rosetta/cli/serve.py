@@ -30,4 +30,6 @@ def _serve(args: argparse.Namespace) -> int:
     from rosetta.delivery.http_server import serve, served_model
 
     cfg = config_from_args(args)
-    return serve(cfg, args.model_uri or served_model(cfg, args.alias, args.version), args.host, args.port)
+    if args.model_uri:
+        return serve(cfg, args.model_uri, args.host, args.port)
+    return serve(cfg, served_model(cfg, args.alias, args.version), args.host, args.port, "rosetta serve")

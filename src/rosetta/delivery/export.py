@@ -67,7 +67,7 @@ class ParityReport(GateReport):
     provider: str | None = None  # the ONNX Runtime execution provider that ran the file
     limits: dict = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
-    # What the report is about: registration refuses it beside any other file (rosetta.delivery.evidence).
+    # What the report is about: registration refuses it beside any other file (rosetta.registry.evidence).
     onnx_sha256: str | None = None
     checkpoint_sha256: str | None = None
     run_id: str | None = None

@@ -1,14 +1,14 @@
 """The registered model over HTTP: ``mlflow models serve`` started as the README shows it (``rosetta serve``), and
 a client that posts images as MLflow's JSON (base64 strings in the binary ``image`` column).
 
-``rosetta serve`` picks a version (the one holding an alias, or a number), serves that version and tells the
-pyfunc which it is (``SERVED_MODEL_ENV``), so every answer names the model, version and alias it came from.
+``rosetta serve`` picks a version (the one holding an alias, or a number: ``models:/<name>@<alias>``,
+``models:/<name>/<version>`` of the configured registry), resolves it once, serves that version and tells the pyfunc
+which it is (``SERVED_MODEL_ENV``), so every answer names the model, version and alias it came from.
 
-What is served is a version of the configured registry (picked so, or named by ``models:/<name>@<alias>``,
-``models:/<name>/<version>``), downloaded into a folder of this process and checked against the digests the registry
-recorded (``rosetta.tracking.registered.fetch_verified``), or a local model folder named on purpose (one holding an
-MLmodel file); anything else is refused in one sentence before a server starts. The downloaded folder is removed
-when the server ends, and one left by a process that was killed outright is removed by the next.
+What is served is that version, downloaded into a folder of this process and checked against the digests the
+registry recorded (``rosetta.registry.refs.download_verified``), or a local model folder named on purpose (one
+holding an MLmodel file); anything else is refused in one sentence before a server starts. The downloaded folder
+is removed when the server ends, and one left by a process that was killed outright is removed by the next.
 """
 from __future__ import annotations
 
@@ -41,29 +41,15 @@ class ServedModel:
     version: str
     alias: str = ""
 
-    @property
-    def uri(self) -> str:
-        return f"models:/{self.name}/{self.version}"
-
     def __str__(self) -> str:
         return f"{self.name} v{self.version}" + (f" (alias {self.alias})" if self.alias else "")
 
 
-def served_model(cfg: Config, alias: str | None = None, version: int | str | None = None) -> ServedModel:
-    """The version of ``registry.model_name`` to serve: ``version`` when given, else the one holding ``alias``
-    (default ``registry.alias``)."""
-    from rosetta.delivery.registry import RegistryError, model_aliases, model_version
-
+def served_model(cfg: Config, alias: str | None = None, version: int | str | None = None) -> str:
+    """The URI of the version of ``registry.model_name`` to serve: ``version`` when given, else the one holding
+    ``alias`` (default ``registry.alias``); ``checked_model`` resolves it."""
     name = cfg.registry.model_name
-    if version is not None:
-        return ServedModel(name, str(model_version(cfg, name, str(version)).version))
-    alias = alias or cfg.registry.alias
-    aliases = model_aliases(cfg, name)
-    if alias not in aliases:
-        held = ", ".join(f"{a} (v{v})" for a, v in sorted(aliases.items())) or "none"
-        raise RegistryError(f"no version of {name} has alias {alias!r} (aliases: {held}); promote one with `rosetta "
-                            "promote --version N --force`, or serve one with `rosetta serve --version N`")
-    return ServedModel(name, aliases[alias], alias)
+    return f"models:/{name}/{version}" if version is not None else f"models:/{name}@{alias or cfg.registry.alias}"
 
 
 _FOLDER_PREFIX = "rosetta-serve-"  # rosetta-serve-<pid>-<random>: a served model's checked copy
@@ -86,31 +72,29 @@ def _check_ours(folder: Path) -> None:
 
 
 @contextmanager
-def checked_model(cfg: Config, model: ServedModel | str) -> Iterator[tuple[Path, ServedModel | None]]:
-    """The local folder to serve for ``model``, and the version it is: a registered version (a ``ServedModel``,
-    or a models:/ URI of the configured registry) downloaded into a temporary folder, checked, removed on exit; or
-    a local model folder (one holding an MLmodel file) as it is, no version."""
-    from rosetta.tracking.registered import ModelRef, fetch_verified, is_model_uri, resolve_version
+def checked_model(cfg: Config, model: str, setting: str = "--model-uri"
+                  ) -> Iterator[tuple[Path, ServedModel | None]]:
+    """The local folder to serve for ``model``, and the version it is: a models:/ URI of the configured registry,
+    resolved once, downloaded into a temporary folder, checked, removed on exit; or a local model folder (one
+    holding an MLmodel file) as it is, no version. ``setting`` names ``model`` in the sentences refusing it."""
+    from rosetta.registry.refs import ModelRef, download_verified, is_model_uri, resolve_version
     from rosetta.tracking.store import tracking_uri
 
     _remove_orphans()
-    setting = "rosetta serve"
-    if isinstance(model, str):
-        if not is_model_uri(model):
-            folder = Path(model).expanduser()
-            if not (folder / "MLmodel").is_file():
-                raise RosettaError(f"--model-uri: {model!r} is neither a model of the registry at {tracking_uri(cfg)} "
-                                   "(models:/<name>@<alias> or models:/<name>/<version>) nor a local model folder "
-                                   "holding an MLmodel file; give one of those")
-            _check_ours(folder)
-            yield folder, None
-            return
-        setting = "--model-uri"
-        version = resolve_version(cfg, model, setting)
-        model = ServedModel(version.name, str(version.version), ModelRef.parse(model, setting).alias or "")
+    if not is_model_uri(model):
+        folder = Path(model).expanduser()
+        if not (folder / "MLmodel").is_file():
+            raise RosettaError(f"{setting}: {model!r} is neither a model of the registry at {tracking_uri(cfg)} "
+                               "(models:/<name>@<alias> or models:/<name>/<version>) nor a local model folder "
+                               "holding an MLmodel file; give one of those")
+        _check_ours(folder)
+        yield folder, None
+        return
+    version = resolve_version(cfg, model, setting)
+    served = ServedModel(version.name, str(version.version), ModelRef.parse(model, setting).alias or "")
     tmp = Path(tempfile.mkdtemp(prefix=f"{_FOLDER_PREFIX}{os.getpid()}-"))
     try:
-        yield fetch_verified(cfg, model.uri, tmp, setting).folder, model
+        yield download_verified(cfg, version, tmp, setting, model).folder, served
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -123,11 +107,11 @@ def _remove_orphans() -> None:
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def serve(cfg: Config, model: ServedModel | str, host: str, port: int) -> int:
+def serve(cfg: Config, model: str, host: str, port: int, setting: str = "--model-uri") -> int:
     """``rosetta serve``: ``mlflow models serve`` of the checked ``model`` until it ends; returns its exit status.
     Ctrl-C reaches the server with the terminal's process group, a SIGTERM or SIGHUP sent to this process is
     passed on; either way the checked copy is removed afterwards."""
-    with checked_model(cfg, model) as (folder, served):
+    with checked_model(cfg, model, setting) as (folder, served):
         print(f"serving {served or folder} on http://{host}:{port}", flush=True)
         proc = subprocess.Popen(serve_command(str(folder), host, port), env=serve_env(cfg, served))
         forward = {sig: signal.signal(sig, lambda signum, _: proc.send_signal(signum))
@@ -183,16 +167,15 @@ def _free_port(host: str) -> int:
 
 
 class Server:
-    """``mlflow models serve`` for ``model`` (a ``ServedModel`` or a model URI; default: the version holding
+    """``mlflow models serve`` for ``model`` (a model URI or folder; default: the version holding
     ``registry.alias``), started at once in its own process group; ``wait`` returns its URL once it answers
     ``/ping``, ``stop`` ends it and its uvicorn."""
 
-    def __init__(self, cfg: Config, model: ServedModel | str | None = None, host: str = "127.0.0.1",
-                 port: int | None = None):
-        model = served_model(cfg) if model is None else model
-        self.model_uri = model.uri if isinstance(model, ServedModel) else str(model)
+    def __init__(self, cfg: Config, model: str | None = None, host: str = "127.0.0.1", port: int | None = None):
+        self.model_uri = served_model(cfg) if model is None else str(model)
         self._files = ExitStack()  # the checked copy of the model, removed by ``stop``
-        folder, served = self._files.enter_context(checked_model(cfg, model))
+        folder, served = self._files.enter_context(
+            checked_model(cfg, self.model_uri, "rosetta serve" if model is None else "--model-uri"))
         port = port or _free_port(host)
         self.url = f"http://{host}:{port}"
         self._log = self._files.enter_context(tempfile.TemporaryFile())
@@ -228,7 +211,7 @@ class Server:
 
 
 @contextmanager
-def running_server(cfg: Config, model: ServedModel | str | None = None, host: str = "127.0.0.1",
+def running_server(cfg: Config, model: str | None = None, host: str = "127.0.0.1",
                    port: int | None = None) -> Iterator[str]:
     """A ``Server`` that answers: its URL, and the server stopped on exit."""
     server = Server(cfg, model, host, port)

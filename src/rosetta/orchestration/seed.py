@@ -1,7 +1,7 @@
 """``rosetta team seed``: what the project already has, put where the team finds it. The outputs ``dvc.lock``
 records (the data stages' LMDBs, the models) go to the team's DVC remote, so a clone's first ``dvc pull`` gets
 them; the production model of the project's own MLflow store goes to the team's registry
-(``rosetta.delivery.transfer``), so ``models:/rosetta@production`` answers on every machine.
+(``rosetta.registry.transfer``), so ``models:/rosetta@production`` answers on every machine.
 """
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import contextlib
 import subprocess
 
 from rosetta.config import load_config
-from rosetta.delivery.transfer import copy_production
+from rosetta.registry.transfer import copy_production
 from rosetta.errors import RosettaError
 from rosetta.orchestration.dvc_project import PARAMS, dvc
 from rosetta.orchestration.team import Team, team_env, team_secrets
@@ -38,5 +38,7 @@ def team_seed(team: Team) -> str | None:
     dvc(team.project, "push")
     with contextlib.chdir(team.project):  # the project's own store: mlflow.tracking_uri, else its mlflow.db
         source = default_tracking_uri(cfg)
-    destination = {k: v for k, v in team_env(team, team_secrets(team)).items() if k.startswith("MLFLOW_")}
+    # The team's MLflow server, and its Prefect server, where the registry lock is.
+    destination = {k: v for k, v in team_env(team, team_secrets(team)).items()
+                   if k.startswith(("MLFLOW_", "PREFECT_API_"))}
     return copy_production(cfg, source, destination, COMMAND)

@@ -54,8 +54,8 @@ def training_run_of(model: str | Path) -> str | None:
 def model_file(cfg: Config, model: str | Path) -> Iterator[Path]:
     """The file to read ``model`` from: the path itself, or for a ``models:/`` URI of the configured registry the
     version's ONNX file, downloaded into a temporary folder (removed on exit) and checked against the digests the
-    registry recorded (``rosetta.tracking.registered.fetch_verified``)."""
-    from rosetta.tracking.registered import fetch_verified, is_model_uri
+    registry recorded (``rosetta.registry.refs.fetch_verified``)."""
+    from rosetta.registry.refs import fetch_verified, is_model_uri
 
     if not is_model_uri(str(model)):
         yield Path(model)

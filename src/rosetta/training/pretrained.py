@@ -150,7 +150,7 @@ def _registered_checkpoint(cfg: Config, uri: str, folder: Path) -> tuple[Path, s
     against the registry's digests), downloaded into ``folder``."""
     from mlflow.exceptions import MlflowException
 
-    from rosetta.tracking.registered import fetch_verified, registry_client, resolve_version
+    from rosetta.registry.refs import fetch_verified, registry_client, resolve_version
     from rosetta.tracking.store import artifact_bars_on_terminal
 
     mv = resolve_version(cfg, uri, "train.init_from")

@@ -11,11 +11,12 @@ from pathlib import Path
 from typing import Mapping
 
 from rosetta.config import Config
-from rosetta.delivery.decisions import TAG_DECISION, history_folder
-from rosetta.delivery.registry import MODEL_ARTIFACT, TAG_REPLACED, create_version, logged_files_digest, promote
 from rosetta.errors import RosettaError
 from rosetta.fsutil import environ
-from rosetta.tracking.registered import TAG_FILES_SHA256, fetch_verified, registry_client
+from rosetta.registry.decisions import TAG_DECISION, history_folder
+from rosetta.registry.promotion import TAG_REPLACED, promote
+from rosetta.registry.refs import TAG_FILES_SHA256, fetch_verified, registry_client
+from rosetta.registry.versions import MODEL_ARTIFACT, create_version, logged_files_digest
 from rosetta.tracking.store import (activate_store, artifact_bars_on_terminal, ensure_experiment, missing,
                                     tracking_uri)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Mapping
 
 from rosetta.config import Config
-from rosetta.delivery.promotion import METRIC_TAG_PREFIX, SET_ACCURACY
+from rosetta.registry.rule import METRIC_TAG_PREFIX, SET_ACCURACY
 
 
 def unscored_guarded(guarded: list[str], candidate: Mapping[str, str], production: Mapping[str, str]) -> list[str]:
@@ -23,7 +23,7 @@ def score_production(cfg: Config, client, name: str, version: str, sets: list[st
     from rosetta.evaluation.evaluate import set_accuracies
     from rosetta.evaluation.sets import scored_sets
     from rosetta.recognition.model_file import load_recognizer
-    from rosetta.tracking.registered import fetch_verified
+    from rosetta.registry.refs import fetch_verified
 
     with tempfile.TemporaryDirectory(prefix="rosetta-guard-") as tmp:
         model = fetch_verified(cfg, f"models:/{name}/{version}", Path(tmp) / "model", "registry.guarded_sets")

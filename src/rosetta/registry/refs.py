@@ -1,6 +1,6 @@
-"""Registered model versions as files: a model URI of the configured registry (``models:/<name>@<alias>``,
-``models:/<name>/<version>``) resolved to its version in one sentence when it names none, and its files
-downloaded and checked against the digests the registry recorded when the version was registered.
+"""Reading the registry: a model URI of the configured registry (``models:/<name>@<alias>``,
+``models:/<name>/<version>``) resolved to its version, or one sentence when it names none, and the version's files
+downloaded and checked against the digests the registry recorded when it was registered.
 
 The registry's database and the artifact store are two places: anyone who can write the store can swap the
 file a version points to. ``model.sha256`` (the ONNX file) and ``model.files.sha256`` (every file of the
@@ -26,6 +26,10 @@ MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[\w-]+)|/(?P<ver
 ONNX_ARTIFACTS = ("onnx", "onnx_int8")  # the pyfunc's artifact keys holding ONNX files (rosetta_infer.pyfunc)
 # MLflow writes this file into every model it downloads through a models:/ URI: it is no file of the model.
 _DOWNLOAD_NOTE = "registered_model_meta"
+
+
+class RegistryError(RosettaError):
+    """A registration, promotion or read of the registry that cannot proceed; the message says what to do."""
 
 
 def is_model_uri(text: str) -> bool:
@@ -75,16 +79,16 @@ def resolve_version(cfg: Config, uri: str, setting: str = "the model URI"):
         except MlflowException as exc:
             if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
                 raise
-            raise RosettaError(f"{setting}: no registered model {ref.name!r} in the registry at {store}; register "
+            raise RegistryError(f"{setting}: no registered model {ref.name!r} in the registry at {store}; register "
                                "one first (`rosetta register`, or `dvc repro`), or check mlflow.tracking_uri") from None
         if ref.alias is not None:
             if ref.alias not in model.aliases:
-                raise RosettaError(_no_alias(cfg, setting, ref, model.aliases))
+                raise RegistryError(_no_alias(cfg, setting, ref, model.aliases))
             return client.get_model_version(ref.name, str(model.aliases[ref.alias]))
         versions = sorted(int(v.version) for v in client.search_model_versions(f"name='{ref.name}'"))
         if int(ref.version) not in versions:
             held = f"versions {versions[0]} to {versions[-1]}" if versions else "no version"
-            raise RosettaError(f"{setting}: {ref.name} has no version {ref.version} ({held}); pick one of them")
+            raise RegistryError(f"{setting}: {ref.name} has no version {ref.version} ({held}); pick one of them")
         return client.get_model_version(ref.name, ref.version)
 
 
@@ -92,8 +96,8 @@ def _no_alias(cfg: Config, setting: str, ref: ModelRef, aliases: dict) -> str:
     held = ", ".join(f"{a} (v{v})" for a, v in sorted(aliases.items())) or "none"
     if ref.alias == cfg.registry.alias:
         return (f"{setting}: {ref.name} has no version with alias {ref.alias!r} yet (its aliases: {held}); promote "
-                f"one with `rosetta promote --version N` (see the versions in `mlflow ui`), or serve "
-                f"models:/{ref.name}/<version>")
+                f"one with `rosetta promote --version N --force` (see the versions in `mlflow ui`), or name a version "
+                f"(models:/{ref.name}/<version>, `rosetta serve --version N`)")
     return (f"{setting}: {ref.name} has no alias {ref.alias!r} (its aliases: {held}); use one of those, or "
             f"models:/{ref.name}/<version>")
 
@@ -131,15 +135,21 @@ class VerifiedModel:
 
 
 def fetch_verified(cfg: Config, uri: str, dest: Path, setting: str = "the model URI") -> VerifiedModel:
-    """Download the registered version ``uri`` names into the empty folder ``dest`` and check it against the
-    registry: the ONNX file against ``model.sha256``, and, for versions registered with it, every file against
-    ``model.files.sha256``. A mismatch (the artifact store changed since) is refused in one sentence."""
+    """Download the registered version ``uri`` names into the empty folder ``dest``, checked (``download_verified``)."""
+    return download_verified(cfg, resolve_version(cfg, uri, setting), dest, setting, uri)
+
+
+def download_verified(cfg: Config, version, dest: Path, setting: str = "the model URI",
+                      uri: str | None = None) -> VerifiedModel:
+    """Download ``version`` (a resolved ``ModelVersion``; ``uri``, what named it) into the empty folder ``dest``
+    and check it against the registry: the ONNX file against ``model.sha256``, and, for versions registered with it,
+    every file against ``model.files.sha256``. A mismatch (the artifact store changed since) is refused in one
+    sentence."""
     import mlflow
 
     from rosetta.tracking.store import activate_store, artifact_bars_on_terminal, store_errors, tracking_uri
 
-    version = resolve_version(cfg, uri, setting)
-    described = f"{uri} (v{version.version})"
+    described = f"{uri or f'models:/{version.name}/{version.version}'} (v{version.version})"
     store = tracking_uri(cfg)
     activate_store(store)  # MLflow resolves the download through its own registry setting, not the one it is given
     with store_errors(store), artifact_bars_on_terminal():
@@ -166,3 +176,33 @@ def fetch_verified(cfg: Config, uri: str, dest: Path, setting: str = "the model 
                            f"({what} the digest the registry recorded); it is not loaded: restore "
                            "the artifact store from a backup, or register the model again (`rosetta register`)")
     return VerifiedModel(folder, version.name, str(version.version), onnx)
+
+
+def aliases(client, name: str) -> dict[str, str]:
+    """Each alias of registered model ``name`` and the version holding it."""
+    from mlflow.exceptions import MlflowException
+
+    from rosetta.tracking.store import missing
+
+    try:
+        return {k: str(v) for k, v in client.get_registered_model(name).aliases.items()}
+    except MlflowException as exc:
+        if not missing(exc):
+            raise
+        raise RegistryError(f"registered model {name!r} not found in the MLflow registry; run the pipeline "
+                            "(`dvc repro` or the Prefect flow) first") from None
+
+
+def get_version(client, name: str, version: str):
+    """Version ``version`` of ``name`` (MLflow's ``ModelVersion``), or one sentence where there is none."""
+    from mlflow.exceptions import MlflowException
+
+    from rosetta.tracking.store import missing
+
+    try:
+        return client.get_model_version(name, version)
+    except MlflowException as exc:
+        if not missing(exc):
+            raise
+        raise RegistryError(f"{name} v{version} not found in the MLflow registry; list versions in the MLflow UI "
+                            "or pass an existing --version") from None

@@ -2,7 +2,7 @@
 its score reaches ``registry.min_score`` and, on the same benchmark set, beats production's by more than
 ``registry.margin`` without losing more than ``registry.max_set_drop`` on any set both were scored on (a fine-tuned
 model that gains on a user's words and forgets IIIT5k does not take production). ``Evidence`` is what a version's
-tags say; ``rosetta.delivery.registry`` applies the rule.
+tags say; ``rosetta.registry.promotion`` applies the rule.
 """
 from __future__ import annotations
 
