@@ -1,6 +1,6 @@
 # Two commands set everything up on a fresh machine with Python 3.11:
 #   make demo   creates .venv, installs, and runs the whole pipeline (dvc repro) on the embedded default
-#   make test   creates .venv, installs, and runs the test suite
+#   make test   creates .venv, installs, and runs the test suite (`make test-journeys`: the README's journeys)
 PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -9,7 +9,7 @@ FONTS := $(VENV)/.fonts-installed
 # pyproject's optional dependencies to install with the project; the Dockerfile's image sets EXTRAS= (none).
 EXTRAS ?= dev
 
-.PHONY: install install-serve-onnx-deps install-serve-onnx demo test test-quick bench gpu-check mlflow-screenshot import-graph dvc-deps prefect-up prefect-down \
+.PHONY: install install-serve-onnx-deps install-serve-onnx demo test test-journeys test-quick bench gpu-check mlflow-screenshot import-graph dvc-deps prefect-up prefect-down \
 	team-up team-down image-base image-serve image-train clean
 
 $(STAMP): pyproject.toml
@@ -76,14 +76,21 @@ install: $(STAMP) $(FONTS) $(if $(wildcard .dvc/config),$(PLOTS))
 demo: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 
-# The suite starts the team's servers, reads the MLflow UI in Chromium and builds and runs the serving image.
-test: install $(POSTGRES) $(CHROMIUM) $(PODMAN)
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q
+# The suite in two targets, both run by CI (.ci/run). `make test`: every test but the README's journeys, on two
+# pytest-xdist workers (tests/conftest.py keeps a module's tests on one worker, so its servers and tiny models are
+# made once, and the modules on the Prefect stack on one); it starts PostgreSQL and reads the MLflow UI in Chromium. `make
+# test-journeys`: the journeys run as the README tells them from a clone (marked journey: "Read text" and "Bring
+# your own data", "For a team", the serving image built and run).
+test: install $(POSTGRES) $(CHROMIUM)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -n 2 -m "not journey"
+
+test-journeys: install $(POSTGRES) $(CHROMIUM) $(PODMAN)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -n 2 -m journey
 
 # The edit-test loop: every test but the end-to-end ones (marked slow: they train, start a server, or run dvc,
-# prefect or torchrun). CI runs `make test`.
+# prefect or torchrun).
 test-quick: install
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -m "not slow"
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -m "not slow and not journey"
 
 bench: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/rosetta bench train

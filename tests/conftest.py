@@ -21,6 +21,23 @@ from rosetta.params import PROJECT_ROOT
 sys.path.insert(0, str(PROJECT_ROOT / "scripts"))
 
 
+# Test modules that share one session-scoped stack (``flow_stack``: a Prefect server, its worker and a pipeline run).
+FLOW_STACK_MODULES = ("test_flow.py", "test_flow_experiments.py", "test_mlflow_ui.py")
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """Under pytest-xdist (``make test`` runs two workers) a module's tests stay on one worker, so its module-scoped
+    servers and models are made once, and the modules on ``flow_stack`` share a worker, so the stack is made once."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByModule(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return "flow_stack" if Path(module).name in FLOW_STACK_MODULES else module
+
+    return ByModule(config, log)
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """Tests share two cores with subprocesses; several torch threads then spin against each other."""

@@ -24,6 +24,8 @@ from rosetta.delivery.http_server import invocations_body, post
 import images  # scripts/images.py (conftest puts scripts/ on the path)
 from rosetta.errors import RosettaError
 
+pytestmark = pytest.mark.journey  # make test-journeys
+
 needs_podman = pytest.mark.skipif(shutil.which("podman") is None or os.geteuid() != 0,
                                   reason="builds with Podman as root (make test installs packages/debian-podman.txt)")
 

@@ -16,7 +16,7 @@ from dvc_fixtures import VENV_BIN, command_env, dvc, project_copy, run
 from flow_fixtures import PARAMS
 from model_fixtures import WORDS, write_gt_set
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.journey]
 
 # The user's sets: case, punctuation and one character the 94-character dictionary lacks.
 MY_WORDS = ["Joint", "EXIT", "Sign-up", "$20", "Hotel!", "B52", "Street", "€5", "OCR", "Paddle", "Rosetta", "ctc"] * 2

@@ -33,6 +33,8 @@ from rosetta.orchestration.processes import free_port, group_alive, read_pid
 from rosetta.orchestration.team import load_team, online_workers, team_secrets
 from train_fixtures import DVC_LOCK, TINY
 
+pytestmark = pytest.mark.journey  # make test-journeys
+
 ROOT = Path(__file__).resolve().parents[1]
 GIT = ("git", "-c", "user.name=test", "-c", "user.email=test@example.com")
 
