@@ -263,7 +263,7 @@ class TrainConfig:
     warmup_steps: int = scale(400)
     batch_size: int = scale(32)
     epochs: int = scale(72)
-    max_steps: int = scale(3000)  # > 0 overrides epochs
+    max_steps: int = scale(3600)  # > 0 overrides epochs
     grad_clip: float = 5.0  # 0 = off
     shuffle: bool = True
     curriculum_steps: int = 200  # the first steps read only the head of each training set (the renderer's plain words)
@@ -282,7 +282,7 @@ class TrainConfig:
     nproc: int = scale(2)  # > 1 launches torchrun with that many processes
     num_workers: int = operational(0)
     threads: int = operational(1)  # torch intra-op threads on CPU; 0 = leave torch's default
-    eval_every: int = scale(500)
+    eval_every: int = scale(1200)
     val_samples: int = scale(0)  # validation samples scored every eval_every steps (evenly spaced); 0 = all
     checkpoint_every: int = operational(500)
     log_every: int = operational(50)

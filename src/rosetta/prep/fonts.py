@@ -48,12 +48,17 @@ class Font:
 
     @property
     def portable(self) -> str:
-        """The path as the render's record names it: a font a pip package installed is named below
-        ``<site-packages>``, so that the record, and DVC's hash of the rendered folder, do not depend on where the
-        project (and its virtual environment) lives."""
-        site = Path(sysconfig.get_paths()["purelib"])
-        path = Path(self.path)
-        return f"<site-packages>/{path.relative_to(site).as_posix()}" if path.is_relative_to(site) else self.path
+        """The file as the render's record names it (``portable_path``)."""
+        return portable_path(self.path)
+
+
+def portable_path(path: str | Path) -> str:
+    """A font file as the render's record names it: a font a pip package installed is named below
+    ``<site-packages>``, so that the record, and DVC's hash of the rendered folder, do not depend on where the
+    project (and its virtual environment) lives."""
+    site = Path(sysconfig.get_paths()["purelib"])
+    path = Path(path)
+    return f"<site-packages>/{path.relative_to(site).as_posix()}" if path.is_relative_to(site) else str(path)
 
 
 def declared_debian_packages(list_file: str) -> list[str]:
@@ -154,7 +159,7 @@ def discover_fonts(files: Sequence[Path]) -> tuple[list[Font], dict[str, str]]:
         if isinstance(probed, str):
             skipped[str(path)] = probed
         elif probed in fonts:
-            skipped[str(path)] = f"duplicate of {fonts[probed].path}"
+            skipped[str(path)] = f"duplicate of {fonts[probed].portable}"
         else:
             family, style = probed
             fonts[probed] = Font(str(path), _FAMILY_ALIASES.get(family, family), style)

@@ -24,7 +24,7 @@ from PIL import Image, ImageDraw
 from rosetta.config import SynthConfig, SynthEffects
 from rosetta.errors import RosettaError
 from rosetta.fsutil import atomic_dir
-from rosetta.prep.fonts import Font, missing_glyphs, split_families, synth_fonts
+from rosetta.prep.fonts import Font, missing_glyphs, portable_path, split_families, synth_fonts
 from rosetta.prep.parallel import parallel_map
 from rosetta.prep.render import IMAGE_HEIGHT, photo_paths, render_word
 
@@ -168,7 +168,8 @@ def render_dataset(out: str | Path, cfg: SynthConfig, seed: int, workers: int = 
     sizes = {"train": cfg.train_size, "val": cfg.val_size, "test": cfg.test_size}
     lexicon = build_lexicon(cfg, seed)
     report: dict = {"inputs": inputs, "lexicon_size": len(lexicon.words), "fonts_usable": len(fonts),
-                    "fonts_skipped": dict(sorted(skipped.items())), "splits": {}}
+                    "fonts_skipped": dict(sorted((portable_path(p), why) for p, why in skipped.items())),
+                    "splits": {}}
     with atomic_dir(out) as tmp:
         root = tmp / MJSYNTH_DIR
         root.mkdir()
