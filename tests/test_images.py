@@ -27,7 +27,8 @@ from rosetta.errors import RosettaError
 pytestmark = pytest.mark.journey  # make test-journeys
 
 needs_podman = pytest.mark.skipif(shutil.which("podman") is None or os.geteuid() != 0,
-                                  reason="builds with Podman as root (make test installs packages/debian-podman.txt)")
+                                  reason="builds with Podman as root (make test-journeys installs "
+                                         "packages/debian-podman.txt)")
 
 TAG = images.TAGS["serve-onnx"]
 PEM = re.compile(r"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----", re.S)
