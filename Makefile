@@ -78,10 +78,11 @@ demo: install
 
 # The suite in two targets, both run by CI (.ci/run). `make test`: every test but the README's journeys, on two
 # pytest-xdist workers (tests/conftest.py keeps a module's tests on one worker, so its servers and tiny models are
-# made once, and the modules on the Prefect stack on one); it starts PostgreSQL and reads the MLflow UI in Chromium. `make
-# test-journeys`: the journeys run as the README tells them from a clone (marked journey: "Read text" and "Bring
-# your own data", "For a team", the serving image built and run).
-test: install $(POSTGRES) $(CHROMIUM)
+# made once, and the modules on the Prefect stack on one). `make test-journeys`: the journeys run as the README
+# tells them from a clone (marked journey: "Read text" and "Bring your own data", the pipeline's Prefect
+# deployments and "Compare experiments" with their MLflow UI, "For a team", the serving image built and run); they
+# start the team's PostgreSQL, read the MLflow UI in Chromium and build the image with Podman.
+test: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -n 2 -m "not journey"
 
 test-journeys: install $(POSTGRES) $(CHROMIUM) $(PODMAN)

@@ -15,7 +15,7 @@ from mlflow import MlflowClient
 from flow_fixtures import PREFECT, REAL_SETS, SERVER_HOST, experiments, stop
 from dvc_fixtures import DVC
 
-pytestmark = [pytest.mark.slow,
+pytestmark = [pytest.mark.slow, pytest.mark.journey,  # make test-journeys: the README's pipeline and experiments
               pytest.mark.skipif(not (PREFECT.exists() and DVC.exists()), reason="prefect and dvc must be in the venv")]
 
 

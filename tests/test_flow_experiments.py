@@ -16,7 +16,7 @@ from mlflow import MlflowClient
 from dvc_fixtures import DVC, stages_run
 from flow_fixtures import PREFECT, REAL_SETS
 
-pytestmark = [pytest.mark.slow,
+pytestmark = [pytest.mark.slow, pytest.mark.journey,  # make test-journeys: the README's pipeline and experiments
               pytest.mark.skipif(not (PREFECT.exists() and DVC.exists()), reason="prefect and dvc must be in the venv")]
 
 

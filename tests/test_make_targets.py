@@ -26,7 +26,7 @@ def _installs(target: str, venv) -> set[str]:
 def test_the_demo_installs_only_what_it_runs_and_each_server_comes_with_its_target(tmp_path):
     venv = tmp_path / "venv"
     assert _installs("demo", venv) == {"fonts"}
-    assert _installs("test", venv) == {"fonts", "postgresql", "chromium"}  # what CI runs, with test-journeys
+    assert _installs("test", venv) == {"fonts"}  # what CI runs, with test-journeys
     assert _installs("test-journeys", venv) == {"fonts", "postgresql", "chromium", "podman"}
     assert _installs("team-up", venv) == {"fonts", "postgresql"}
     assert _installs("mlflow-screenshot", venv) == {"fonts", "chromium"}

@@ -15,7 +15,7 @@ from dvc_fixtures import VENV_BIN
 from flow_fixtures import REAL_SETS, free_port, stop, wait_http
 from rosetta.tracking.runs import ML_VIEW, runs_view_path
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.journey]  # make test-journeys: the runs the flow journey made
 
 
 @pytest.fixture(scope="module")
