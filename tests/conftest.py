@@ -25,6 +25,13 @@ sys.path.insert(0, str(PROJECT_ROOT / "scripts"))
 FLOW_STACK_MODULES = ("test_flow.py", "test_flow_experiments.py", "test_mlflow_ui.py")
 
 
+def pytest_collection_modifyitems(items):
+    """Modules with an end-to-end test (marked slow) first, each module's tests in their own order: under xdist the
+    quick modules then fill the workers' last minutes, rather than one long module running alone at the end."""
+    slow = {item.module.__name__ for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.module.__name__ not in slow)
+
+
 def pytest_xdist_make_scheduler(config, log):
     """Under pytest-xdist (``make test`` runs two workers) a module's tests stay on one worker, so its module-scoped
     servers and models are made once, and the modules on ``flow_stack`` share a worker, so the stack is made once."""
