@@ -9,7 +9,7 @@ FONTS := $(VENV)/.fonts-installed
 # pyproject's optional dependencies to install with the project; the Dockerfile's image sets EXTRAS= (none).
 EXTRAS ?= dev
 
-.PHONY: install install-serve-onnx-deps install-serve-onnx demo test test-journeys test-quick bench gpu-check mlflow-screenshot import-graph dvc-deps prefect-up prefect-down \
+.PHONY: install install-serve-onnx-deps install-serve-onnx demo test test-journeys test-quick bench bench-paddle gpu-check mlflow-screenshot import-graph dvc-deps prefect-up prefect-down \
 	team-up team-down image-base image-serve image-train clean
 
 $(STAMP): pyproject.toml
@@ -95,6 +95,23 @@ test-quick: install
 
 bench: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/rosetta bench train
+
+# Our training speed against PaddlePaddle running PaddleOCR's own network (scripts/bench_paddle.py; a table for
+# docs/performance.md): PADDLEOCR=DIR names a PaddleOCR checkout, whose network code the Paddle side imports and this
+# project never holds; Paddle runs from a venv of its own, never a project dependency ($(PADDLE_VENV), made here, or
+# PADDLE_PYTHON=<a venv's python>). BENCH_PADDLE_ARGS passes --rounds, --steps and --warmup. The checkout is checked
+# before the venv is made, so a wrong PADDLEOCR costs no install.
+PADDLE_VENV ?= .venv-paddle
+PADDLE_PYTHON ?= $(PADDLE_VENV)/bin/python
+$(PADDLE_VENV)/.installed:
+	$(PYTHON) -m venv $(PADDLE_VENV)
+	$(PADDLE_VENV)/bin/python -m pip install paddlepaddle==2.6.2 numpy==1.26.4 'scipy<1.12'
+	touch $(PADDLE_VENV)/.installed
+
+bench-paddle: $(STAMP)
+	$(BIN)/python scripts/bench_paddle.py --check-only --paddleocr "$(PADDLEOCR)"
+	$(if $(filter $(PADDLE_VENV)/bin/python,$(PADDLE_PYTHON)),$(MAKE) --no-print-directory $(PADDLE_VENV)/.installed)
+	$(BIN)/python scripts/bench_paddle.py --paddleocr "$(PADDLEOCR)" --paddle-python "$(PADDLE_PYTHON)" $(BENCH_PADDLE_ARGS)
 
 # Every CUDA path (precisions, torch.compile, torchrun/NCCL, kill-and-resume, ONNX parity) in one table, under
 # 8 minutes; without a GPU a dry mode on the CPU. README "On a GPU"; the table as JSON in runs/gpu_check/.

@@ -43,7 +43,8 @@ def test_a_setting_out_of_its_range_is_one_sentence(override, message):
     assert str(refused.value).startswith(message) and "\n" not in str(refused.value)
 
 
-@pytest.mark.parametrize("params", ["params.yaml", "profiles/rosetta_mv3.yaml", "profiles/rosetta_r34_vd.yaml"])
+@pytest.mark.parametrize("params", ["params.yaml", *sorted(p.relative_to(PROJECT_ROOT).as_posix()
+                                                     for p in (PROJECT_ROOT / "profiles").glob("*.yaml"))])
 def test_the_project_params_and_profiles_are_inside_the_ranges(params):
     load_config(PROJECT_ROOT / params)
 

@@ -77,6 +77,18 @@ def test_suite_passes_on_good_data(good, tmp_path):
     assert saved["metrics"]["undecodable_fraction"] == 0.0
 
 
+def test_a_result_is_the_same_bytes_on_every_run_and_in_every_folder(good, tmp_path, monkeypatch):
+    """The stored result is a DVC output: the same data checks to the same bytes, whenever and wherever it runs
+    (GX's run times and random ids left out, the LMDB named relative to the project)."""
+    monkeypatch.chdir(tmp_path)
+    first, second = tmp_path / "out" / "first.json", tmp_path / "again" / "first.json"
+    validate_lmdb(good, Charset(), ValidationConfig(), first, workers=1)
+    validate_lmdb(good, Charset(), ValidationConfig(), second, workers=1)
+    assert first.read_bytes() == second.read_bytes()
+    saved = json.loads(first.read_text())
+    assert saved["lmdb"] == "good" and "validation_time" not in saved["gx"]["meta"]
+
+
 def test_suite_fails_with_a_readable_summary(bad, tmp_path):
     cfg = ValidationConfig(max_undecodable_fraction=0.05, min_charset_conformity=0.95, min_height=8,
                            max_aspect_ratio=25, min_shape_conformity=0.99, min_samples=100)

@@ -174,7 +174,7 @@ def _edits(img: Image.Image) -> dict[str, bytes]:
 
 
 @pytest.mark.skipif(not REAL_BENCHMARK.is_dir(), reason="the real benchmark sets are not at ../shared/benchmarks")
-def test_edited_copies_of_real_benchmark_images_are_named_with_their_originals(tmp_path):
+def test_edited_copies_of_real_benchmark_images_are_named_with_their_originals(tmp_path, monkeypatch):
     """40 IIIT5k test images among 400, each edited 8 ways: the check names the benchmark image each came from,
     a re-encoded or resized copy as a copy (refused), the others as edited copies (dropped, both names reported)."""
     from rosetta.prep.overlap import find_overlaps, is_copy, prints_of
@@ -209,7 +209,10 @@ def test_edited_copies_of_real_benchmark_images_are_named_with_their_originals(t
     write_gt_set(sets / "A_train", WORDS, seed=3)
     (sets / "A_train" / "images" / "0.png").write_bytes(_edits(Image.open(files[0]).convert("RGB"))["cropped 5 %"])
     (sets / "A_train" / "images" / "1.png").write_bytes(_edits(Image.open(files[10]).convert("RGB"))["contrast 0.6"])
+    monkeypatch.chdir(tmp_path)  # the project, as DVC runs the stage
     report = _convert(layout, sets)["sets"]["A_train"]
     pairs = {(p["train"].rsplit("/", 1)[-1], p["benchmark"].rsplit("/", 1)[-1]) for p in report["near_duplicates"]}
     assert pairs == {("0.png", files[0].name), ("1.png", files[10].name)}
+    # Named relative to the project: the report, a DVC output, hashes the same in every clone and folder.
+    assert all(p["benchmark"].startswith("data/") for p in report["near_duplicates"]), report["near_duplicates"]
     assert report["dropped"]["near_duplicate"] == 2

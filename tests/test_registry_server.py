@@ -87,6 +87,18 @@ def test_a_user_granted_manage_on_the_model_alone_promotes_and_rolls_back(tmp_pa
         assert rolled.returncode == 0, rolled.stderr
         assert rolled.stdout.strip().startswith("rosetta v1 restored to production")
 
+        # MANAGE on the model without EDIT on the experiment: the decision's history cannot be written, so the
+        # aliases the promotion moved go back, and the refusal is one sentence.
+        api("users/create", username="bob", password="bob-secret-1")
+        api("users/permissions/grant", version=3, username="bob", resource_type="registered_model",
+            resource_id="rosetta", permission="MANAGE")
+        refused = rosetta_cli("promote", "--version", "2", "--force", *args, cwd=tmp_path,
+                              env=rosetta_cli.env(MLFLOW_TRACKING_USERNAME="bob", MLFLOW_TRACKING_PASSWORD="bob-secret-1",
+                                                  PREFECT_API_URL=prefect_api))
+        assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
+        assert f"error: the MLflow server at {server.uri} refused this change to user 'bob' (permission denied)" \
+            in refused.stderr
+
         found = requests.get(f"{server.uri}/api/2.0/mlflow/registered-models/search", auth=admin, timeout=30).json()
         assert [m["name"] for m in found["registered_models"]] == ["rosetta"]
         aliases = {a["alias"]: a["version"] for a in found["registered_models"][0]["aliases"]}

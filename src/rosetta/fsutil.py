@@ -201,6 +201,16 @@ def disk_full(folder: Path, needed: int | None = None, what: str = "the output")
                         "was kept")
 
 
+def shown_path(path: str | Path) -> str:
+    """``path`` as a report written into a DVC output names it: relative to the working directory (the project,
+    where DVC runs a stage) where it lies below it, so the report hashes the same in every clone and folder;
+    else as given."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def sha256_file(path: Path) -> str:
     """The sha256 of a file's bytes, read in blocks (a model or an archive need not fit in memory)."""
     with open(path, "rb") as f:

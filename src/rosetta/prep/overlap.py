@@ -23,6 +23,7 @@ from typing import Iterable, Iterator
 import numpy as np
 from PIL import Image, ImageFilter
 
+from rosetta.fsutil import shown_path
 from rosetta.data.lmdb_io import find_lmdbs, image_key, num_samples, open_lmdb, read_names
 from rosetta_infer.preprocess import ImageDecodeError, decode_image
 from rosetta.prep.parallel import parallel_map
@@ -185,12 +186,14 @@ def prints_of(items: Iterable[tuple[str, bytes]], workers: int = 0, total: int |
 
 def lmdb_images(path: Path) -> Iterator[tuple[str, bytes]]:
     """``(name, bytes)`` for every sample of one LMDB, named ``<lmdb>: <its file>`` where the converter kept
-    the file names (``names.txt``), else ``<lmdb> image-<index>``."""
+    the file names (``names.txt``), else ``<lmdb> image-<index>``; ``<lmdb>`` relative to the working directory
+    (the project) where it lies below it, so that reports read the same in every clone."""
     names = read_names(path)
+    shown = shown_path(path)
     with open_lmdb(path).begin() as txn:
         n = num_samples(txn, path)
         for index in range(1, n + 1):
-            name = f"{path}: {names[index - 1]}" if names and len(names) == n else f"{path} image-{index:09d}"
+            name = f"{shown}: {names[index - 1]}" if names and len(names) == n else f"{shown} image-{index:09d}"
             yield name, bytes(txn.get(image_key(index)) or b"")
 
 

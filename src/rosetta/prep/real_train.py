@@ -81,9 +81,11 @@ def benchmark_prints(folders: list[Path], workers: int = 0) -> Prints:
             if kind == "lmdb":
                 bench.extend(lmdb_prints(folder, workers, desc=f"print {name}", windows=True))
                 continue
+            # Named by set and the file as its gt file lists it: the report (a DVC output) reads the same in
+            # every clone and folder, where an absolute path would change its hash.
             files = [s for s in gt_samples(folder / GT_FILE) if isinstance(s, FileSample)]
-            bench.extend(prints_of(((s.path, _sample_bytes(s)) for s in files), workers, total=len(files),
-                                   desc=f"print {name}", windows=True))
+            bench.extend(prints_of(((f"{name}/{s.name}", _sample_bytes(s)) for s in files), workers,
+                                   total=len(files), desc=f"print {name}", windows=True))
     return bench
 
 

@@ -20,7 +20,7 @@ from rosetta.config import Config, ValidationConfig
 from rosetta.data.lmdb_io import find_lmdbs, image_key, lmdb_name, num_samples, open_lmdb, read_label, read_report
 from rosetta_infer.preprocess import ImageDecodeError, decode_image
 from rosetta.errors import RosettaError
-from rosetta.fsutil import atomic_dir, write_json
+from rosetta.fsutil import atomic_dir, shown_path, write_json
 from rosetta.layout import DataLayout
 from rosetta.prep.parallel import parallel_map
 from rosetta.prep.stats import lmdb_stats, summary, write_plots
@@ -166,6 +166,19 @@ def _describe(check: Check, result: dict) -> str:
     return f"{check.what}: {found:.2f} % ({count} rows; allowed {check.limit})"
 
 
+# What GX writes into a result that changes on every run (when it ran, random ids), left out of the stored result
+# (a DVC output) so that the same data checks to the same bytes on every machine; the Data Docs keep them.
+_RUN_KEYS = frozenset({"id", "validation_id", "run_id", "validation_time", "ge_load_time"})
+
+
+def _stable(value):
+    if isinstance(value, dict):
+        return {k: _stable(v) for k, v in value.items() if k not in _RUN_KEYS}
+    if isinstance(value, list):
+        return [_stable(v) for v in value]
+    return value
+
+
 def validate_lmdb(lmdb_dir: str | Path, charset: Charset, cfg: ValidationConfig, result_path: str | Path,
                   workers: int = 0, name: str | None = None, check: DataCheck | None = None) -> ValidationResult:
     """Validate one LMDB (in ``check``'s context, given one); the GX result goes to ``result_path`` (JSON) whether
@@ -194,7 +207,8 @@ def validate_lmdb(lmdb_dir: str | Path, charset: Charset, cfg: ValidationConfig,
     if conversion is not None:
         metrics["rejected_at_conversion"] = conversion["rejected_total"]
         metrics["rejected_by_reason"] = conversion["rejected"]
-    payload = {"lmdb": str(lmdb_dir), "metrics": metrics, "failed": failed, "gx": gx_result.to_json_dict()}
+    payload = {"lmdb": shown_path(lmdb_dir), "metrics": metrics, "failed": failed,
+               "gx": _stable(gx_result.to_json_dict())}
     write_json(result_path, payload, default=str)
     if failed:
         summary = f"{name}: {len(failed)} of {len(checks)} checks failed: " + "; ".join(failed)

@@ -39,7 +39,8 @@ from urllib.parse import quote, urlparse
 from rosetta.config import Config
 from rosetta.errors import RosettaError
 from rosetta.fsutil import command_line
-from rosetta.tracking.store import store_errors, tracking_uri
+from rosetta.tracking.failures import store_errors
+from rosetta.tracking.store import tracking_uri
 
 LEASE_S = 60.0  # Prefect's shortest lease; its holder renews it every 45 s while the block runs
 NOTICE_EVERY_S = 30.0  # a waiting command says who holds the lock, then again this often

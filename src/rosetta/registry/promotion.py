@@ -61,7 +61,12 @@ def promote(cfg: Config, version: str | int | None = None, force: bool = False, 
     if production is not None and production.version == version:
         print(decision.summary(), flush=True)  # nothing changes, and production keeps its own record
         return decision
-    if decision.promoted:
+    if not decision.promoted:
+        _record(client, decision, "not promoted", command)
+        print(decision.summary(), flush=True)
+        return decision
+    before = {reg.alias: current, reg.previous_alias: held.get(reg.previous_alias)}
+    try:
         if current:
             client.set_registered_model_alias(reg.model_name, reg.previous_alias, current)
             client.set_model_version_tag(reg.model_name, version, TAG_REPLACED, current)
@@ -69,9 +74,25 @@ def promote(cfg: Config, version: str | int | None = None, force: bool = False, 
         if current:
             _record(client, decision, "replaced", command, f"v{version} took {reg.alias!r}: {decision.reason}",
                     about_production=True)
-    _record(client, decision, "promoted" if decision.promoted else "not promoted", command)
+        _record(client, decision, "promoted", command)
+    except Exception:
+        # A promotion whose history cannot be written (a user without EDIT on the runs' experiment, a server gone)
+        # does not stand: the aliases go back to where they were, then the failure is said.
+        _restore_aliases(client, reg.model_name, before)
+        raise
     print(decision.summary(), flush=True)
     return decision
+
+
+def _restore_aliases(client, name: str, aliases_before: dict[str, str | None]) -> None:
+    for alias, held_version in aliases_before.items():
+        try:
+            if held_version:
+                client.set_registered_model_alias(name, alias, held_version)
+            else:
+                client.delete_registered_model_alias(name, alias)
+        except Exception:  # the failure being raised says more than this one; the next promotion sets them again
+            continue
 
 
 @locked

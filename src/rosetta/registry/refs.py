@@ -68,7 +68,8 @@ def resolve_version(cfg: Config, uri: str, setting: str = "the model URI"):
     is one sentence saying which exist and the command that makes the missing one."""
     from mlflow.exceptions import MlflowException
 
-    from rosetta.tracking.store import store_errors, tracking_uri
+    from rosetta.tracking.failures import store_errors
+    from rosetta.tracking.store import tracking_uri
 
     ref = ModelRef.parse(uri, setting)
     store = tracking_uri(cfg)
@@ -147,7 +148,8 @@ def download_verified(cfg: Config, version, dest: Path, setting: str = "the mode
     sentence."""
     import mlflow
 
-    from rosetta.tracking.store import activate_store, artifact_bars_on_terminal, store_errors, tracking_uri
+    from rosetta.tracking.failures import store_errors
+    from rosetta.tracking.store import activate_store, artifact_bars_on_terminal, tracking_uri
 
     described = f"{uri or f'models:/{version.name}/{version.version}'} (v{version.version})"
     store = tracking_uri(cfg)
@@ -182,7 +184,7 @@ def aliases(client, name: str) -> dict[str, str]:
     """Each alias of registered model ``name`` and the version holding it."""
     from mlflow.exceptions import MlflowException
 
-    from rosetta.tracking.store import missing
+    from rosetta.tracking.failures import missing
 
     try:
         return {k: str(v) for k, v in client.get_registered_model(name).aliases.items()}
@@ -197,7 +199,7 @@ def get_version(client, name: str, version: str):
     """Version ``version`` of ``name`` (MLflow's ``ModelVersion``), or one sentence where there is none."""
     from mlflow.exceptions import MlflowException
 
-    from rosetta.tracking.store import missing
+    from rosetta.tracking.failures import missing
 
     try:
         return client.get_model_version(name, version)

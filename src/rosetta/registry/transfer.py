@@ -17,8 +17,8 @@ from rosetta.registry.decisions import TAG_DECISION, history_folder
 from rosetta.registry.promotion import TAG_REPLACED, promote
 from rosetta.registry.refs import TAG_FILES_SHA256, fetch_verified, registry_client
 from rosetta.registry.versions import MODEL_ARTIFACT, create_version, logged_files_digest
-from rosetta.tracking.store import (activate_store, artifact_bars_on_terminal, ensure_experiment, missing,
-                                    tracking_uri)
+from rosetta.tracking.failures import missing
+from rosetta.tracking.store import activate_store, artifact_bars_on_terminal, ensure_experiment, tracking_uri
 
 TAG_COPIED_FROM = "copied_from"  # on the copy: the version and store it came from
 # The source registry's own decisions about it; the destination decides for itself.

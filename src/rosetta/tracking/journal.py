@@ -17,7 +17,8 @@ from rosetta.config import Config
 from rosetta.errors import RosettaError
 from rosetta.fsutil import environ, exclusive_lock, write_json
 from rosetta.layout import mlflow_pending, train_lock
-from rosetta.tracking.store import StoreUnavailable, Tracker, store_errors
+from rosetta.tracking.failures import StoreUnavailable, store_errors
+from rosetta.tracking.store import Tracker
 
 JOURNAL = "journal.jsonl"  # one write a line, in the order the training made them
 _SENT = "sent.json"  # how many lines of the journal reached the store

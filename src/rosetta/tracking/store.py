@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import sqlite3
 import sys
 import time
@@ -20,6 +19,7 @@ from rosetta.config import Config
 from rosetta.errors import RosettaError
 from rosetta.fsutil import environ
 from rosetta.params import project_root
+from rosetta.tracking.failures import store_errors
 from rosetta.tracking.runs import run_name, share_runs_view
 
 ARTIFACTS_DIR = "mlartifacts"
@@ -134,66 +134,6 @@ def _check_sqlite(path: Path) -> None:
 
 # What failed, in a few words, from the texts of an exception and those it was raised from (first match wins); a
 # failure none of them names is said by its first line.
-_FAILURES = [(re.compile(r"refused|NewConnectionError", re.I), "connection refused"),
-             (re.compile(r"timed? ?out", re.I), "no answer within the timeout"),
-             (re.compile(r"(?:error code|too many) (\d{3})"), r"HTTP \1"),
-             (re.compile(r"RemoteDisconnected|Connection aborted|reset by peer", re.I), "connection closed")]
-
-
-def store_failure(exc: BaseException) -> str | None:
-    """What failed, in a few words (``connection refused``, ``HTTP 503``), when ``exc`` is the store failing rather
-    than a missing thing: a database error (SQLAlchemy's, or MLflow's wrapping of one) or a server that cannot be
-    reached or answers with an error."""
-    from requests.exceptions import ConnectionError as RequestsConnectionError
-    from sqlalchemy.exc import SQLAlchemyError
-
-    chain, seen = [], exc
-    while seen is not None:
-        chain.append(seen)
-        seen = seen.__cause__ or seen.__context__
-    failing = next((e for e in chain if isinstance(e, (SQLAlchemyError, sqlite3.DatabaseError,
-                                                        RequestsConnectionError))), None)
-    if failing is None and any(k in str(exc) for k in ("DatabaseError", "OperationalError", "API request to")):
-        failing = exc
-    if failing is None:
-        return None
-    text = " ".join(str(e) for e in chain)
-    for pattern, words in _FAILURES:
-        match = pattern.search(text)
-        if match:
-            return match.expand(words)
-    return " ".join(str(failing).split("\n")[0].split())[:160]
-
-
-@contextlib.contextmanager
-def store_errors(uri: str) -> Iterator[None]:
-    """Turn the store failing (a damaged database, a server that does not answer) into one sentence naming it;
-    anything else goes on as raised."""
-    try:
-        yield
-    except RosettaError:
-        raise
-    except Exception as exc:
-        failure = store_failure(exc)
-        if failure is None:
-            raise
-        raise StoreUnavailable(uri, failure) from None
-
-
-class StoreUnavailable(RosettaError):
-    """The store at ``uri`` failed (``failure``, a few words): a damaged database, a server that does not answer."""
-
-    def __init__(self, uri: str, failure: str):
-        super().__init__(f"the MLflow store at {uri} failed ({failure}); check it (a damaged database is restored "
-                         "from a backup, a server is started) or set mlflow.tracking_uri to another store")
-        self.uri, self.failure = uri, failure
-
-
-def missing(exc: BaseException) -> bool:
-    """Whether an MLflow error says the thing asked for does not exist (not that the store failed)."""
-    return getattr(exc, "error_code", None) == "RESOURCE_DOES_NOT_EXIST"
-
-
 def artifact_location(uri: str) -> str | None:
     """``<folder of the sqlite file>/mlartifacts`` for sqlite stores; None lets a server decide."""
     if uri.startswith("sqlite:///"):
