@@ -80,29 +80,25 @@ def paddle_interpreter(path: str) -> str:
     return os.path.abspath(path)  # not resolve(): a venv's python is a link, and through it Python finds the venv
 
 
-def _json_at_end(text: str) -> dict | list:
-    """The JSON a command prints last (``rosetta bench train --json``: after its table line)."""
-    lines = text.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith(("{", "[")))
-    return json.loads("\n".join(lines[start:]))
-
-
-def _run(argv: list[str], what: str) -> dict | list:
+def _run(argv: list[str], what: str) -> dict:
     proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True)
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["no message"])[-1]
         raise RosettaError(f"{what} failed ({last}); run `{' '.join(argv)}` to see the whole message")
-    return _json_at_end(proc.stdout)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def measure(setup: Setup, steps: int, warmup: int, paddle_python: str, paddleocr: Path) -> dict:
-    """One row, in fresh processes: ``rosetta bench train`` for ours, the worker under Paddle's Python for Paddle."""
+    """One row, in fresh processes: ``rosetta bench train``'s own measurement for ours (it spawns them), the worker
+    under Paddle's Python for Paddle."""
     if setup.side == "ours":
-        (row,) = _run([sys.executable, "-m", "rosetta", "bench", "train", "--backbones", "mobilenet_v3", "--modes",
-                       "synthetic", "--batch-size", str(setup.batch_size), "--processes", str(setup.processes),
-                       "--steps", str(steps), "--warmup", str(warmup), "--json", "-o", f"train.threads={setup.threads}",
-                       "-o", "train.device=cpu"], "rosetta bench train")
-        row["side"] = "ours"
+        from rosetta.bench.train import bench_train
+        from rosetta.config import load_config
+
+        cfg = load_config(ROOT / "params.yaml", [f"train.threads={setup.threads}", "train.device=cpu"])
+        (row,) = bench_train(cfg, ["mobilenet_v3"], setup.batch_size, steps, warmup, modes=("synthetic",),
+                             processes=setup.processes)
+        row = {**row, "side": "ours"}
     else:
         row = _run([paddle_python, str(WORKER), "--paddleocr", str(paddleocr), "--threads", str(setup.threads),
                     "--batch-size", str(setup.batch_size), "--steps", str(steps), "--warmup", str(warmup)],
